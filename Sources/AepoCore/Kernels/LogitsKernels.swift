@@ -28,6 +28,12 @@ public struct LogitsSums: Equatable, Sendable {
     public var nllSum: Double = 0
     /// The number of rows with mask = 1.
     public var count: Int = 0
+
+    public init(entropySum: Double = 0, nllSum: Double = 0, count: Int = 0) {
+        self.entropySum = entropySum
+        self.nllSum = nllSum
+        self.count = count
+    }
 }
 
 /// Temperature-consistent log-probs, exact entropy and their gradient, straight from logits.
@@ -104,7 +110,7 @@ public enum LogitsKernels {
         let n = layout.count, vocab = layout.vocab
         let needTargets = outputs.logp != nil || outputs.logpT1 != nil || wantNLL
         if needTargets && targets == nil && n > 0 {
-            throw .nullPointer("targets")
+            throw AepoFailure(.nullPointer, "targets", "targets is NULL; it is needed for logp, logp_t1 and nll_sum")
         }
         let tg = needTargets ? targets : nil
         try checkRows(count: n, vocab: vocab, targets: tg, mask: mask)
@@ -193,8 +199,12 @@ public enum LogitsKernels {
                 throw .invalid("out", "overlaps logits without being the same view; pass out = logits with the same strides to write in place")
             }
         }
-        if gradLogp != nil && targets == nil { throw .nullPointer("targets") }
-        if gradEntropy != nil && entropy == nil { throw .nullPointer("entropy") }
+        if gradLogp != nil && targets == nil {
+            throw AepoFailure(.nullPointer, "targets", "targets is NULL; it is needed with grad_logp")
+        }
+        if gradEntropy != nil && entropy == nil {
+            throw AepoFailure(.nullPointer, "entropy", "entropy is NULL; it is needed with grad_entropy")
+        }
 
         // Validate every active row before writing anything.
         let tg = gradLogp != nil ? targets : nil
