@@ -1,0 +1,293 @@
+import AepoCore
+import CJansson
+import Glibc
+
+/// JSON <-> `ControllerSnapshot`: the controller's state blob.
+///
+/// The blob is one JSON object with sorted keys and reals at 17 significant digits, so
+/// every double reads back bit for bit:
+///
+///     {"actuator": 1.2, "config": {<the controller section>}, "decision": {...},
+///      "error": 0.01, "format": "aepo.controller.state", "history": [{...}, ...],
+///      "level": "high", "observations": 12, "smoothed": 0.49, "statistic": 0.49,
+///      "step": 12, "version": 1}
+///
+/// `config` records the whole controller section that produced the state; restoring
+/// compares its `mode`, `statistic` and `adaptive.actuator` with the restoring controller.
+/// A decision's `alpha` is null when the controller does not set alpha. Reading is
+/// strict: unknown or missing keys, wrong types and out-of-range values are state errors
+/// that name the JSON path.
+public enum ControllerStateCodec {
+    public static let format = "aepo.controller.state"
+    public static let version: Int64 = 1
+
+    // MARK: - writing
+
+    public static func encode(_ controller: EntropyController) -> String {
+        let snap = controller.snapshot
+        let root = json_object()!
+        defer { json_decref(root) }
+        set(root, "format", json_string(format))
+        set(root, "version", json_integer(version))
+        set(root, "config", configObject(controller.config))
+        let s = snap.state
+        set(root, "step", json_integer(s.step))
+        set(root, "observations", json_integer(s.observations))
+        set(root, "statistic", real(s.statistic))
+        set(root, "smoothed", real(s.smoothed))
+        set(root, "level", json_string(s.high ? "high" : "low"))
+        set(root, "actuator", real(s.actuator))
+        set(root, "error", real(s.error))
+        set(root, "decision", decisionObject(s.decision))
+        let hist = json_array()!
+        for d in snap.history { json_array_append_new(hist, decisionObject(d)) }
+        set(root, "history", hist)
+        // JSON_SORT_KEYS | JSON_REAL_PRECISION(17); the precision macro is function-like
+        // and does not import.
+        let flags = Int(JSON_SORT_KEYS) | ((17 & 0x1F) << 11)
+        guard let text = json_dumps(root, flags) else { return "" }
+        defer { free(text) }
+        return String(cString: text)
+    }
+
+    private static func set(_ obj: UnsafeMutablePointer<json_t>, _ key: String, _ value: UnsafeMutablePointer<json_t>?) {
+        json_object_set_new(obj, key, value)
+    }
+
+    /// A finite double as a JSON real; anything else as null (the readers reject it).
+    private static func real(_ x: Double) -> UnsafeMutablePointer<json_t>? {
+        x.isFinite ? json_real(x) : json_null()
+    }
+
+    private static func decisionObject(_ d: ControllerDecision) -> UnsafeMutablePointer<json_t>? {
+        let o = json_object()!
+        set(o, "step", json_integer(d.step))
+        set(o, "temperature", real(d.temperature))
+        set(o, "k_max", json_integer(d.kMax))
+        set(o, "halve", d.halve ? json_true() : json_false())
+        set(o, "alpha", real(d.alpha))
+        set(o, "target", real(d.target))
+        set(o, "statistic", real(d.statistic))
+        set(o, "smoothed", real(d.smoothed))
+        set(o, "mode", json_string(d.mode.name))
+        set(o, "reason", json_string(d.reason.name))
+        return o
+    }
+
+    /// The controller section as a JSON object, walking the same schema rows as the config
+    /// writer.
+    private static func configObject(_ c: ControllerConfig) -> UnsafeMutablePointer<json_t>? {
+        var whole = Config()
+        whole.controller = c
+        let root = json_object()!
+        for f in ConfigSchema.fields where f.path.hasPrefix("controller.") {
+            let parts = f.path.split(separator: ".").dropFirst().map(String.init)
+            var obj = root
+            for p in parts.dropLast() {
+                if let child = json_object_get(obj, p) {
+                    obj = child
+                } else {
+                    let child = json_object()!
+                    json_object_set_new(obj, p, child)
+                    obj = child
+                }
+            }
+            set(obj, parts[parts.count - 1], configValue(f.get(whole)))
+        }
+        return root
+    }
+
+    private static func configValue(_ v: ConfigValue) -> UnsafeMutablePointer<json_t>? {
+        switch v {
+        case let .bool(b): return b ? json_true() : json_false()
+        case let .int(i): return json_integer(i)
+        case let .real(x): return real(x)
+        case let .string(s): return json_string(s)
+        case let .points(pts):
+            let arr = json_array()!
+            for p in pts {
+                let o = json_object()!
+                set(o, "step", json_integer(p.step))
+                set(o, "target", real(p.target))
+                json_array_append_new(arr, o)
+            }
+            return arr
+        }
+    }
+
+    // MARK: - reading
+
+    public static func decode(_ bytes: UnsafeBufferPointer<UInt8>) throws(AepoFailure) -> ControllerSnapshot {
+        guard let base = bytes.baseAddress, !bytes.isEmpty else {
+            throw .state("json", "the state blob is empty")
+        }
+        var jerr = json_error_t()
+        let root = base.withMemoryRebound(to: CChar.self, capacity: bytes.count) {
+            json_loadb($0, bytes.count, Int(JSON_REJECT_DUPLICATES), &jerr)
+        }
+        guard let root else {
+            var e = jerr
+            let text = withUnsafeBytes(of: &e.text) { raw -> String in
+                let b = raw.bindMemory(to: UInt8.self)
+                let n = b.firstIndex(of: 0) ?? b.count
+                return String(decoding: UnsafeBufferPointer(rebasing: b[0..<n]), as: UTF8.self)
+            }
+            throw .state("json", "malformed JSON at line \(jerr.line), column \(jerr.column): \(text)")
+        }
+        defer { json_decref(root) }
+        let top = try Reader(root, "")
+        try top.expectKeys(["actuator", "config", "decision", "error", "format", "history", "level",
+                            "observations", "smoothed", "statistic", "step", "version"])
+        let fmt = try top.string("format")
+        if fmt != format {
+            throw .state("format", "is \"\(fmt)\"; expected \"\(format)\" (this is not a controller state)")
+        }
+        let ver = try top.integer("version")
+        if ver != version {
+            throw .state("version", "unsupported state version \(ver); this library reads version \(version)")
+        }
+        let cfg = try top.object("config")
+        let mode = try cfg.string("mode")
+        let statistic = try cfg.string("statistic")
+        let actuator = try cfg.object("adaptive").string("actuator")
+
+        let levelName = try top.string("level")
+        guard levelName == "high" || levelName == "low" else {
+            throw .state("level", "is \"\(levelName)\"; expected \"high\" or \"low\"")
+        }
+        let state = ControllerState(
+            step: try top.integer("step"), observations: try top.integer("observations"),
+            statistic: try top.real("statistic"), smoothed: try top.real("smoothed"), high: levelName == "high",
+            actuator: try top.real("actuator"), error: try top.real("error"),
+            decision: try decision(top.object("decision")))
+        let hist = try top.array("history")
+        var history: [ControllerDecision] = []
+        for i in 0..<json_array_size(hist.value) {
+            guard let item = json_array_get(hist.value, i) else { break }
+            history.append(try decision(Reader(item, "history[\(i)]")))
+        }
+        return ControllerSnapshot(mode: mode, statistic: statistic, actuator: actuator, state: state,
+                                  history: history)
+    }
+
+    public static func decode(_ text: String) throws(AepoFailure) -> ControllerSnapshot {
+        let bytes = Array(text.utf8)
+        var result: Result<ControllerSnapshot, AepoFailure> = .failure(.state("json", "the state blob is empty"))
+        bytes.withUnsafeBufferPointer { buf in
+            do throws(AepoFailure) { result = .success(try decode(buf)) } catch { result = .failure(error) }
+        }
+        return try result.get()
+    }
+
+    private static func decision(_ r: Reader) throws(AepoFailure) -> ControllerDecision {
+        try r.expectKeys(["alpha", "halve", "k_max", "mode", "reason", "smoothed", "statistic", "step",
+                          "target", "temperature"])
+        let modeName = try r.string("mode")
+        guard let mode = ControllerMode(name: modeName) else {
+            throw .state(r.path("mode"), "unknown mode \"\(modeName)\"")
+        }
+        let reasonName = try r.string("reason")
+        guard let reason = ControllerReason(name: reasonName) else {
+            throw .state(r.path("reason"), "unknown reason \"\(reasonName)\"")
+        }
+        return ControllerDecision(
+            step: try r.integer("step"), temperature: try r.real("temperature"), kMax: try r.integer("k_max"),
+            halve: try r.bool("halve"), alpha: try r.real("alpha", nullable: true), target: try r.real("target"),
+            statistic: try r.real("statistic"), smoothed: try r.real("smoothed"), mode: mode, reason: reason)
+    }
+
+    /// Typed access to one JSON object, with errors that name the path.
+    private struct Reader {
+        let value: UnsafeMutablePointer<json_t>
+        let prefix: String
+
+        init(_ value: UnsafeMutablePointer<json_t>, _ prefix: String, kind: json_type = JSON_OBJECT) throws(AepoFailure) {
+            guard value.pointee.type == kind else {
+                throw .state(prefix.isEmpty ? "json" : prefix,
+                             "expected \(kind == JSON_OBJECT ? "an object" : "an array"), got \(describe(value))")
+            }
+            self.value = value
+            self.prefix = prefix
+        }
+
+        func path(_ key: String) -> String { prefix.isEmpty ? key : prefix + "." + key }
+
+        func expectKeys(_ keys: Set<String>) throws(AepoFailure) {
+            var it = json_object_iter(value)
+            while let cur = it {
+                let k = String(cString: json_object_iter_key(cur))
+                if !keys.contains(k) {
+                    throw .state(path(k), "unknown key \"\(k)\"; expected " + keys.sorted().joined(separator: ", "))
+                }
+                it = json_object_iter_next(value, cur)
+            }
+            for k in keys.sorted() where json_object_get(value, k) == nil {
+                throw .state(path(k), "missing")
+            }
+        }
+
+        func field(_ key: String) throws(AepoFailure) -> UnsafeMutablePointer<json_t> {
+            guard let v = json_object_get(value, key) else { throw .state(path(key), "missing") }
+            return v
+        }
+
+        func object(_ key: String) throws(AepoFailure) -> Reader {
+            try Reader(field(key), path(key))
+        }
+
+        func array(_ key: String) throws(AepoFailure) -> Reader {
+            try Reader(field(key), path(key), kind: JSON_ARRAY)
+        }
+
+        func string(_ key: String) throws(AepoFailure) -> String {
+            let v = try field(key)
+            guard v.pointee.type == JSON_STRING else {
+                throw .state(path(key), "expected a string, got \(describe(v))")
+            }
+            let n = json_string_length(v)
+            return json_string_value(v).map { p in
+                String(decoding: UnsafeRawBufferPointer(start: p, count: n), as: UTF8.self)
+            } ?? ""
+        }
+
+        func integer(_ key: String) throws(AepoFailure) -> Int64 {
+            let v = try field(key)
+            guard v.pointee.type == JSON_INTEGER else {
+                throw .state(path(key), "expected an integer, got \(describe(v))")
+            }
+            return json_integer_value(v)
+        }
+
+        func real(_ key: String, nullable: Bool = false) throws(AepoFailure) -> Double {
+            let v = try field(key)
+            switch v.pointee.type {
+            case JSON_REAL: return json_real_value(v)
+            case JSON_INTEGER: return Double(json_integer_value(v))
+            case JSON_NULL where nullable: return .nan
+            default:
+                throw .state(path(key), "expected a real\(nullable ? " or null" : ""), got \(describe(v))")
+            }
+        }
+
+        func bool(_ key: String) throws(AepoFailure) -> Bool {
+            let v = try field(key)
+            if v.pointee.type == JSON_TRUE { return true }
+            if v.pointee.type == JSON_FALSE { return false }
+            throw .state(path(key), "expected true or false, got \(describe(v))")
+        }
+    }
+
+    private static func describe(_ v: UnsafeMutablePointer<json_t>) -> String {
+        switch v.pointee.type {
+        case JSON_OBJECT: return "an object"
+        case JSON_ARRAY: return "an array"
+        case JSON_STRING: return "a string"
+        case JSON_INTEGER: return "the integer \(json_integer_value(v))"
+        case JSON_REAL: return "the real \(formatReal(json_real_value(v)))"
+        case JSON_TRUE: return "true"
+        case JSON_FALSE: return "false"
+        case JSON_NULL: return "null"
+        default: return "an unknown JSON value"
+        }
+    }
+}
