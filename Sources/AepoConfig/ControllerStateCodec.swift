@@ -136,8 +136,7 @@ public enum ControllerStateCodec {
         }
         defer { json_decref(root) }
         let top = try Reader(root, "")
-        try top.expectKeys(["actuator", "config", "decision", "error", "format", "history", "level",
-                            "observations", "smoothed", "statistic", "step", "version"])
+        // Identify the document first, so that a foreign one is named as such.
         let fmt = try top.string("format")
         if fmt != format {
             throw .state("format", "is \"\(fmt)\"; expected \"\(format)\" (this is not a controller state)")
@@ -146,6 +145,8 @@ public enum ControllerStateCodec {
         if ver != version {
             throw .state("version", "unsupported state version \(ver); this library reads version \(version)")
         }
+        try top.expectKeys(["actuator", "config", "decision", "error", "format", "history", "level",
+                            "observations", "smoothed", "statistic", "step", "version"])
         let cfg = try top.object("config")
         let mode = try cfg.string("mode")
         let statistic = try cfg.string("statistic")
