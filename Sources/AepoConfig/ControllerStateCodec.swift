@@ -23,35 +23,61 @@ public enum ControllerStateCodec {
 
     // MARK: - writing
 
-    public static func encode(_ controller: EntropyController) -> String {
+    /// The state blob of `controller`. Fails only when Jansson cannot allocate.
+    public static func encode(_ controller: EntropyController) throws(AepoFailure) -> String {
         let snap = controller.snapshot
-        let root = json_object()!
+        var b = Builder()
+        guard let root = json_object() else { throw Builder.outOfMemory }
         defer { json_decref(root) }
-        set(root, "format", json_string(format))
-        set(root, "version", json_integer(version))
-        set(root, "config", configObject(controller.config))
+        b.set(root, "format", json_string(format))
+        b.set(root, "version", json_integer(version))
+        b.set(root, "config", configObject(controller.config, &b))
         let s = snap.state
-        set(root, "step", json_integer(s.step))
-        set(root, "observations", json_integer(s.observations))
-        set(root, "statistic", real(s.statistic))
-        set(root, "smoothed", real(s.smoothed))
-        set(root, "level", json_string(s.high ? "high" : "low"))
-        set(root, "actuator", real(s.actuator))
-        set(root, "error", real(s.error))
-        set(root, "decision", decisionObject(s.decision))
-        let hist = json_array()!
-        for d in snap.history { json_array_append_new(hist, decisionObject(d)) }
-        set(root, "history", hist)
+        b.set(root, "step", json_integer(s.step))
+        b.set(root, "observations", json_integer(s.observations))
+        b.set(root, "statistic", real(s.statistic))
+        b.set(root, "smoothed", real(s.smoothed))
+        b.set(root, "level", json_string(s.high ? "high" : "low"))
+        b.set(root, "actuator", real(s.actuator))
+        b.set(root, "error", real(s.error))
+        b.set(root, "decision", decisionObject(s.decision, &b))
+        let hist = json_array()
+        for d in snap.history { b.append(hist, decisionObject(d, &b)) }
+        b.set(root, "history", hist)
+        guard b.ok else { throw Builder.outOfMemory }
         // JSON_SORT_KEYS | JSON_REAL_PRECISION(17); the precision macro is function-like
         // and does not import.
         let flags = Int(JSON_SORT_KEYS) | ((17 & 0x1F) << 11)
-        guard let text = json_dumps(root, flags) else { return "" }
+        guard let text = json_dumps(root, flags) else { throw Builder.outOfMemory }
         defer { free(text) }
         return String(cString: text)
     }
 
-    private static func set(_ obj: UnsafeMutablePointer<json_t>, _ key: String, _ value: UnsafeMutablePointer<json_t>?) {
-        json_object_set_new(obj, key, value)
+    /// Collects Jansson's allocation failures instead of trapping on them: the `_new`
+    /// setters take ownership of the value even when they fail, and a NULL container or
+    /// value marks the whole blob as failed.
+    private struct Builder {
+        var ok = true
+
+        static let outOfMemory = AepoFailure(.outOfMemory, "state", "state: could not allocate the state blob")
+
+        mutating func set(_ obj: UnsafeMutablePointer<json_t>?, _ key: String, _ value: UnsafeMutablePointer<json_t>?) {
+            guard let obj, let value else {
+                ok = false
+                if let value { json_decref(value) }
+                return
+            }
+            if json_object_set_new(obj, key, value) != 0 { ok = false }
+        }
+
+        mutating func append(_ arr: UnsafeMutablePointer<json_t>?, _ value: UnsafeMutablePointer<json_t>?) {
+            guard let arr, let value else {
+                ok = false
+                if let value { json_decref(value) }
+                return
+            }
+            if json_array_append_new(arr, value) != 0 { ok = false }
+        }
     }
 
     /// A finite double as a JSON real; anything else as null (the readers reject it).
@@ -59,57 +85,58 @@ public enum ControllerStateCodec {
         x.isFinite ? json_real(x) : json_null()
     }
 
-    private static func decisionObject(_ d: ControllerDecision) -> UnsafeMutablePointer<json_t>? {
-        let o = json_object()!
-        set(o, "step", json_integer(d.step))
-        set(o, "temperature", real(d.temperature))
-        set(o, "k_max", json_integer(d.kMax))
-        set(o, "halve", d.halve ? json_true() : json_false())
-        set(o, "alpha", real(d.alpha))
-        set(o, "target", real(d.target))
-        set(o, "statistic", real(d.statistic))
-        set(o, "smoothed", real(d.smoothed))
-        set(o, "mode", json_string(d.mode.name))
-        set(o, "reason", json_string(d.reason.name))
+    private static func decisionObject(_ d: ControllerDecision, _ b: inout Builder) -> UnsafeMutablePointer<json_t>? {
+        let o = json_object()
+        b.set(o, "step", json_integer(d.step))
+        b.set(o, "temperature", real(d.temperature))
+        b.set(o, "k_max", json_integer(d.kMax))
+        b.set(o, "halve", d.halve ? json_true() : json_false())
+        b.set(o, "alpha", real(d.alpha))
+        b.set(o, "target", real(d.target))
+        b.set(o, "statistic", real(d.statistic))
+        b.set(o, "smoothed", real(d.smoothed))
+        b.set(o, "mode", json_string(d.mode.name))
+        b.set(o, "reason", json_string(d.reason.name))
         return o
     }
 
     /// The controller section as a JSON object, walking the same schema rows as the config
     /// writer.
-    private static func configObject(_ c: ControllerConfig) -> UnsafeMutablePointer<json_t>? {
+    private static func configObject(_ c: ControllerConfig, _ b: inout Builder) -> UnsafeMutablePointer<json_t>? {
         var whole = Config()
         whole.controller = c
-        let root = json_object()!
+        guard let root = json_object() else { return nil }
         for f in ConfigSchema.fields where f.path.hasPrefix("controller.") {
             let parts = f.path.split(separator: ".").dropFirst().map(String.init)
-            var obj = root
+            guard let leaf = parts.last else { continue }
+            var obj: UnsafeMutablePointer<json_t>? = root
             for p in parts.dropLast() {
-                if let child = json_object_get(obj, p) {
-                    obj = child
+                if let existing = json_object_get(obj, p) {
+                    obj = existing
                 } else {
-                    let child = json_object()!
-                    json_object_set_new(obj, p, child)
+                    let child = json_object()
+                    b.set(obj, p, child)
                     obj = child
                 }
             }
-            set(obj, parts[parts.count - 1], configValue(f.get(whole)))
+            b.set(obj, leaf, configValue(f.get(whole), &b))
         }
         return root
     }
 
-    private static func configValue(_ v: ConfigValue) -> UnsafeMutablePointer<json_t>? {
+    private static func configValue(_ v: ConfigValue, _ b: inout Builder) -> UnsafeMutablePointer<json_t>? {
         switch v {
-        case let .bool(b): return b ? json_true() : json_false()
+        case let .bool(x): return x ? json_true() : json_false()
         case let .int(i): return json_integer(i)
         case let .real(x): return real(x)
         case let .string(s): return json_string(s)
         case let .points(pts):
-            let arr = json_array()!
+            let arr = json_array()
             for p in pts {
-                let o = json_object()!
-                set(o, "step", json_integer(p.step))
-                set(o, "target", real(p.target))
-                json_array_append_new(arr, o)
+                let o = json_object()
+                b.set(o, "step", json_integer(p.step))
+                b.set(o, "target", real(p.target))
+                b.append(arr, o)
             }
             return arr
         }

@@ -47,12 +47,12 @@ private func document(_ c: ControllerConfig) -> String {
         for cut in [0, 1, 137, 399] {
             var first = try EntropyController(config)
             for y in trace[..<cut] { try first.observe(kind, value: y) }
-            let blob = ControllerStateCodec.encode(first)
+            let blob = try ControllerStateCodec.encode(first)
             var resumed = try EntropyController(config)
             try resumed.restore(ControllerStateCodec.decode(blob))
             #expect(resumed.state == first.state, "\(name), cut \(cut)")
             #expect(resumed.history == first.history, "\(name), cut \(cut)")
-            #expect(ControllerStateCodec.encode(resumed) == blob, "\(name), cut \(cut): blob not stable")
+            #expect(try ControllerStateCodec.encode(resumed) == blob, "\(name), cut \(cut): blob not stable")
             var got: [ControllerDecision] = [resumed.decision]
             for y in trace[cut...] { got.append(try resumed.observe(kind, value: y)) }
             #expect(got == Array(uninterrupted[cut...]), "\(name), cut \(cut)")
@@ -82,7 +82,7 @@ private func document(_ c: ControllerConfig) -> String {
     @Test func blobKeepsSeventeenDigitsAndRecordsTheConfig() throws {
         var ctl = try EntropyController(.bangBang())
         try ctl.observe(.nll, value: 0.1)
-        let blob = ControllerStateCodec.encode(ctl)
+        let blob = try ControllerStateCodec.encode(ctl)
         #expect(blob.contains("\"statistic\": 0.10000000000000001"))
         #expect(blob.contains("\"format\": \"aepo.controller.state\""))
         #expect(blob.contains("\"mode\": \"bang_bang\""))

@@ -198,7 +198,8 @@ import Testing
         #expect(aepo_controller_config_json(c.handle, nil, 0, &len, &err) == AEPO_OK)
         var buf = [CChar](repeating: 0, count: len + 1)
         #expect(aepo_controller_config_json(c.handle, &buf, buf.count, &len, &err) == AEPO_OK)
-        let text = String(cString: buf)
+        let text = String(decoding: buf.prefix(len).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        #expect(buf[len] == 0)
         var expected = Config()
         expected.controller.mode = "adaptive"
         expected.controller.target = 0.7
