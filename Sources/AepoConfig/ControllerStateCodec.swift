@@ -153,13 +153,8 @@ public enum ControllerStateCodec {
             json_loadb($0, bytes.count, Int(JSON_REJECT_DUPLICATES), &jerr)
         }
         guard let root else {
-            var e = jerr
-            let text = withUnsafeBytes(of: &e.text) { raw -> String in
-                let b = raw.bindMemory(to: UInt8.self)
-                let n = b.firstIndex(of: 0) ?? b.count
-                return String(decoding: UnsafeBufferPointer(rebasing: b[0..<n]), as: UTF8.self)
-            }
-            throw .state("json", "malformed JSON at line \(jerr.line), column \(jerr.column): \(text)")
+            throw .state("json", "malformed JSON at line \(jerr.line), column \(jerr.column): "
+                + ConfigCodec.errorText(jerr))
         }
         defer { json_decref(root) }
         let top = try Reader(root, "")
@@ -232,7 +227,7 @@ public enum ControllerStateCodec {
         init(_ value: UnsafeMutablePointer<json_t>, _ prefix: String, kind: json_type = JSON_OBJECT) throws(AepoFailure) {
             guard value.pointee.type == kind else {
                 throw .state(prefix.isEmpty ? "json" : prefix,
-                             "expected \(kind == JSON_OBJECT ? "an object" : "an array"), got \(describe(value))")
+                             "expected \(kind == JSON_OBJECT ? "an object" : "an array"), got \(ConfigCodec.describe(value))")
             }
             self.value = value
             self.prefix = prefix
@@ -270,7 +265,7 @@ public enum ControllerStateCodec {
         func string(_ key: String) throws(AepoFailure) -> String {
             let v = try field(key)
             guard v.pointee.type == JSON_STRING else {
-                throw .state(path(key), "expected a string, got \(describe(v))")
+                throw .state(path(key), "expected a string, got \(ConfigCodec.describe(v))")
             }
             let n = json_string_length(v)
             return json_string_value(v).map { p in
@@ -281,7 +276,7 @@ public enum ControllerStateCodec {
         func integer(_ key: String) throws(AepoFailure) -> Int64 {
             let v = try field(key)
             guard v.pointee.type == JSON_INTEGER else {
-                throw .state(path(key), "expected an integer, got \(describe(v))")
+                throw .state(path(key), "expected an integer, got \(ConfigCodec.describe(v))")
             }
             return json_integer_value(v)
         }
@@ -293,7 +288,7 @@ public enum ControllerStateCodec {
             case JSON_INTEGER: return Double(json_integer_value(v))
             case JSON_NULL where nullable: return .nan
             default:
-                throw .state(path(key), "expected a real\(nullable ? " or null" : ""), got \(describe(v))")
+                throw .state(path(key), "expected a real\(nullable ? " or null" : ""), got \(ConfigCodec.describe(v))")
             }
         }
 
@@ -301,21 +296,7 @@ public enum ControllerStateCodec {
             let v = try field(key)
             if v.pointee.type == JSON_TRUE { return true }
             if v.pointee.type == JSON_FALSE { return false }
-            throw .state(path(key), "expected true or false, got \(describe(v))")
-        }
-    }
-
-    private static func describe(_ v: UnsafeMutablePointer<json_t>) -> String {
-        switch v.pointee.type {
-        case JSON_OBJECT: return "an object"
-        case JSON_ARRAY: return "an array"
-        case JSON_STRING: return "a string"
-        case JSON_INTEGER: return "the integer \(json_integer_value(v))"
-        case JSON_REAL: return "the real \(formatReal(json_real_value(v)))"
-        case JSON_TRUE: return "true"
-        case JSON_FALSE: return "false"
-        case JSON_NULL: return "null"
-        default: return "an unknown JSON value"
+            throw .state(path(key), "expected true or false, got \(ConfigCodec.describe(v))")
         }
     }
 }

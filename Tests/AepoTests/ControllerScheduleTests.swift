@@ -65,11 +65,23 @@ import Testing
         #expect(first.target(at: 0) == 0.9)
     }
 
-    @Test func rejectsUnorderedPointsAndBackwardRanges() throws {
-        #expect(throws: AepoFailure.self) { try schedule("piecewise", points: [(10, 0.3), (10, 0.7)]) }
-        #expect(throws: AepoFailure.self) { try schedule("piecewise", points: []) }
-        #expect(throws: AepoFailure.self) { try schedule("linear", from: 200, to: 100) }
-        #expect(throws: AepoFailure.self) { try schedule("stepwise") }
+    @Test func rejectsUnorderedPointsBackwardRangesAndUnknownKinds() throws {
+        func rejected(_ edit: (inout ControllerConfig) -> Void, _ path: String) {
+            var c = ControllerConfig.adaptive()
+            edit(&c)
+            do {
+                _ = try EntropyController(c)
+                Issue.record("accepted a schedule that \(path) should reject")
+            } catch {
+                #expect(error.kind == .config && error.argument == path, "\(error.message)")
+            }
+        }
+        rejected({ $0 = $0.withPiecewise([(10, 0.3), (10, 0.7)]) }, "controller.schedule.points[1].step")
+        rejected({ $0 = $0.withPiecewise([(10, 0.3), (4, 0.7)]) }, "controller.schedule.points[1].step")
+        rejected({ $0 = $0.withPiecewise([]) }, "controller.schedule.points")
+        rejected({ $0.schedule.kind = "linear"; $0.schedule.startStep = 200; $0.schedule.endStep = 100 },
+                 "controller.schedule.end_step")
+        rejected({ $0.schedule.kind = "stepwise" }, "controller.schedule.kind")
     }
 
     /// Decisions carry the target of their own step, and the step follows the argument.

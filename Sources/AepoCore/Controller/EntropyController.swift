@@ -41,7 +41,12 @@ public struct EntropyController: Sendable {
     public internal(set) var state: ControllerState
     public internal(set) var history: DecisionHistory
 
+    /// Builds a controller; the section is checked by the config schema first (bounds and
+    /// cross-field rules), so a config built in code gets the same errors as JSON.
     public init(_ config: ControllerConfig) throws(AepoFailure) {
+        var whole = Config()
+        whole.controller = config
+        try ConfigSchema.validate(whole)
         guard let mode = ControllerMode(name: config.mode) else {
             throw .config("controller.mode", "unknown value \"\(config.mode)\"; expected one of "
                 + ControllerMode.allCases.map { "\"\($0.name)\"" }.joined(separator: ", "))
@@ -54,7 +59,6 @@ public struct EntropyController: Sendable {
             throw .config("controller.adaptive.actuator", "unknown value \"\(config.adaptive.actuator)\"; expected one of "
                 + ControllerActuator.allCases.map { "\"\($0.name)\"" }.joined(separator: ", "))
         }
-        try Self.checkRanges(config, mode: mode, actuator: actuator)
         self.config = config
         self.mode = mode
         self.statistic = statistic
@@ -70,8 +74,7 @@ public struct EntropyController: Sendable {
         if mode == .adaptive && actuator == .temperature {
             s.actuator = min(max(1, config.adaptive.tMin), config.adaptive.tMax)
         }
-        // A config that passed the schema always yields a finite first decision; the
-        // placeholder above is overwritten here.
+        // The placeholder decision above is replaced by the first real one.
         s.decision = Self.decide(&s, step: 0, initial: true, config: config, mode: mode, actuator: actuator,
                                  schedule: schedule)
         self.state = s
@@ -239,46 +242,6 @@ public struct EntropyController: Sendable {
         switch actuator {
         case .temperature: return (c.adaptive.tMin, c.adaptive.tMax)
         case .alpha: return (c.tLow - 1, c.tHigh - 1)
-        }
-    }
-
-    /// Rules the schema checks too; repeated here so that a core value built in code can
-    /// never produce a non-finite or out-of-range decision.
-    static func checkRanges(_ c: ControllerConfig, mode: ControllerMode,
-                            actuator: ControllerActuator) throws(AepoFailure) {
-        func positive(_ x: Double, _ path: String) throws(AepoFailure) {
-            if !(x.isFinite && x > 0) { throw .config(path, "\(x) is out of range; expected a real > 0") }
-        }
-        func nonNegative(_ x: Double, _ path: String) throws(AepoFailure) {
-            if !(x.isFinite && x >= 0) { throw .config(path, "\(x) is out of range; expected a real >= 0") }
-        }
-        try positive(c.tHigh, "controller.t_high")
-        try positive(c.tLow, "controller.t_low")
-        try nonNegative(c.target, "controller.target")
-        try nonNegative(c.initialEntropy, "controller.initial_entropy")
-        try nonNegative(c.hysteresis, "controller.hysteresis")
-        try nonNegative(c.schedule.endTarget, "controller.schedule.end_target")
-        if c.kMax < 0 { throw .config("controller.k_max", "\(c.kMax) is out of range; expected an integer >= 0") }
-        if c.history < 0 { throw .config("controller.history", "\(c.history) is out of range; expected an integer >= 0") }
-        for (i, p) in c.schedule.points.enumerated() {
-            try nonNegative(p.target, "controller.schedule.points[\(i)].target")
-        }
-        let a = c.adaptive
-        try positive(a.tMin, "controller.adaptive.t_min")
-        try positive(a.tMax, "controller.adaptive.t_max")
-        try positive(a.tRate, "controller.adaptive.t_rate")
-        try positive(a.alphaMax, "controller.adaptive.alpha_max")
-        try nonNegative(a.kp, "controller.adaptive.kp")
-        try nonNegative(a.ki, "controller.adaptive.ki")
-        if !(a.ema >= 0 && a.ema < 1) {
-            throw .config("controller.adaptive.ema", "\(a.ema) is out of range; expected a real in [0, 1)")
-        }
-        if !(a.tMin < a.tMax) {
-            throw .config("controller.adaptive.t_max",
-                          "must be greater than controller.adaptive.t_min (\(a.tMin)), got \(a.tMax)")
-        }
-        if mode == .adaptive && actuator == .alpha {
-            try ConfigSchema.checkAlphaActuator(c)
         }
     }
 }

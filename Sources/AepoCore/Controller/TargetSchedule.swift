@@ -27,23 +27,12 @@ public struct TargetSchedule: Sendable, Equatable {
     /// Strictly increasing steps (the config schema guarantees it).
     public let points: [SchedulePoint]
 
+    /// Expects a schedule that passed `ConfigSchema` (ordered points, end_step >= start_step
+    /// for linear and cosine); only the kind is checked here.
     public init(target: Double, schedule s: ScheduleConfig) throws(AepoFailure) {
         guard let kind = Kind(rawValue: s.kind) else {
             throw .config("controller.schedule.kind", "unknown value \"\(s.kind)\"; expected one of "
                 + Kind.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))
-        }
-        if (kind == .linear || kind == .cosine) && s.endStep < s.startStep {
-            throw .config("controller.schedule.end_step",
-                          "must be >= controller.schedule.start_step (\(s.startStep)), got \(s.endStep)")
-        }
-        if kind == .piecewise {
-            if s.points.isEmpty {
-                throw .config("controller.schedule.points", "a piecewise schedule needs at least one point")
-            }
-            for i in s.points.indices.dropFirst() where s.points[i].step <= s.points[i - 1].step {
-                throw .config("controller.schedule.points[\(i)].step",
-                              "steps must be strictly increasing, but \(s.points[i].step) follows \(s.points[i - 1].step)")
-            }
         }
         self.kind = kind
         self.start = target
