@@ -228,7 +228,7 @@ typedef struct aepo_decision {
 } aepo_decision;
 
 /* Creates a controller from a whole config document (NULL or "" means all defaults).
- * Config errors are AEPO_ERR_CONFIG naming the JSON path. */
+ * Config errors are AEPO_ERR_CONFIG naming the JSON path; on any failure *out is NULL. */
 AEPO_API int32_t aepo_controller_create(const char *json, size_t len, aepo_controller **out,
                                         aepo_error *err);
 
