@@ -2,8 +2,21 @@
 /// pinned `AEPO_CONTROLLER_*` codes of `include/aepo.h`: they are never renumbered, and
 /// new cases are only ever appended.
 
+/// A closed set of cases with one spelling each (the config's, or the C name function's).
+public protocol NamedCases: CaseIterable {
+    var name: String { get }
+}
+
+extension NamedCases {
+    /// The case spelled `name`, if any.
+    public init?(name: String) {
+        guard let c = Self.allCases.first(where: { $0.name == name }) else { return nil }
+        self = c
+    }
+}
+
 /// Which control rule runs (`controller.mode`).
-public enum ControllerMode: Int32, Sendable, CaseIterable {
+public enum ControllerMode: Int32, Sendable, NamedCases {
     /// The reference rule: T_high at or below the target, T_low with halving above it.
     case bangBang = 0
     /// A PI controller that moves the temperature (or alpha) continuously.
@@ -16,15 +29,10 @@ public enum ControllerMode: Int32, Sendable, CaseIterable {
         case .adaptive: return "adaptive"
         }
     }
-
-    public init?(name: String) {
-        guard let m = Self.allCases.first(where: { $0.name == name }) else { return nil }
-        self = m
-    }
 }
 
 /// Which entropy statistic drives the controller (`controller.statistic`).
-public enum ControllerStatistic: Int32, Sendable, CaseIterable {
+public enum ControllerStatistic: Int32, Sendable, NamedCases {
     /// The sampled-token negative log-likelihood, the reference code's statistic.
     case nll = 0
     /// The exact per-token entropy of the full distribution.
@@ -46,15 +54,10 @@ public enum ControllerStatistic: Int32, Sendable, CaseIterable {
         case .exact: return "entropy"
         }
     }
-
-    public init?(name: String) {
-        guard let s = Self.allCases.first(where: { $0.name == name }) else { return nil }
-        self = s
-    }
 }
 
 /// What the adaptive controller moves (`controller.adaptive.actuator`).
-public enum ControllerActuator: Sendable, CaseIterable {
+public enum ControllerActuator: Sendable, NamedCases {
     /// The regulariser temperature, continuously within [t_min, t_max].
     case temperature
     /// The regulariser weight alpha within [0, alpha_max]; the temperature is t_high while
@@ -67,15 +70,10 @@ public enum ControllerActuator: Sendable, CaseIterable {
         case .alpha: return "alpha"
         }
     }
-
-    public init?(name: String) {
-        guard let a = Self.allCases.first(where: { $0.name == name }) else { return nil }
-        self = a
-    }
 }
 
 /// Why a decision came out the way it did.
-public enum ControllerReason: Int32, Sendable, CaseIterable {
+public enum ControllerReason: Int32, Sendable, NamedCases {
     /// No statistic has been observed yet; the decision comes from `initial_entropy`.
     case initial = 0
     /// Bang-bang: the statistic was at or below the target, so T_high and the full k_max.
@@ -104,11 +102,6 @@ public enum ControllerReason: Int32, Sendable, CaseIterable {
         case .saturatedLow: return "saturated_low"
         case .rateLimited: return "rate_limited"
         }
-    }
-
-    public init?(name: String) {
-        guard let r = Self.allCases.first(where: { $0.name == name }) else { return nil }
-        self = r
     }
 }
 

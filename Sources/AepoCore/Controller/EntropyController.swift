@@ -47,18 +47,9 @@ public struct EntropyController: Sendable {
         var whole = Config()
         whole.controller = config
         try ConfigSchema.validate(whole)
-        guard let mode = ControllerMode(name: config.mode) else {
-            throw .config("controller.mode", "unknown value \"\(config.mode)\"; expected one of "
-                + ControllerMode.allCases.map { "\"\($0.name)\"" }.joined(separator: ", "))
-        }
-        guard let statistic = ControllerStatistic(name: config.statistic) else {
-            throw .config("controller.statistic", "unknown value \"\(config.statistic)\"; expected one of "
-                + ControllerStatistic.allCases.map { "\"\($0.name)\"" }.joined(separator: ", "))
-        }
-        guard let actuator = ControllerActuator(name: config.adaptive.actuator) else {
-            throw .config("controller.adaptive.actuator", "unknown value \"\(config.adaptive.actuator)\"; expected one of "
-                + ControllerActuator.allCases.map { "\"\($0.name)\"" }.joined(separator: ", "))
-        }
+        let mode: ControllerMode = try Self.named(config.mode, "controller.mode")
+        let statistic: ControllerStatistic = try Self.named(config.statistic, "controller.statistic")
+        let actuator: ControllerActuator = try Self.named(config.adaptive.actuator, "controller.adaptive.actuator")
         self.config = config
         self.mode = mode
         self.statistic = statistic
@@ -79,6 +70,14 @@ public struct EntropyController: Sendable {
                                  schedule: schedule)
         self.state = s
         history.append(s.decision)
+    }
+
+    private static func named<T: NamedCases>(_ value: String, _ path: String) throws(AepoFailure) -> T {
+        guard let v = T(name: value) else {
+            throw .config(path, "unknown value \"\(value)\"; expected one of "
+                + T.allCases.map { "\"\($0.name)\"" }.joined(separator: ", "))
+        }
+        return v
     }
 
     /// The decision for the coming step (does not advance).
