@@ -143,7 +143,63 @@ typedef struct aepo_fused aepo_fused;           /* fused LM head */
 
 /* @@SECTION kernels@@ */
 
-/* @@SECTION sampler@@ */
+/* ==================================================================== sampler === */
+/* Seeded temperature sampler: temperature, min-p, top-k, top-p and greedy, drawn with a
+ * counter-based generator (Philox4x32-10), reporting the truncated law it used so that a
+ * trainer can score and replay exactly what was sampled.
+ *
+ * LAW. For a row x of V logits with max m and temperature T, token i has weight
+ * w_i = exp((x_i - m) / T). The truncations act in this order, each on what the previous
+ * one left, and each keeps a prefix of the ranking "larger logit first, lower id first
+ * among equal logits":
+ *   min-p (sampler.min_p; 0 = off)  keeps i when w_i >= min_p, i.e. x_i >= m + T ln(min_p);
+ *   top-k (sampler.top_k; 0 = off)  keeps the first k;
+ *   top-p (sampler.top_p; 1 = off)  keeps i when the mass ranked strictly above i is
+ *                                   < top_p times the mass of what is left.
+ * The token is drawn with probability w_i / Z over the kept set K (Z = sum of w over K).
+ * Greedy (sampler.greedy) returns the argmax, ties to the lowest id.
+ * A logit of -inf means probability 0 (it is never kept or counted); NaN and +inf are
+ * AEPO_ERR_NON_FINITE, and a row with no finite logit is AEPO_ERR_INVALID_ARGUMENT.
+ *
+ * RANDOMNESS. Row i's draw is a pure function of (sampler.seed, step, position,
+ * row_offset + i) and the row's logits: the result does not depend on sampler.threads, on
+ * how a batch is split into calls, or on call order. Calling twice with the same
+ * arguments gives the same tokens.
+ *
+ * TEMPERATURE. `temperature` may point to a per-call temperature that overrides
+ * sampler.temperature (how an entropy controller's T arrives each step); NULL uses the
+ * config. It must be finite and >= 1e-30; T <= 0 is AEPO_ERR_INVALID_ARGUMENT and the
+ * message points to sampler.greedy. Greedy ignores the value but still checks it. */
+
+/* Creates a sampler from the `sampler` section of a whole config document (NULL or ""
+ * means defaults). On success *out owns a new handle; free it with aepo_sampler_free. */
+AEPO_API int32_t aepo_sampler_create(const char *json, size_t len, aepo_sampler **out, aepo_error *err);
+
+/* Releases a sampler and its scratch; NULL is a no-op. */
+AEPO_API void aepo_sampler_free(aepo_sampler *sampler);
+
+/* Writes the effective config document the sampler runs with (every section, normalised). */
+AEPO_API int32_t aepo_sampler_config_json(const aepo_sampler *sampler, char *buf, size_t cap, size_t *len,
+                                          aepo_error *err);
+
+/* Draws one token per row.
+ *   logits   [n, v] floats, row i at logits + i * row_stride (row_stride >= v)
+ *   tokens   [n] int32, the drawn ids                                    (required)
+ *   logp     [n] float, log(w_tok / Z): the log-prob under the truncated, tempered law
+ *            actually used (0 under greedy)                              (NULL: skipped)
+ *   logp_t1  [n] float, log_softmax(x)[tok]: the log-prob under the untruncated T = 1
+ *            policy                          (NULL: skipped, which saves an exp per logit)
+ *   kept     [n] int32, |K|, the number of tokens the truncation kept (1 under greedy)
+ *                                                                        (NULL: skipped)
+ * n, v, row_stride >= 0, v <= INT32_MAX, and v >= 1 when n > 0; step, position and
+ * row_offset >= 0. n == 0 writes nothing. On failure outputs may be partly written; the
+ * error names the lowest failing row in `index`. The sampler keeps scratch between calls
+ * (about 20 bytes per vocabulary entry and thread with top-k or top-p); one handle belongs
+ * to one thread at a time. */
+AEPO_API int32_t aepo_sampler_sample(aepo_sampler *sampler, const float *logits, int64_t n, int64_t v,
+                                     int64_t row_stride, int64_t step, int64_t position, int64_t row_offset,
+                                     const double *temperature, int32_t *tokens, float *logp, float *logp_t1,
+                                     int32_t *kept, aepo_error *err);
 
 /* @@SECTION fused@@ */
 

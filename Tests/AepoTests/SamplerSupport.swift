@@ -62,9 +62,13 @@ struct ReferenceLaw {
     var kept: [Bool]
     var keptCount: Int
     var logpT1: [Double]
-    /// Distance of the closest top-p decision to its threshold, relative to the mass, so a
-    /// test can check that float rounding cannot flip a decision.
+    /// Distance of the closest top-p decision to its threshold, relative to the larger of
+    /// the two masses compared, so a test can check that float rounding cannot flip it.
     var topPMargin = Double.infinity
+    /// Tokens whose top-p decision lies within `ambiguityMargin` of its threshold: float
+    /// rounding in the library may keep or drop them.
+    var ambiguous: [Int] = []
+    static let ambiguityMargin = 1e-6
 
     init(_ x: [Float], temperature t: Double, minP: Double = 0, topK: Int = 0, topP: Double = 1) {
         let v = x.count
@@ -78,27 +82,32 @@ struct ReferenceLaw {
         }
         cand.sort { xd[$0] > xd[$1] || (xd[$0] == xd[$1] && $0 < $1) }
         if topK > 0 && topK < cand.count { cand = Array(cand.prefix(topK)) }
+        var closest = Double.infinity
+        var fuzzy: [Int] = []
         if topP < 1 {
             let z = cand.reduce(0.0) { $0 + w[$1] }
             var above = 0.0
             var keep: [Int] = []
             for i in cand {
-                margin(&topPMargin, abs(above - topP * z) / z)
+                let margin = abs(above - topP * z) / max(above, topP * z)
+                closest = min(closest, margin)
+                if margin < Self.ambiguityMargin { fuzzy.append(i) }
                 if above < topP * z { keep.append(i) } else { break }
                 above += w[i]
             }
             cand = keep
         }
-        kept = Array(repeating: false, count: v)
-        for i in cand { kept[i] = true }
-        keptCount = cand.count
+        var keptMask = Array(repeating: false, count: v)
+        for i in cand { keptMask[i] = true }
         let zk = cand.reduce(0.0) { $0 + w[$1] }
-        probs = (0..<v).map { kept[$0] ? w[$0] / zk : 0 }
         let s1 = xd.reduce(0.0) { $0 + ($1.isFinite ? exp($1 - m) : 0) }
+        kept = keptMask
+        keptCount = cand.count
+        probs = (0..<v).map { keptMask[$0] ? w[$0] / zk : 0 }
         logpT1 = xd.map { $0 - m - log(s1) }
+        topPMargin = closest
+        ambiguous = fuzzy
     }
-
-    private func margin(_ m: inout Double, _ v: Double) { m = min(m, v) }
 }
 
 /// Survival function of the chi-square distribution: P(X >= x) for `df` degrees of
