@@ -176,4 +176,38 @@ import Testing
         }
         #expect(tokens == a.tokens)
     }
+
+    /// Plain sampling raises its running max block by block; rows whose max arrives late
+    /// (ascending), early (descending) or after a gap that underflows every earlier weight
+    /// must still follow the law.
+    @Test(arguments: [0.7, 1.0, 1.9])
+    func plainSamplingWithALateMax(_ t: Double) throws {
+        let v = 1000
+        let noise = testNormals(v, seed: 17, scale: 0.5)
+        let ascending = (0..<v).map { Float($0) * 0.01 + noise[$0] }
+        let descending = Array(ascending.reversed())
+        var jump = (0..<v).map { Float(-300) + noise[$0] }
+        for j in 900..<v { jump[j] = noise[j] }
+        for row in [ascending, descending, jump] {
+            let n = 20_000
+            var x = [Float]()
+            x.reserveCapacity(n * v)
+            for _ in 0..<n { x += row }
+            let d = try runSampler(makeSamplerConfig(temperature: t, seed: 8, threads: 2), x, rows: n, vocab: v)
+            let law = ReferenceLaw(row, temperature: t)
+            var counts = Array(repeating: 0, count: v)
+            var maxErr = 0.0, maxErr1 = 0.0
+            for r in 0..<n {
+                let tok = Int(d.tokens[r])
+                counts[tok] += 1
+                maxErr = max(maxErr, abs(Double(d.logp[r]) - log(law.probs[tok])))
+                maxErr1 = max(maxErr1, abs(Double(d.logpT1[r]) - law.logpT1[tok]))
+            }
+            #expect(maxErr < 1e-5 && maxErr1 < 1e-5, "logp error \(maxErr), logp_t1 error \(maxErr1)")
+            #expect(d.kept.allSatisfy { $0 == Int32(v) })
+            let (stat, df) = chiSquare(counts: counts, probs: law.probs, draws: n)
+            let p = chiSquarePValue(stat, df: df)
+            #expect(p > 0.001, "chi-square \(stat) with \(df) df: p = \(p)")
+        }
+    }
 }

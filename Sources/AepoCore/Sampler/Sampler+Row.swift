@@ -1,6 +1,14 @@
 import Glibc
 
-// One row of the sampler. Two passes over the logits in every mode:
+// One row of the sampler.
+//
+// Plain sampling (no truncation) makes one pass over the logits: each 64-wide block first
+// raises the running max if it holds a larger logit (rescaling what was summed so far),
+// then adds its tempered weights and, for logp_t1, its T = 1 weights. The draw walks the
+// block sums and recomputes the 64 weights of one block.
+//
+// With min-p, top-k or top-p, which need the final max before anything is kept or binned,
+// there are two passes:
 //   pass A: the row max (and a NaN check);
 //   pass B: the tempered weights, their sum by 64-wide blocks, and the T = 1 sum for
 //           logp_t1; with top-k or top-p it also bins every weight by its tempered gap to
@@ -29,8 +37,9 @@ struct RowPlan: Sendable {
     let topK: Int
     let topP: Double
     let wantLogpT1: Bool
+    let wantKept: Bool
 
-    init(config: SamplerConfig, temperature: Double, vocab: Int, wantLogpT1: Bool) {
+    init(config: SamplerConfig, temperature: Double, vocab: Int, wantLogpT1: Bool, wantKept: Bool) {
         greedy = config.greedy
         self.temperature = temperature
         invTd = 1 / temperature
@@ -41,12 +50,14 @@ struct RowPlan: Sendable {
         topK = config.topK > 0 && config.topK < Int64(vocab) ? Int(config.topK) : 0
         topP = config.topP
         self.wantLogpT1 = wantLogpT1
+        self.wantKept = wantKept
     }
 
     var needsHistogram: Bool { !greedy && (topK > 0 || topP < 1) }
 
     func sampleRow(_ x: UnsafePointer<Float>, u: Double, work: SamplerWorkspace) -> RowOutput {
         let n = work.vocab
+        if !greedy && logMinP == nil && !needsHistogram { return plainRow(x, n, u: u, work: work) }
         let (m, hasNaN) = rowMax(x, n)
         guard !hasNaN, m.isFinite else { return RowOutput(status: RowStatus.badValue) }
         if greedy { return greedyRow(x, n, m) }
@@ -83,8 +94,8 @@ struct RowPlan: Sendable {
             i &+= 16
         }
         m0.replace(with: m1, where: m1 .> m0)
-        var m = m0.max()
-        var nan = bad.max() > 0
+        var m = horizontalMax(m0)
+        var nan = horizontalMax(bad) > 0
         while i < n {
             let v = x[i]
             if v > m { m = v }
@@ -117,7 +128,7 @@ struct RowPlan: Sendable {
             var s = SIMD8<Float>()
             var j = 0
             while j < len {
-                s += samplerExp(load8(x + i + j, len - j) - mv)
+                s += FastMath.expNonPositive(load8(x + i + j, len - j) - mv)
                 j &+= 8
             }
             total += Double(s.sum())
@@ -126,10 +137,114 @@ struct RowPlan: Sendable {
         return total
     }
 
-    // MARK: - no top-k, no top-p
+    // MARK: - plain sampling, one pass
 
-    /// Plain sampling, optionally with min-p: pass B forms the masked weights' block sums,
-    /// the draw walks them and recomputes the 64 weights of one block.
+    func plainRow(_ x: UnsafePointer<Float>, _ n: Int, u: Double, work: SamplerWorkspace) -> RowOutput {
+        let it = SIMD8<Float>(repeating: invT)
+        let sums = work.blockSums, refs = work.blockRefs
+        let needSeparateT1 = wantLogpT1 && !isUnitTemperature
+        var m = -Float.infinity
+        var mv = SIMD8<Float>(repeating: m)
+        var total1 = 0.0
+        var b = 0
+        var i = 0
+        while i < n {
+            let len = min(blockWidth, n - i)
+            let p = x + i
+            if len == blockWidth {
+                var v0 = load8(p), v1 = load8(p + 8), v2 = load8(p + 16), v3 = load8(p + 24)
+                let v4 = load8(p + 32), v5 = load8(p + 40), v6 = load8(p + 48), v7 = load8(p + 56)
+                v0.replace(with: v4, where: v4 .> v0)
+                v1.replace(with: v5, where: v5 .> v1)
+                v2.replace(with: v6, where: v6 .> v2)
+                v3.replace(with: v7, where: v7 .> v3)
+                v0.replace(with: v2, where: v2 .> v0)
+                v1.replace(with: v3, where: v3 .> v1)
+                v0.replace(with: v1, where: v1 .> v0)
+                let bm = horizontalMax(v0)
+                if bm > m {
+                    total1 *= exp(Double(m) - Double(bm))
+                    m = bm
+                    mv = SIMD8<Float>(repeating: m)
+                }
+            } else {
+                var j = 0
+                while j < len {
+                    if p[j] > m { total1 *= exp(Double(m) - Double(p[j])); m = p[j] }
+                    j &+= 1
+                }
+                mv = SIMD8<Float>(repeating: m)
+            }
+            var s = SIMD8<Float>(), s1 = SIMD8<Float>()
+            var j = 0
+            while j < len {
+                let d = load8(p + j, len - j) - mv
+                let w = FastMath.expNonPositive(d * it)
+                s += w
+                if needSeparateT1 { s1 += FastMath.expNonPositive(d) }
+                j &+= 8
+            }
+            sums[b] = Double(s.sum())
+            refs[b] = m
+            total1 += needSeparateT1 ? Double(s1.sum()) : sums[b]
+            b &+= 1
+            i &+= blockWidth
+        }
+        // NaN anywhere makes a sum NaN; +inf makes m infinite; all -inf leaves m = -inf.
+        guard m.isFinite, total1.isFinite else { return RowOutput(status: RowStatus.badValue) }
+
+        // Block sums against the final max: a block formed against an earlier max r is
+        // scaled by exp((r - m) / T). The total and the walk use the same products in the
+        // same order, so the walk always ends inside the total.
+        var total = 0.0
+        var ref = Float.nan, scale = 1.0
+        for k in 0..<b {
+            if refs[k] != ref { ref = refs[k]; scale = exp((Double(ref) - Double(m)) * invTd) }
+            sums[k] *= scale
+            total += sums[k]
+        }
+        let target = u * total
+        var cum = 0.0
+        var token = -1
+        for k in 0..<b {
+            let bs = sums[k]
+            if cum + bs > target {
+                token = drawInBlock(x, n, start: k * blockWidth, m: m, tauF: -.greatestFiniteMagnitude,
+                                    cum: cum, target: target)
+                break
+            }
+            cum += bs
+        }
+        if token < 0 { token = firstMax(x, m) }
+        var out = RowOutput(token: token)
+        let gap = Double(x[token]) - Double(m)
+        out.logp = gap * invTd - log(total)
+        if wantLogpT1 { out.logpT1 = gap - log(total1) }
+        if wantKept { out.kept = countFinite(x, n) }
+        return out
+    }
+
+    /// The number of logits that are not -inf (the kept count without truncation).
+    func countFinite(_ x: UnsafePointer<Float>, _ n: Int) -> Int {
+        var c = SIMD8<Int32>()
+        let ninf = SIMD8<Float>(repeating: -.infinity)
+        var i = 0
+        while i + 8 <= n {
+            c &-= unsafeBitCast(load8(x + i) .> ninf, to: SIMD8<Int32>.self)
+            i &+= 8
+        }
+        var total = Int(c.wrappedSum())
+        while i < n {
+            if x[i] > -.infinity { total &+= 1 }
+            i &+= 1
+        }
+        return total
+    }
+
+    // MARK: - min-p without top-k or top-p
+
+    /// min-p: pass B forms the masked weights' block sums, the draw walks them and
+    /// recomputes the 64 weights of one block.
     func thresholdRow(_ x: UnsafePointer<Float>, _ n: Int, _ m: Float, tauF: Float,
                       u: Double, work: SamplerWorkspace) -> RowOutput {
         let mv = SIMD8<Float>(repeating: m)
@@ -147,13 +262,13 @@ struct RowPlan: Sendable {
             var j = 0
             while j < len {
                 let xv = load8(x + i + j, len - j)
-                var w = samplerExp((xv - mv) * it)
+                var w = FastMath.expNonPositive((xv - mv) * it)
                 sAll += w
                 let keep = xv .>= tv
                 count &-= unsafeBitCast(keep, to: SIMD8<Int32>.self)
                 w.replace(with: 0, where: .!keep)
                 s += w
-                if needSeparateT1 { s1 += samplerExp(xv - mv) }
+                if needSeparateT1 { s1 += FastMath.expNonPositive(xv - mv) }
                 j &+= 8
             }
             let bs = Double(s.sum())
@@ -195,7 +310,7 @@ struct RowPlan: Sendable {
         let it = SIMD8<Float>(repeating: invT)
         while j < len {
             let xv = load8(x + start + j, len - j)
-            var w = samplerExp((xv - mv) * it)
+            var w = FastMath.expNonPositive((xv - mv) * it)
             w.replace(with: 0, where: xv .< SIMD8<Float>(repeating: tauF))
             for lane in 0..<min(8, len - j) where w[lane] > 0 {
                 c += Double(w[lane])
@@ -215,6 +330,16 @@ struct RowPlan: Sendable {
 }
 
 let blockWidth = 64
+
+/// The largest lane (NaN lanes are ignored unless all are NaN), by halving shuffles.
+@inline(__always)
+func horizontalMax(_ v: SIMD8<Float>) -> Float {
+    var a = v.lowHalf
+    a.replace(with: v.highHalf, where: v.highHalf .> a)
+    var b = a.lowHalf
+    b.replace(with: a.highHalf, where: a.highHalf .> b)
+    return b[1] > b[0] ? b[1] : b[0]
+}
 
 /// Loads 8 floats; past `available` the lanes are -inf (weight 0).
 @inline(__always)

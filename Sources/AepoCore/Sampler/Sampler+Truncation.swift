@@ -33,6 +33,8 @@ func ranksAbove(_ a: Candidate, _ b: Candidate) -> Bool {
 final class SamplerWorkspace {
     let vocab: Int
     let blockSums: UnsafeMutablePointer<Double>
+    /// The running max each block's sum was formed against (plain sampling only).
+    let blockRefs: UnsafeMutablePointer<Float>
     let weights: UnsafeMutablePointer<Float>?
     let bins: UnsafeMutablePointer<UInt32>?
     let counts: UnsafeMutablePointer<Int>?
@@ -45,8 +47,9 @@ final class SamplerWorkspace {
         func alloc<T>(_: T.Type, _ n: Int) -> UnsafeMutablePointer<T>? {
             malloc(max(1, n) * MemoryLayout<T>.stride)?.bindMemory(to: T.self, capacity: max(1, n))
         }
-        guard let bs = alloc(Double.self, blocks) else { return nil }
+        guard let bs = alloc(Double.self, blocks), let br = alloc(Float.self, blocks) else { return nil }
         blockSums = bs
+        blockRefs = br
         if histogram {
             weights = alloc(Float.self, vocab)
             bins = alloc(UInt32.self, vocab)
@@ -63,7 +66,7 @@ final class SamplerWorkspace {
     }
 
     private func freeAll() {
-        free(blockSums); free(weights); free(bins); free(counts); free(masses); free(candidates)
+        free(blockSums); free(blockRefs); free(weights); free(bins); free(counts); free(masses); free(candidates)
     }
 
     deinit { freeAll() }
@@ -95,7 +98,7 @@ extension RowPlan {
             while j < len {
                 let xv = load8(x + i + j, len - j)
                 let y = (xv - mv) * it
-                let w = samplerExp(y)
+                let w = FastMath.expNonPositive(y)
                 var d = y * scale
                 d.replace(with: lastBin, where: d .> lastBin)
                 d.replace(with: discard, where: xv .< tv)
@@ -109,7 +112,7 @@ extension RowPlan {
                         bins[i + j + lane] = bin[lane]
                     }
                 }
-                s1 += needSeparateT1 ? samplerExp(xv - mv) : w
+                s1 += needSeparateT1 ? FastMath.expNonPositive(xv - mv) : w
                 j &+= 8
             }
             total1 += Double(s1.sum())

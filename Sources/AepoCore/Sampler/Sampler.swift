@@ -106,7 +106,7 @@ public final class Sampler {
         }
 
         let plan = RowPlan(config: config, temperature: temperature ?? config.temperature, vocab: vocab,
-                           wantLogpT1: logpT1 != nil)
+                           wantLogpT1: logpT1 != nil, wantKept: kept != nil)
         let stream = SamplerStream(seed: UInt64(config.seed), step: UInt64(step), position: UInt64(position))
         guard let failed = calloc(rows, 1)?.bindMemory(to: UInt8.self, capacity: rows) else {
             throw AepoFailure(.outOfMemory, "N", "could not allocate \(rows) bytes of row status")
