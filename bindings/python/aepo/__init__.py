@@ -12,6 +12,7 @@ __version__ = _lib.version
 ABI_VERSION = _lib.ABI_VERSION
 library_path = _lib.lib_path
 
+from .sampler import SampleResult, Sampler
 # @@EXPORTS@@
 
 __all__ = [
@@ -19,4 +20,5 @@ __all__ = [
     "default_config", "default_config_json", "validate_config",
     "AepoError", "BufferTooSmallError", "ConfigError", "DTypeError", "InternalError", "InvalidValueError",
     "NonFiniteError", "NullPointerError", "OutOfMemoryError", "ShapeError", "StateError",
+    "Sampler", "SampleResult",
 ]

@@ -53,7 +53,12 @@ _TABLE = {
     # @@TABLE loss@@
     # @@TABLE controller@@
     # @@TABLE kernels@@
-    # @@TABLE sampler@@
+    # sampler
+    "aepo_sampler_create": (c_int32, [c_char_p, c_size_t, Handle_p, Error_p]),
+    "aepo_sampler_free": (None, [Handle]),
+    "aepo_sampler_config_json": (c_int32, [Handle, c_char_p, c_size_t, c_size_t_p, Error_p]),
+    "aepo_sampler_sample": (c_int32, [Handle, c_float_p, c_int64, c_int64, c_int64, c_int64, c_int64, c_int64,
+                                      c_double_p, c_int32_p, c_float_p, c_float_p, c_int32_p, Error_p]),
     # @@TABLE fused@@
 }
 
