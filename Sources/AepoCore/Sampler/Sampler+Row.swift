@@ -175,14 +175,30 @@ struct RowPlan: Sendable {
                 }
                 mv = SIMD8<Float>(repeating: m)
             }
+            // Two loops over the block (it is in L1): one exp chain each keeps every value
+            // in registers.
             var s = SIMD8<Float>(), s1 = SIMD8<Float>()
-            var j = 0
-            while j < len {
-                let d = load8(p + j, len - j) - mv
-                let w = FastMath.expNonPositive(d * it)
-                s += w
-                if needSeparateT1 { s1 += FastMath.expNonPositive(d) }
-                j &+= 8
+            if len == blockWidth {
+                var k = 0
+                while k < blockWidth {
+                    s += FastMath.expNonPositive((load8(p + k) - mv) * it)
+                    k &+= 8
+                }
+                if needSeparateT1 {
+                    k = 0
+                    while k < blockWidth {
+                        s1 += FastMath.expNonPositive(load8(p + k) - mv)
+                        k &+= 8
+                    }
+                }
+            } else {
+                var j = 0
+                while j < len {
+                    let d = load8(p + j, len - j) - mv
+                    s += FastMath.expNonPositive(d * it)
+                    if needSeparateT1 { s1 += FastMath.expNonPositive(d) }
+                    j &+= 8
+                }
             }
             sums[b] = Double(s.sum())
             refs[b] = m
