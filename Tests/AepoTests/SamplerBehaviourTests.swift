@@ -27,6 +27,7 @@ import Testing
         Case(name: "top-p 0.9", topP: 0.9),
         Case(name: "top-p 1e-6", topP: 1e-6),
         Case(name: "min-p 0.02, top-k 500, top-p 0.95", minP: 0.02, topK: 500, topP: 0.95),
+        Case(name: "min-p 0.02, top-k 100, top-p 0.8", minP: 0.02, topK: 100, topP: 0.8),
     ]
 
     /// Row by row against the float64 reference on V = 3001 (not a multiple of the SIMD or
@@ -208,6 +209,30 @@ import Testing
             let (stat, df) = chiSquare(counts: counts, probs: law.probs, draws: n)
             let p = chiSquarePValue(stat, df: df)
             #expect(p > 0.001, "chi-square \(stat) with \(df) df: p = \(p)")
+        }
+    }
+
+    /// Orders that stress the top-k candidate filter (ascending: every logit enters and the
+    /// buffer is cut again and again; descending; all equal: the tie rule alone decides)
+    /// and the histogram (all equal logits share one bin).
+    @Test(arguments: [5, 50, 600])
+    func topKOnOrderedAndConstantRows(_ k: Int) throws {
+        let v = 2500, rows = 200
+        let ascending = (0..<v).map { Float($0) * 0.003 }
+        let rowsOf: [[Float]] = [ascending, Array(ascending.reversed()), [Float](repeating: 0.25, count: v)]
+        for row in rowsOf {
+            var x = [Float]()
+            for _ in 0..<rows { x += row }
+            for topP in [1.0, 0.7] {
+                let d = try runSampler(makeSamplerConfig(temperature: 0.9, topK: Int64(k), topP: topP, seed: 12),
+                                       x, rows: rows, vocab: v)
+                let law = ReferenceLaw(row, temperature: 0.9, topK: k, topP: topP)
+                #expect(d.kept.allSatisfy { Int($0) == law.keptCount }, "k \(k), top-p \(topP): kept \(d.kept[0]) vs \(law.keptCount)")
+                let outside = d.tokens.filter { !law.kept[Int($0)] }.count
+                #expect(outside == 0, "k \(k), top-p \(topP): \(outside) tokens outside the kept set")
+                let err = zip(d.tokens, d.logp).map { abs(Double($1) - log(law.probs[Int($0)])) }.max()!
+                #expect(err < 1e-5, "k \(k), top-p \(topP): logp error \(err)")
+            }
         }
     }
 }

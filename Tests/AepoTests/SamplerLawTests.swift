@@ -38,6 +38,7 @@ import Testing
         Case(name: "top-k 7", topK: 7),
         Case(name: "top-p 0.75", topP: 0.75),
         Case(name: "min-p 0.01, top-k 20, top-p 0.85", minP: 0.01, topK: 20, topP: 0.85),
+        Case(name: "min-p 0.02, top-k 9, top-p 0.9", minP: 0.02, topK: 9, topP: 0.9),
     ]
     static let temperatures = [0.6, 1.0, 1.7]
 

@@ -38,6 +38,8 @@ struct RowPlan: Sendable {
     let topP: Double
     let wantLogpT1: Bool
     let wantKept: Bool
+    /// top-k small enough for the candidate filter (Sampler+TopK.swift).
+    let usesSmallTopK: Bool
 
     init(config: SamplerConfig, temperature: Double, vocab: Int, wantLogpT1: Bool, wantKept: Bool) {
         greedy = config.greedy
@@ -51,6 +53,7 @@ struct RowPlan: Sendable {
         topP = config.topP
         self.wantLogpT1 = wantLogpT1
         self.wantKept = wantKept
+        usesSmallTopK = topK > 0 && topK <= min(smallTopKLimit, vocab / 4)
     }
 
     var needsHistogram: Bool { !greedy && (topK > 0 || topP < 1) }
@@ -61,20 +64,24 @@ struct RowPlan: Sendable {
         let (m, hasNaN) = rowMax(x, n)
         guard !hasNaN, m.isFinite else { return RowOutput(status: RowStatus.badValue) }
         if greedy { return greedyRow(x, n, m) }
-        // min-p as a logit threshold: keep x >= tau, tau = m + T ln(min_p), with tauF the
-        // smallest float >= tau so that the float comparison is exact. Without min-p the
-        // threshold only drops -inf.
-        var tauF = -Float.greatestFiniteMagnitude
-        if let logMinP {
-            let tau = Double(m) + temperature * logMinP
-            var t = Float(tau)
-            if Double(t) < tau { t = t.nextUp }
-            tauF = max(t, -Float.greatestFiniteMagnitude)
+        let tauF = logMinP.map { minPThreshold(m, $0) } ?? -Float.greatestFiniteMagnitude
+        if usesSmallTopK {
+            return smallTopKRow(x, n, m, tauF: tauF, u: u, work: work)
         }
         if needsHistogram {
             return truncatedRow(x, n, m, tauF: tauF, u: u, work: work)
         }
         return thresholdRow(x, n, m, tauF: tauF, u: u, work: work)
+    }
+
+    /// min-p as a logit threshold: keep x >= tau, tau = m + T ln(min_p), returned as the
+    /// smallest float >= tau so that a float comparison decides exactly; never below the
+    /// most negative finite float, so -inf is always dropped.
+    func minPThreshold(_ m: Float, _ logMinP: Double) -> Float {
+        let tau = Double(m) + temperature * logMinP
+        var t = Float(tau)
+        if Double(t) < tau { t = t.nextUp }
+        return max(t, -Float.greatestFiniteMagnitude)
     }
 
     // MARK: - pass A
