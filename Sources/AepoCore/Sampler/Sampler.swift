@@ -117,22 +117,30 @@ public final class Sampler {
         let minRows = max(1, 65_536 / vocab)
         let parts = max(1, min(Int(config.threads), rows / minRows))
         let spaces = try workspaces(parts: parts, vocab: vocab, histogram: plan.needsHistogram)
-        // The parts are the work items, so part p always runs on scratch p.
+        // Rows are handed out in small chunks from a shared counter, so a thread whose core
+        // is busy with other work takes fewer rows. A row's result depends only on the row
+        // and its coordinates, so which thread draws it changes nothing. Part p always runs
+        // on scratch p.
+        guard let queue = RowQueue(count: rows, chunk: max(1, min(64, rows / (parts * 8)))) else {
+            throw AepoFailure(.outOfMemory, "N", "could not allocate the sampler's work queue")
+        }
         parallelRanges(count: parts, threads: parts) { partsRange in
             for p in partsRange {
                 let work = spaces[p]
-                for r in partRange(count: rows, parts: parts, part: p) {
-                    let x = logits + r * rowStride
-                    let u = stream.uniform(row: UInt64(rowOffset) &+ UInt64(r))
-                    let out = plan.sampleRow(x, u: u, work: work)
-                    if out.status != RowStatus.ok {
-                        failed[r] = out.status
-                        break
+                while let chunk = queue.take() {
+                    for r in chunk {
+                        let x = logits + r * rowStride
+                        let u = stream.uniform(row: UInt64(rowOffset) &+ UInt64(r))
+                        let out = plan.sampleRow(x, u: u, work: work)
+                        if out.status != RowStatus.ok {
+                            failed[r] = out.status
+                            break
+                        }
+                        tokens[r] = Int32(truncatingIfNeeded: out.token)
+                        logp?[r] = Float(out.logp)
+                        logpT1?[r] = Float(out.logpT1)
+                        kept?[r] = Int32(truncatingIfNeeded: out.kept)
                     }
-                    tokens[r] = Int32(truncatingIfNeeded: out.token)
-                    logp?[r] = Float(out.logp)
-                    logpT1?[r] = Float(out.logpT1)
-                    kept?[r] = Int32(truncatingIfNeeded: out.kept)
                 }
             }
         }
@@ -159,6 +167,38 @@ public final class Sampler {
         }
         workspaces = fresh
         return fresh
+    }
+}
+
+/// Contiguous chunks of rows handed out under a mutex.
+final class RowQueue: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private var next = 0
+    private let count: Int
+    private let chunk: Int
+
+    init?(count: Int, chunk: Int) {
+        guard let m = malloc(MemoryLayout<pthread_mutex_t>.stride)?
+            .bindMemory(to: pthread_mutex_t.self, capacity: 1) else { return nil }
+        guard pthread_mutex_init(m, nil) == 0 else { free(m); return nil }
+        mutex = m
+        self.count = count
+        self.chunk = chunk
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        free(mutex)
+    }
+
+    /// The next chunk, or nil when every row has been handed out.
+    func take() -> Range<Int>? {
+        pthread_mutex_lock(mutex)
+        let lo = next
+        next = min(count, lo + chunk)
+        let hi = next
+        pthread_mutex_unlock(mutex)
+        return lo < hi ? lo..<hi : nil
     }
 }
 
