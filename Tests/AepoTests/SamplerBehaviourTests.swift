@@ -35,10 +35,14 @@ import Testing
     /// bin, so the cut sometimes falls in that shared bin.
     @Test(arguments: cases, [0.1, 0.8, 1.3])
     func everyRowMatchesTheReferenceTruncation(_ c: Case, _ t: Double) throws {
+        for isa in samplerISAs { try check(c, t, isa) }
+    }
+
+    func check(_ c: Case, _ t: Double, _ isa: KernelISA) throws {
         let rows = 120, v = 3001
         let x = Self.tiedRows(rows: rows, vocab: v, seed: 41)
         let d = try runSampler(makeSamplerConfig(temperature: t, topK: Int64(c.topK), topP: c.topP, minP: c.minP,
-                                                 seed: 5, threads: 2), x, rows: rows, vocab: v, step: 1)
+                                                 seed: 5, threads: 2), x, rows: rows, vocab: v, step: 1, isa: isa)
         var checked = 0, closeCalls = 0
         var maxLogpErr = 0.0, maxLogpT1Err = 0.0
         for r in 0..<rows {
@@ -48,7 +52,7 @@ import Testing
             // A top-p decision within float rounding of its threshold may go either way:
             // such a row is only checked for drawing a kept or an undecidable token.
             let inKept = tok >= 0 && tok < v && (law.kept[tok] || law.ambiguous.contains(tok))
-            #expect(inKept, "row \(r): token \(tok) is outside the kept set")
+            #expect(inKept, "\(isa) row \(r): token \(tok) is outside the kept set")
             guard inKept else { continue }
             maxLogpT1Err = max(maxLogpT1Err, abs(Double(d.logpT1[r]) - law.logpT1[tok]))
             if !law.ambiguous.isEmpty { closeCalls += 1; continue }
@@ -57,7 +61,7 @@ import Testing
             maxLogpErr = max(maxLogpErr, abs(Double(d.logp[r]) - log(law.probs[tok])))
         }
         #expect(closeCalls <= 6, "\(closeCalls) of \(rows) rows had a top-p decision within 1e-6 of its threshold")
-        #expect(maxLogpErr < 1e-4, "max |logp - reference| = \(maxLogpErr) over \(checked) rows")
+        #expect(maxLogpErr < 1e-4, "\(isa): max |logp - reference| = \(maxLogpErr) over \(checked) rows")
         #expect(maxLogpT1Err < 1e-4, "max |logp_t1 - reference| = \(maxLogpT1Err)")
     }
 
@@ -70,27 +74,31 @@ import Testing
     /// split into two calls (in either order), and a different step gives other tokens.
     @Test(arguments: modes)
     func resultsAreIndependentOfThreadsAndBatchSplit(_ c: Case) throws {
+        for isa in samplerISAs { try checkSplit(c, isa) }
+    }
+
+    func checkSplit(_ c: Case, _ isa: KernelISA) throws {
         let rows = 64, v = 5000
         let x = testNormals(rows * v, seed: 3, scale: 2)
         func cfg(_ threads: Int64) -> SamplerConfig {
             makeSamplerConfig(temperature: 1.2, topK: Int64(c.topK), topP: c.topP, minP: c.minP,
                               greedy: c.name == "greedy", seed: 11, threads: threads)
         }
-        let one = try runSampler(cfg(1), x, rows: rows, vocab: v, step: 7, position: 2)
+        let one = try runSampler(cfg(1), x, rows: rows, vocab: v, step: 7, position: 2, isa: isa)
         for threads: Int64 in [2, 3] {
-            let many = try runSampler(cfg(threads), x, rows: rows, vocab: v, step: 7, position: 2)
+            let many = try runSampler(cfg(threads), x, rows: rows, vocab: v, step: 7, position: 2, isa: isa)
             #expect(one.tokens == many.tokens, "tokens differ with \(threads) threads")
             #expect(one.logp == many.logp && one.logpT1 == many.logpT1 && one.kept == many.kept)
         }
         let cut = 27
         let tail = try runSampler(cfg(2), Array(x[(cut * v)...]), rows: rows - cut, vocab: v, step: 7, position: 2,
-                                  rowOffset: Int64(cut))
-        let head = try runSampler(cfg(1), Array(x[..<(cut * v)]), rows: cut, vocab: v, step: 7, position: 2)
+                                  rowOffset: Int64(cut), isa: isa)
+        let head = try runSampler(cfg(1), Array(x[..<(cut * v)]), rows: cut, vocab: v, step: 7, position: 2, isa: isa)
         #expect(head.tokens + tail.tokens == one.tokens, "a split batch draws other tokens")
         #expect(head.logp + tail.logp == one.logp && head.logpT1 + tail.logpT1 == one.logpT1)
         #expect(head.kept + tail.kept == one.kept)
         if c.name != "greedy" {
-            let other = try runSampler(cfg(1), x, rows: rows, vocab: v, step: 8, position: 2)
+            let other = try runSampler(cfg(1), x, rows: rows, vocab: v, step: 8, position: 2, isa: isa)
             let same = zip(other.tokens, one.tokens).filter { $0 == $1 }.count
             #expect(same < rows / 2, "step 8 repeats \(same) of \(rows) tokens of step 7")
         }
@@ -178,37 +186,39 @@ import Testing
         #expect(tokens == a.tokens)
     }
 
-    /// Plain sampling raises its running max block by block; rows whose max arrives late
-    /// (ascending), early (descending) or after a gap that underflows every earlier weight
-    /// must still follow the law.
+    /// Plain sampling on rows whose max comes last (ascending), first (descending) or after
+    /// a gap that underflows every earlier weight, with both implementations of the sums.
     @Test(arguments: [0.7, 1.0, 1.9])
-    func plainSamplingWithALateMax(_ t: Double) throws {
+    func plainSamplingOnOrderedRows(_ t: Double) throws {
         let v = 1000
         let noise = testNormals(v, seed: 17, scale: 0.5)
         let ascending = (0..<v).map { Float($0) * 0.01 + noise[$0] }
         let descending = Array(ascending.reversed())
         var jump = (0..<v).map { Float(-300) + noise[$0] }
         for j in 900..<v { jump[j] = noise[j] }
+        let n = 20_000
         for row in [ascending, descending, jump] {
-            let n = 20_000
             var x = [Float]()
             x.reserveCapacity(n * v)
             for _ in 0..<n { x += row }
-            let d = try runSampler(makeSamplerConfig(temperature: t, seed: 8, threads: 2), x, rows: n, vocab: v)
             let law = ReferenceLaw(row, temperature: t)
-            var counts = Array(repeating: 0, count: v)
-            var maxErr = 0.0, maxErr1 = 0.0
-            for r in 0..<n {
-                let tok = Int(d.tokens[r])
-                counts[tok] += 1
-                maxErr = max(maxErr, abs(Double(d.logp[r]) - log(law.probs[tok])))
-                maxErr1 = max(maxErr1, abs(Double(d.logpT1[r]) - law.logpT1[tok]))
+            for isa in samplerISAs {
+                let d = try runSampler(makeSamplerConfig(temperature: t, seed: 8, threads: 2), x, rows: n, vocab: v,
+                                       isa: isa)
+                var counts = Array(repeating: 0, count: v)
+                var maxErr = 0.0, maxErr1 = 0.0
+                for r in 0..<n {
+                    let tok = Int(d.tokens[r])
+                    counts[tok] += 1
+                    maxErr = max(maxErr, abs(Double(d.logp[r]) - log(law.probs[tok])))
+                    maxErr1 = max(maxErr1, abs(Double(d.logpT1[r]) - law.logpT1[tok]))
+                }
+                #expect(maxErr < 1e-5 && maxErr1 < 1e-5, "\(isa): logp error \(maxErr), logp_t1 error \(maxErr1)")
+                #expect(d.kept.allSatisfy { $0 == Int32(v) })
+                let (stat, df) = chiSquare(counts: counts, probs: law.probs, draws: n)
+                let p = chiSquarePValue(stat, df: df)
+                #expect(p > 0.001, "\(isa): chi-square \(stat) with \(df) df: p = \(p)")
             }
-            #expect(maxErr < 1e-5 && maxErr1 < 1e-5, "logp error \(maxErr), logp_t1 error \(maxErr1)")
-            #expect(d.kept.allSatisfy { $0 == Int32(v) })
-            let (stat, df) = chiSquare(counts: counts, probs: law.probs, draws: n)
-            let p = chiSquarePValue(stat, df: df)
-            #expect(p > 0.001, "chi-square \(stat) with \(df) df: p = \(p)")
         }
     }
 

@@ -53,6 +53,10 @@ import Testing
 
     @Test(arguments: cases, temperatures)
     func drawsFollowTheTruncatedTemperedLaw(_ c: Case, _ t: Double) throws {
+        for isa in samplerISAs { try check(c, t, isa) }
+    }
+
+    func check(_ c: Case, _ t: Double, _ isa: KernelISA) throws {
         let v = Self.vocab, n = Self.draws
         let law = ReferenceLaw(Self.logits, temperature: t, minP: c.minP, topK: c.topK, topP: c.topP)
         // A top-p decision closer to its threshold than float rounding would make the
@@ -64,7 +68,7 @@ import Testing
         let seed = Int64(1000 + Self.cases.firstIndex { $0.name == c.name }! * 10 + Self.temperatures.firstIndex(of: t)!)
         let cfg = makeSamplerConfig(temperature: t, topK: Int64(c.topK), topP: c.topP, minP: c.minP,
                                     seed: seed, threads: 2)
-        let d = try runSampler(cfg, rows, rows: n, vocab: v, step: 3)
+        let d = try runSampler(cfg, rows, rows: n, vocab: v, step: 3, isa: isa)
 
         var counts = Array(repeating: 0, count: v)
         var outside = 0, badKept = 0
@@ -78,14 +82,14 @@ import Testing
             maxLogpErr = max(maxLogpErr, abs(Double(d.logp[r]) - log(law.probs[tok])))
             maxLogpT1Err = max(maxLogpT1Err, abs(Double(d.logpT1[r]) - law.logpT1[tok]))
         }
-        #expect(outside == 0, "\(outside) draws outside the kept set")
+        #expect(outside == 0, "\(isa): \(outside) draws outside the kept set")
         #expect(badKept == 0, "\(badKept) rows report a kept count other than \(law.keptCount)")
         #expect(maxLogpErr < 1e-5, "max |logp - reference| = \(maxLogpErr)")
         #expect(maxLogpT1Err < 1e-5, "max |logp_t1 - reference| = \(maxLogpT1Err)")
         let (stat, df) = chiSquare(counts: counts, probs: law.probs, draws: n)
         let p = chiSquarePValue(stat, df: df)
         #expect(df >= 1 || law.keptCount == 1)
-        #expect(p > 0.001, "chi-square \(stat) with \(df) df: p = \(p); kept \(law.keptCount) tokens")
+        #expect(p > 0.001, "\(isa): chi-square \(stat) with \(df) df: p = \(p); kept \(law.keptCount) tokens")
     }
 
     /// The test has power: the same 10^5 draws at T = 1 are rejected against the law at

@@ -26,10 +26,13 @@ func makeSamplerConfig(temperature: Double = 1, topK: Int64 = 0, topP: Double = 
 }
 
 /// Runs the core sampler over `rows` rows of `logits` (row-major, stride V).
+///
+/// `isa` picks the loops of the shared sums (SIMD8, or AVX2 + FMA where the CPU has it).
 func runSampler(_ config: SamplerConfig, _ logits: [Float], rows: Int, vocab: Int,
                 step: Int64 = 0, position: Int64 = 0, rowOffset: Int64 = 0,
-                temperature: Double? = nil) throws(AepoFailure) -> Draws {
+                temperature: Double? = nil, isa: KernelISA = .best) throws(AepoFailure) -> Draws {
     let sampler = try Sampler(config)
+    sampler.isa = isa
     var d = Draws(tokens: Array(repeating: -1, count: rows), logp: Array(repeating: .nan, count: rows),
                   logpT1: Array(repeating: .nan, count: rows), kept: Array(repeating: -1, count: rows))
     var failure: AepoFailure?
@@ -181,3 +184,6 @@ func testNormals(_ count: Int, seed: UInt64, scale: Double = 1) -> [Float] {
         return Float(scale * (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
     }
 }
+
+/// Both implementations of the shared sums when this CPU runs AVX2, else SIMD8 once.
+let samplerISAs: [KernelISA] = KernelISA.best == .simd8 ? [.simd8] : [.simd8, .avx2fma]

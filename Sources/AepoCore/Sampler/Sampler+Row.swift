@@ -1,20 +1,16 @@
 import Glibc
 
-// One row of the sampler.
+// One row of the sampler, in two passes over the logits:
+//   pass A: the row max;
+//   pass B: the tempered weights, summed by blocks; with top-k or top-p also binned by
+//           their tempered gap to the max, so the truncation threshold is found by walking
+//           a histogram and selecting inside one bin instead of sorting the row.
+// The draw then walks block sums (or bin masses) and touches one block (or one bin). The
+// T = 1 sum for logp_t1 is a separate run over the row (still in cache).
 //
-// Plain sampling (no truncation) makes one pass over the logits: each 64-wide block first
-// raises the running max if it holds a larger logit (rescaling what was summed so far),
-// then adds its tempered weights and, for logp_t1, its T = 1 weights. The draw walks the
-// block sums and recomputes the 64 weights of one block.
-//
-// With min-p, top-k or top-p, which need the final max before anything is kept or binned,
-// there are two passes:
-//   pass A: the row max (and a NaN check);
-//   pass B: the tempered weights, their sum by 64-wide blocks, and the T = 1 sum for
-//           logp_t1; with top-k or top-p it also bins every weight by its tempered gap to
-//           the max, so the truncation threshold is found by walking a histogram and
-//           selecting inside one bin instead of sorting the row.
-// The draw then walks block sums (or bin masses) and touches one block (or one bin).
+// The exp-heavy loops of plain sampling and of the T = 1 sum are the shared
+// `SoftmaxKernels` (SIMD8, or AVX2 + FMA chosen at run time); the truncating paths use
+// FastMath's SIMD8 exp directly, as they also bin or filter per lane.
 
 /// Per-row result. `status` is a RowStatus code; the rest is valid when it is ok.
 struct RowOutput {
@@ -40,8 +36,11 @@ struct RowPlan: Sendable {
     let wantKept: Bool
     /// top-k small enough for the candidate filter (Sampler+TopK.swift).
     let usesSmallTopK: Bool
+    /// Which loops run the exp-heavy sums.
+    let isa: KernelISA
 
-    init(config: SamplerConfig, temperature: Double, vocab: Int, wantLogpT1: Bool, wantKept: Bool) {
+    init(config: SamplerConfig, temperature: Double, vocab: Int, wantLogpT1: Bool, wantKept: Bool,
+         isa: KernelISA) {
         greedy = config.greedy
         self.temperature = temperature
         invTd = 1 / temperature
@@ -54,6 +53,7 @@ struct RowPlan: Sendable {
         self.wantLogpT1 = wantLogpT1
         self.wantKept = wantKept
         usesSmallTopK = topK > 0 && topK <= min(smallTopKLimit, vocab / 4)
+        self.isa = isa
     }
 
     var needsHistogram: Bool { !greedy && (topK > 0 || topP < 1) }
@@ -119,132 +119,98 @@ struct RowPlan: Sendable {
         while x[token] != m { token &+= 1 }
         var out = RowOutput(token: token, logp: 0, kept: 1)
         if wantLogpT1 {
-            let s1 = sumExp(x, n, m)
-            out.logpT1 = (Double(x[token]) - Double(m)) - log(s1)
+            out.logpT1 = (Double(x[token]) - Double(m)) - log(sumT1(x, n, m))
         }
         return out
     }
 
-    /// sum over the row of exp(x - m), in Double.
-    func sumExp(_ x: UnsafePointer<Float>, _ n: Int, _ m: Float) -> Double {
-        let mv = SIMD8<Float>(repeating: m)
+    /// The T = 1 sum over the row, sum of exp(x - m), by 1024-wide runs added in Double.
+    /// NaN in the row makes it NaN.
+    func sumT1(_ x: UnsafePointer<Float>, _ n: Int, _ m: Float) -> Double {
         var total = 0.0
         var i = 0
         while i < n {
-            let len = min(blockWidth, n - i)
-            var s = SIMD8<Float>()
-            var j = 0
-            while j < len {
-                s += FastMath.expNonPositive(load8(x + i + j, len - j) - mv)
-                j &+= 8
-            }
-            total += Double(s.sum())
-            i &+= blockWidth
+            let len = min(1024, n - i)
+            total += Double(SoftmaxKernels.expSum(x + i, len, shift: m, isa))
+            i &+= 1024
         }
         return total
     }
 
-    // MARK: - plain sampling, one pass
+    // MARK: - plain sampling
 
+    /// No truncation: the max, then tempered block sums from the shared kernels. The draw
+    /// walks the block sums and recomputes the weights of one block.
     func plainRow(_ x: UnsafePointer<Float>, _ n: Int, u: Double, work: SamplerWorkspace) -> RowOutput {
-        let it = SIMD8<Float>(repeating: invT)
-        let sums = work.blockSums, refs = work.blockRefs
-        let needSeparateT1 = wantLogpT1 && !isUnitTemperature
-        var m = -Float.infinity
-        var mv = SIMD8<Float>(repeating: m)
-        var total1 = 0.0
+        // NaN is ignored by the max but makes the sums NaN; +inf or all -inf leave m infinite.
+        let m = SoftmaxKernels.max(x, n, isa)
+        guard m.isFinite else { return RowOutput(status: RowStatus.badValue) }
+        let sums = work.blockSums
+        var total = 0.0
         var b = 0
         var i = 0
         while i < n {
-            let len = min(blockWidth, n - i)
-            let p = x + i
-            if len == blockWidth {
-                var v0 = load8(p), v1 = load8(p + 8), v2 = load8(p + 16), v3 = load8(p + 24)
-                let v4 = load8(p + 32), v5 = load8(p + 40), v6 = load8(p + 48), v7 = load8(p + 56)
-                v0.replace(with: v4, where: v4 .> v0)
-                v1.replace(with: v5, where: v5 .> v1)
-                v2.replace(with: v6, where: v6 .> v2)
-                v3.replace(with: v7, where: v7 .> v3)
-                v0.replace(with: v2, where: v2 .> v0)
-                v1.replace(with: v3, where: v3 .> v1)
-                v0.replace(with: v1, where: v1 .> v0)
-                let bm = horizontalMax(v0)
-                if bm > m {
-                    total1 *= exp(Double(m) - Double(bm))
-                    m = bm
-                    mv = SIMD8<Float>(repeating: m)
-                }
-            } else {
-                var j = 0
-                while j < len {
-                    if p[j] > m { total1 *= exp(Double(m) - Double(p[j])); m = p[j] }
-                    j &+= 1
-                }
-                mv = SIMD8<Float>(repeating: m)
-            }
-            // Two loops over the block (it is in L1): one exp chain each keeps every value
-            // in registers.
-            var s = SIMD8<Float>(), s1 = SIMD8<Float>()
-            if len == blockWidth {
-                var k = 0
-                while k < blockWidth {
-                    s += FastMath.expNonPositive((load8(p + k) - mv) * it)
-                    k &+= 8
-                }
-                if needSeparateT1 {
-                    k = 0
-                    while k < blockWidth {
-                        s1 += FastMath.expNonPositive(load8(p + k) - mv)
-                        k &+= 8
-                    }
-                }
-            } else {
-                var j = 0
-                while j < len {
-                    let d = load8(p + j, len - j) - mv
-                    s += FastMath.expNonPositive(d * it)
-                    if needSeparateT1 { s1 += FastMath.expNonPositive(d) }
-                    j &+= 8
-                }
-            }
-            sums[b] = Double(s.sum())
-            refs[b] = m
-            total1 += needSeparateT1 ? Double(s1.sum()) : sums[b]
+            let len = min(plainBlockWidth, n - i)
+            let bs = Double(SoftmaxKernels.expSums(x + i, len, shift: m, invT: invT, isa).sum)
+            sums[b] = bs
+            total += bs
             b &+= 1
-            i &+= blockWidth
+            i &+= plainBlockWidth
         }
-        // NaN anywhere makes a sum NaN; +inf makes m infinite; all -inf leaves m = -inf.
-        guard m.isFinite, total1.isFinite else { return RowOutput(status: RowStatus.badValue) }
+        guard total.isFinite else { return RowOutput(status: RowStatus.badValue) }
+        var total1 = total
+        if wantLogpT1 && !isUnitTemperature { total1 = sumT1(x, n, m) }
+        guard total1.isFinite else { return RowOutput(status: RowStatus.badValue) }
 
-        // Block sums against the final max: a block formed against an earlier max r is
-        // scaled by exp((r - m) / T). The total and the walk use the same products in the
-        // same order, so the walk always ends inside the total.
-        var total = 0.0
-        var ref = Float.nan, scale = 1.0
-        for k in 0..<b {
-            if refs[k] != ref { ref = refs[k]; scale = exp((Double(ref) - Double(m)) * invTd) }
-            sums[k] *= scale
-            total += sums[k]
-        }
         let target = u * total
         var cum = 0.0
         var token = -1
         for k in 0..<b {
             let bs = sums[k]
             if cum + bs > target {
-                token = drawInBlock(x, n, start: k * blockWidth, m: m, tauF: -.greatestFiniteMagnitude,
-                                    cum: cum, target: target)
+                token = drawInPlainBlock(x, n, start: k * plainBlockWidth, m: m, blockSum: bs,
+                                         offset: target - cum, scratch: work.blockWeights)
                 break
             }
             cum += bs
         }
-        if token < 0 { token = firstMax(x, m) }
+        if token < 0 { token = firstMax(x, m) }  // rounding put the target past the total
         var out = RowOutput(token: token)
         let gap = Double(x[token]) - Double(m)
         out.logp = gap * invTd - log(total)
         if wantLogpT1 { out.logpT1 = gap - log(total1) }
         if wantKept { out.kept = countFinite(x, n) }
         return out
+    }
+
+    /// The token of a plain block where the running weight first exceeds `offset`, the
+    /// target's distance into the block. The weights are recomputed here (FastMath, SIMD8)
+    /// and may differ from the kernel's by float ulps, so `offset` is rescaled from the
+    /// block sum the walk used to the sum of the recomputed weights: inside the block the
+    /// draw is then exactly proportional to the weights it sees.
+    func drawInPlainBlock(_ x: UnsafePointer<Float>, _ n: Int, start: Int, m: Float, blockSum: Double,
+                          offset: Double, scratch w: UnsafeMutablePointer<Float>) -> Int {
+        let len = min(plainBlockWidth, n - start)
+        let mv = SIMD8<Float>(repeating: m), it = SIMD8<Float>(repeating: invT)
+        var sum = 0.0
+        var j = 0
+        while j < len {
+            let v = FastMath.expNonPositive((load8(x + start + j, len - j) - mv) * it)
+            for lane in 0..<min(8, len - j) {
+                w[j + lane] = v[lane]
+                sum += Double(v[lane])
+            }
+            j &+= 8
+        }
+        let target = offset / blockSum * sum
+        var c = 0.0
+        var last = -1
+        for k in 0..<len where w[k] > 0 {
+            c += Double(w[k])
+            last = start + k
+            if c > target { return last }
+        }
+        return last
     }
 
     /// The number of logits that are not -inf (the kept count without truncation).
@@ -274,30 +240,26 @@ struct RowPlan: Sendable {
         let tv = SIMD8<Float>(repeating: tauF)
         let it = SIMD8<Float>(repeating: invT)
         let blocks = work.blockSums
-        let needSeparateT1 = wantLogpT1 && !isUnitTemperature
-        var total = 0.0, total1 = 0.0
+        var total = 0.0
         var count = SIMD8<Int32>()
         var b = 0
         var i = 0
         while i < n {
             let len = min(blockWidth, n - i)
-            var s = SIMD8<Float>(), sAll = SIMD8<Float>(), s1 = SIMD8<Float>()
+            var s = SIMD8<Float>()
             var j = 0
             while j < len {
                 let xv = load8(x + i + j, len - j)
                 var w = FastMath.expNonPositive((xv - mv) * it)
-                sAll += w
                 let keep = xv .>= tv
                 count &-= unsafeBitCast(keep, to: SIMD8<Int32>.self)
                 w.replace(with: 0, where: .!keep)
                 s += w
-                if needSeparateT1 { s1 += FastMath.expNonPositive(xv - mv) }
                 j &+= 8
             }
             let bs = Double(s.sum())
             blocks[b] = bs
             total += bs
-            total1 += needSeparateT1 ? Double(s1.sum()) : Double(sAll.sum())
             b &+= 1
             i &+= blockWidth
         }
@@ -317,7 +279,7 @@ struct RowPlan: Sendable {
         var out = RowOutput(token: token)
         let gap = Double(x[token]) - Double(m)
         out.logp = gap * invTd - log(total)
-        if wantLogpT1 { out.logpT1 = gap - log(total1) }
+        if wantLogpT1 { out.logpT1 = gap - log(sumT1(x, n, m)) }
         out.kept = Int(count.wrappedSum())
         return out
     }
@@ -353,6 +315,9 @@ struct RowPlan: Sendable {
 }
 
 let blockWidth = 64
+/// Plain sampling sums 256-wide blocks: long enough for the shared kernels' call to be
+/// cheap, short enough for the draw to recompute one block.
+let plainBlockWidth = 256
 
 /// The largest lane (NaN lanes are ignored unless all are NaN), by halving shuffles.
 @inline(__always)

@@ -11,7 +11,7 @@ import Glibc
 // ranks below it, so after the first cut the test is a strict x > x_k (written as
 // x >= nextUp(x_k)). Only the k survivors ever get a weight; top-p then acts on them.
 // For logits in random order about k ln(V / k) lanes pass the filter, so the pass costs
-// little more than reading the row (and the T = 1 exp when logp_t1 is asked for).
+// little more than reading the row.
 
 let smallTopKLimit = 256
 
@@ -22,20 +22,15 @@ extension RowPlan {
         let k = topK
         // A small buffer keeps the threshold close to the true k-th; each cut costs O(k).
         let capacity = min(n, 2 * k + 64)
-        let mv = SIMD8<Float>(repeating: m)
         var threshold = tauF
         var tv = SIMD8<Float>(repeating: threshold)
-        let needT1 = wantLogpT1
-        var total1 = 0.0
         var size = 0
         var i = 0
         while i < n {
             let len = min(blockWidth, n - i)
-            var s1 = SIMD8<Float>()
             var j = 0
             while j < len {
                 let xv = load8(x + i + j, len - j)
-                if needT1 { s1 += FastMath.expNonPositive(xv - mv) }
                 var bits = laneBits(xv .>= tv)
                 while bits != 0 {
                     let lane = bits.trailingZeroBitCount
@@ -50,7 +45,6 @@ extension RowPlan {
                 }
                 j &+= 8
             }
-            total1 += Double(s1.sum())
             i &+= blockWidth
         }
         if size > k {
@@ -82,7 +76,7 @@ extension RowPlan {
         var out = RowOutput(token: token, kept: keptCount)
         let gap = Double(x[token]) - Double(m)
         out.logp = gap * invTd - log(z)
-        if needT1 { out.logpT1 = gap - log(total1) }
+        if wantLogpT1 { out.logpT1 = gap - log(sumT1(x, n, m)) }
         return out
     }
 

@@ -33,8 +33,8 @@ func ranksAbove(_ a: Candidate, _ b: Candidate) -> Bool {
 final class SamplerWorkspace {
     let vocab: Int
     let blockSums: UnsafeMutablePointer<Double>
-    /// The running max each block's sum was formed against (plain sampling only).
-    let blockRefs: UnsafeMutablePointer<Float>
+    /// The weights of the block a plain draw lands in.
+    let blockWeights: UnsafeMutablePointer<Float>
     let weights: UnsafeMutablePointer<Float>?
     let bins: UnsafeMutablePointer<UInt32>?
     let counts: UnsafeMutablePointer<Int>?
@@ -47,9 +47,11 @@ final class SamplerWorkspace {
         func alloc<T>(_: T.Type, _ n: Int) -> UnsafeMutablePointer<T>? {
             malloc(max(1, n) * MemoryLayout<T>.stride)?.bindMemory(to: T.self, capacity: max(1, n))
         }
-        guard let bs = alloc(Double.self, blocks), let br = alloc(Float.self, blocks) else { return nil }
+        guard let bs = alloc(Double.self, blocks), let bw = alloc(Float.self, plainBlockWidth) else {
+            return nil
+        }
         blockSums = bs
-        blockRefs = br
+        blockWeights = bw
         if histogram {
             weights = alloc(Float.self, vocab)
             bins = alloc(UInt32.self, vocab)
@@ -66,7 +68,7 @@ final class SamplerWorkspace {
     }
 
     private func freeAll() {
-        free(blockSums); free(blockRefs); free(weights); free(bins); free(counts); free(masses); free(candidates)
+        free(blockSums); free(blockWeights); free(weights); free(bins); free(counts); free(masses); free(candidates)
     }
 
     deinit { freeAll() }
@@ -88,12 +90,10 @@ extension RowPlan {
         let discard = SIMD8<Float>(repeating: Float(discardBin))
         let magic = SIMD8<Float>(repeating: 8_388_608)  // 2^23: adding it rounds to an integer
         let indexMask = SIMD8<UInt32>(repeating: UInt32(histogramSize - 1))
-        let needSeparateT1 = wantLogpT1 && !isUnitTemperature
-        var total1 = 0.0
+        var sAll = SIMD8<Float>()  // only to notice NaN
         var i = 0
         while i < n {
             let len = min(blockWidth, n - i)
-            var s1 = SIMD8<Float>()
             var j = 0
             while j < len {
                 let xv = load8(x + i + j, len - j)
@@ -112,12 +112,12 @@ extension RowPlan {
                         bins[i + j + lane] = bin[lane]
                     }
                 }
-                s1 += needSeparateT1 ? FastMath.expNonPositive(xv - mv) : w
+                sAll += w
                 j &+= 8
             }
-            total1 += Double(s1.sum())
             i &+= blockWidth
         }
+        guard !sAll.sum().isNaN else { return RowOutput(status: RowStatus.badValue) }
 
         // Histogram of counts and masses.
         counts.initialize(repeating: 0, count: discardBin + 1)
@@ -216,7 +216,7 @@ extension RowPlan {
         var out = RowOutput(token: token, kept: keptCount)
         let gap = Double(x[token]) - Double(m)
         out.logp = gap * invTd - log(z)
-        if wantLogpT1 { out.logpT1 = gap - log(total1) }
+        if wantLogpT1 { out.logpT1 = gap - log(sumT1(x, n, m)) }
         return out
     }
 

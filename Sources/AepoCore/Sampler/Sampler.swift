@@ -34,6 +34,8 @@ import Glibc
 public final class Sampler {
     public let config: SamplerConfig
     private var workspaces: [SamplerWorkspace] = []
+    /// Which loops run the exp-heavy sums; tests pin it to check both.
+    var isa: KernelISA = .best
 
     /// Temperatures below this make 1/T overflow Float; such values are rejected with the
     /// same advice as T <= 0.
@@ -106,7 +108,7 @@ public final class Sampler {
         }
 
         let plan = RowPlan(config: config, temperature: temperature ?? config.temperature, vocab: vocab,
-                           wantLogpT1: logpT1 != nil, wantKept: kept != nil)
+                           wantLogpT1: logpT1 != nil, wantKept: kept != nil, isa: isa)
         let stream = SamplerStream(seed: UInt64(config.seed), step: UInt64(step), position: UInt64(position))
         guard let failed = calloc(rows, 1)?.bindMemory(to: UInt8.self, capacity: rows) else {
             throw AepoFailure(.outOfMemory, "N", "could not allocate \(rows) bytes of row status")
