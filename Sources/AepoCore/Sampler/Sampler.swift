@@ -25,8 +25,9 @@ import Glibc
 ///
 /// Numerical properties: weights are computed in Float by a SIMD exp and accumulated in
 /// Double; the reported log-probs are formed in Double from the logits and the
-/// accumulated mass, so they are accurate to a few Float ulps. The result is bit-identical
-/// for every thread count and batch split.
+/// accumulated mass, so they are accurate to a few Float ulps. On one machine the result is
+/// bit-identical for every thread count and batch split; machines with and without AVX2 +
+/// FMA agree to float ulps (see docs/SAMPLER.md).
 ///
 /// A sampler keeps its scratch (about 20 bytes per vocabulary entry and thread with top-k
 /// or top-p, 1/8 byte otherwise) between calls, so one instance belongs to one thread at a
