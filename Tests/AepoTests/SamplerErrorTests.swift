@@ -47,22 +47,36 @@ import Testing
         var x = testNormals(6 * v, seed: 1, scale: 1)
         x[4 * v + 17] = .nan
         x[2 * v + 250] = .nan
-        for threads: Int64 in [1, 2] {
-            for cfg in [makeSamplerConfig(threads: threads), makeSamplerConfig(topP: 0.9, threads: threads),
-                        makeSamplerConfig(greedy: true, threads: threads)] {
-                let f = failure { _ = try runSampler(cfg, x, rows: 6, vocab: v) }
-                #expect(f?.kind == .nonFinite && f?.index == 2 && f?.argument == "logits", "\(String(describing: f))")
-                #expect(f?.message.contains("logits[2, 250] is nan") == true, "\(f?.message ?? "no error")")
+        let modes = [makeSamplerConfig(), makeSamplerConfig(minP: 0.1), makeSamplerConfig(topK: 5),
+                     makeSamplerConfig(topP: 0.9), makeSamplerConfig(greedy: true)]
+        for isa in samplerISAs {
+            for threads: Int64 in [1, 2] {
+                for var cfg in modes {
+                    cfg.threads = threads
+                    for wantT1 in [true, false] {
+                        let f = failure { _ = try runSampler(cfg, x, rows: 6, vocab: v, isa: isa, logpT1: wantT1) }
+                        #expect(f?.kind == .nonFinite && f?.index == 2 && f?.argument == "logits",
+                                "\(isa) \(cfg): \(String(describing: f))")
+                        #expect(f?.message.contains("logits[2, 250] is nan") == true, "\(f?.message ?? "no error")")
+                    }
+                }
+            }
+            var inf = testNormals(v, seed: 2, scale: 1)
+            inf[3] = .infinity
+            for cfg in modes {
+                let f = failure { _ = try runSampler(cfg, inf, rows: 1, vocab: v, isa: isa) }
+                #expect(f?.kind == .nonFinite && f?.message.contains("logits[0, 3] is inf") == true,
+                        "\(isa) \(cfg): \(String(describing: f))")
             }
         }
-        var inf = testNormals(v, seed: 2, scale: 1)
-        inf[3] = .infinity
-        let f = failure { _ = try runSampler(makeSamplerConfig(), inf, rows: 1, vocab: v) }
-        #expect(f?.kind == .nonFinite && f?.message.contains("logits[0, 3] is inf") == true, "\(String(describing: f))")
         let allMasked = [Float](repeating: -.infinity, count: 2 * v)
-        let g = failure { _ = try runSampler(makeSamplerConfig(topK: 5), allMasked, rows: 2, vocab: v) }
-        #expect(g?.kind == .invalidArgument && g?.index == 0 && g?.message.contains("all -inf") == true,
-                "\(String(describing: g))")
+        for isa in samplerISAs {
+            for cfg in modes {
+                let g = failure { _ = try runSampler(cfg, allMasked, rows: 2, vocab: v, isa: isa) }
+                #expect(g?.kind == .invalidArgument && g?.index == 0 && g?.message.contains("all -inf") == true,
+                        "\(isa) \(cfg): \(String(describing: g))")
+            }
+        }
     }
 
     @Test func shapesAndCoordinates() throws {

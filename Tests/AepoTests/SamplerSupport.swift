@@ -30,7 +30,8 @@ func makeSamplerConfig(temperature: Double = 1, topK: Int64 = 0, topP: Double = 
 /// `isa` picks the loops of the shared sums (SIMD8, or AVX2 + FMA where the CPU has it).
 func runSampler(_ config: SamplerConfig, _ logits: [Float], rows: Int, vocab: Int,
                 step: Int64 = 0, position: Int64 = 0, rowOffset: Int64 = 0,
-                temperature: Double? = nil, isa: KernelISA = .best) throws(AepoFailure) -> Draws {
+                temperature: Double? = nil, isa: KernelISA = .best,
+                logpT1 wantT1: Bool = true) throws(AepoFailure) -> Draws {
     let sampler = try Sampler(config)
     sampler.isa = isa
     var d = Draws(tokens: Array(repeating: -1, count: rows), logp: Array(repeating: .nan, count: rows),
@@ -45,7 +46,8 @@ func runSampler(_ config: SamplerConfig, _ logits: [Float], rows: Int, vocab: In
                             try sampler.sample(logits: x.baseAddress!, rows: rows, vocab: vocab, rowStride: vocab,
                                                step: step, position: position, rowOffset: rowOffset,
                                                temperature: temperature, tokens: t.baseAddress!,
-                                               logp: lp.baseAddress!, logpT1: l1.baseAddress!, kept: k.baseAddress!)
+                                               logp: lp.baseAddress!, logpT1: wantT1 ? l1.baseAddress! : nil,
+                                               kept: k.baseAddress!)
                         } catch {
                             failure = error
                         }
