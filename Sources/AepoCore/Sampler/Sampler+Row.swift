@@ -61,15 +61,20 @@ struct RowPlan: Sendable {
     func sampleRow(_ x: UnsafePointer<Float>, u: Double, work: SamplerWorkspace) -> RowOutput {
         let n = work.vocab
         if !greedy && logMinP == nil && !needsHistogram { return plainRow(x, n, u: u, work: work) }
+        if needsHistogram && !usesSmallTopK {
+            // The histogram pass sums every weight, which notices NaN, so the max can come
+            // from the shared kernel (NaN ignored).
+            let m = SoftmaxKernels.max(x, n, isa)
+            guard m.isFinite else { return RowOutput(status: RowStatus.badValue) }
+            let tauF = logMinP.map { minPThreshold(m, $0) } ?? -Float.greatestFiniteMagnitude
+            return truncatedRow(x, n, m, tauF: tauF, u: u, work: work)
+        }
         let (m, hasNaN) = rowMax(x, n)
         guard !hasNaN, m.isFinite else { return RowOutput(status: RowStatus.badValue) }
         if greedy { return greedyRow(x, n, m) }
         let tauF = logMinP.map { minPThreshold(m, $0) } ?? -Float.greatestFiniteMagnitude
         if usesSmallTopK {
             return smallTopKRow(x, n, m, tauF: tauF, u: u, work: work)
-        }
-        if needsHistogram {
-            return truncatedRow(x, n, m, tauF: tauF, u: u, work: work)
         }
         return thresholdRow(x, n, m, tauF: tauF, u: u, work: work)
     }
