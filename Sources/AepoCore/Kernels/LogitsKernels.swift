@@ -117,7 +117,8 @@ public enum LogitsKernels {
         guard n > 0 else { return LogitsSums() }
 
         // Per-row float64 values, summed in row order after the join.
-        guard let scratch = malloc(2 &* n &* MemoryLayout<Double>.stride)?.assumingMemoryBound(to: Double.self) else {
+        let (bytes, overflow) = n.multipliedReportingOverflow(by: 2 * MemoryLayout<Double>.stride)
+        guard !overflow, let scratch = malloc(bytes)?.assumingMemoryBound(to: Double.self) else {
             throw AepoFailure(.outOfMemory, "logits", "could not allocate \(2 * n) doubles of scratch")
         }
         defer { free(scratch) }

@@ -188,3 +188,18 @@ def test_errors_name_argument_and_row(rng):
     with pytest.raises(aepo.NonFiniteError) as e:
         aepo.logits_backward(x, t, 1.0, s.lse, s.entropy, np.array([1, 1, np.inf, 1]))
     assert e.value.argument == "grad_logp" and e.value.index == 2
+
+
+def test_layouts_that_need_a_copy(rng):
+    """A transposed last axis or overlapping rows are read through one copy, with the same results."""
+    base = rng.standard_normal((12, 7)).astype(np.float32)
+    t = rng.integers(0, 7, 12)
+    want = aepo.logits_stats(base, t, 0.9)
+    got = aepo.logits_stats(np.asfortranarray(base), t, 0.9)          # last axis not contiguous
+    assert np.array_equal(want.logp, got.logp) and np.array_equal(want.entropy, got.entropy)
+    flat = rng.standard_normal(20).astype(np.float32)
+    windows = np.lib.stride_tricks.sliding_window_view(flat, 7)[:12]  # rows overlap
+    s = aepo.logits_stats(windows, t, 0.9)
+    np.testing.assert_allclose(s.logp, reference(np.array(windows), t, 0.9)[0], atol=1e-6)
+    with pytest.raises(aepo.ShapeError, match="out"):
+        aepo.logits_backward(base, t, 0.9, want.lse, want.entropy, np.ones(12), out=np.zeros((7, 12), np.float32).T)
