@@ -3,9 +3,11 @@ import Glibc
 import Testing
 
 /// Chi-square goodness of fit of 10^5 draws against the exact truncated, tempered law
-/// (ReferenceLaw, float64 with a full sort), for each truncation and a combination, each at
-/// three temperatures. Each run also checks that no token outside the kept set is drawn,
-/// that every row reports the kept count, and the per-row log-probs.
+/// (ReferenceLaw, float64 with a full sort), for each truncation and two combinations (one
+/// through the histogram, one through the top-k candidate filter), each at three
+/// temperatures and with both implementations of the shared sums. Each run also checks
+/// that no token outside the kept set is drawn, that every row reports the kept count, and
+/// the per-row log-probs.
 @Suite struct SamplerLawTests {
     static let vocab = 40
     static let draws = 100_000
