@@ -239,7 +239,9 @@ public struct TokenPartials: Sendable {
     }
 }
 
-/// The token kernel with its loop invariants hoisted.
+/// The token kernel with its loop invariants hoisted. Each row segment runs one policy
+/// loop (the whole AEPO path) and, only when a KL or entropy term is present, a second loop
+/// specialised on the KL estimator that adds its gradient in place.
 struct Kernel {
     typealias V = LossMath.V
     typealias M = LossMath.M
@@ -267,17 +269,18 @@ struct Kernel {
         hasEntropy = batch.entropy != nil
     }
 
+    /// Four-lane accumulators of one segment; summed across lanes at its end.
     struct Acc {
         var loss = V()
-        var kl = V()
-        var ent = V()
         var clip = V()
         var low = V()
         var negD = V()
         var bad = V()
+        var kl = V()
+        var ent = V()
     }
 
-    /// Tokens [from, to) of row `row`; `base` is the flat index the block pointers start at.
+    /// Tokens [from, to) of row `b`; `base` is the flat index the block pointers start at.
     @inline(__always)
     func segment(row b: Int, from: Int, to: Int, base: Int, block: TokenBlock, plan: AggregationPlan,
                  into out: inout TokenPartials) {
@@ -285,52 +288,26 @@ struct Kernel {
         let wAux = plan.auxWeight[b]
         let forceOne = plan.isRegRow[b]
         let perToken = batch.advantagesPerToken && !forceOne
-        let advRow = V(repeating: forceOne ? 1 : (batch.advantagesPerToken ? 0 : Double(batch.advantages[b])))
-        let gKL = klCoef * wAux
-        let gH = V(repeating: -entCoef * wAux)
-        let mask = batch.mask.baseAddress!
-        let olp = batch.oldLogp.baseAddress!
-        let adv = batch.advantages.baseAddress!
-        let ref = batch.refLogp?.baseAddress
-        let isw = batch.isWeights?.baseAddress
-        let lp = block.logp - base
-        let ent = block.entropy.map { $0 - base }
-        let grad = block.grad.map { $0 - base }
-        let gradEnt = block.gradEntropy.map { $0 - base }
-        let one = V(repeating: 1)
-
+        let advRow = forceOne ? 1 : (batch.advantagesPerToken ? 0 : Double(batch.advantages[b]))
         var acc = Acc()
-        var i = from
-        while i + 4 <= to {
-            let valid = LossMath.maskLanes(LossMath.maskWord(mask + i, 4))
-            let a = perToken ? LossMath.load(adv + i) : advRow
-            let w = isw.map { LossMath.load($0 + i) } ?? one
-            let r = ref.map { LossMath.load($0 + i) } ?? V()
-            let h = ent.map { LossMath.load($0 + i) } ?? V()
-            let g = step(lp: LossMath.load(lp + i), olp: LossMath.load(olp + i), adv: a, isw: w, ref: r, h: h,
-                         valid: valid, wPol: wPol, gKL: gKL, acc: &acc)
-            if let grad { LossMath.store(g, grad + i) }
-            if let gradEnt {
-                var v = hasEntropy ? gH : V()
-                v.replace(with: 0, where: .!valid)
-                LossMath.store(v, gradEnt + i)
-            }
-            i += 4
-        }
-        if i < to {
-            let n = to - i
-            let valid = LossMath.maskLanes(LossMath.maskWord(mask + i, n))
-            let a = perToken ? LossMath.loadPartial(adv + i, n) : advRow
-            let w = isw.map { LossMath.loadPartial($0 + i, n) } ?? one
-            let r = ref.map { LossMath.loadPartial($0 + i, n) } ?? V()
-            let h = ent.map { LossMath.loadPartial($0 + i, n) } ?? V()
-            let g = step(lp: LossMath.loadPartial(lp + i, n), olp: LossMath.loadPartial(olp + i, n), adv: a,
-                         isw: w, ref: r, h: h, valid: valid, wPol: wPol, gKL: gKL, acc: &acc)
-            if let grad { LossMath.storePartial(g, grad + i, n) }
-            if let gradEnt {
-                var v = hasEntropy ? gH : V()
-                v.replace(with: 0, where: .!valid)
-                LossMath.storePartial(v, gradEnt + i, n)
+        policyLoop(from: from, to: to, lp: block.logp - base, grad: block.grad.map { $0 - base },
+                   perToken: perToken, advRow: advRow, wPol: wPol, acc: &acc)
+        if hasRef || hasEntropy || block.gradEntropy != nil {
+            let grad = block.grad.map { $0 - base }
+            let lp = block.logp - base
+            let ent = block.entropy.map { $0 - base }
+            let gradEnt = block.gradEntropy.map { $0 - base }
+            let gKL = klCoef * wAux
+            if !hasRef {
+                auxLoop(KLk1.self, from: from, to: to, lp: lp, ent: ent, grad: grad, gradEnt: gradEnt,
+                        gKL: gKL, wAux: wAux, acc: &acc)
+            } else {
+                switch klType.base {
+                case .k1: auxLoop(KLk1.self, from: from, to: to, lp: lp, ent: ent, grad: grad, gradEnt: gradEnt, gKL: gKL, wAux: wAux, acc: &acc)
+                case .abs: auxLoop(KLAbs.self, from: from, to: to, lp: lp, ent: ent, grad: grad, gradEnt: gradEnt, gKL: gKL, wAux: wAux, acc: &acc)
+                case .k2: auxLoop(KLk2.self, from: from, to: to, lp: lp, ent: ent, grad: grad, gradEnt: gradEnt, gKL: gKL, wAux: wAux, acc: &acc)
+                case .k3: auxLoop(KLk3.self, from: from, to: to, lp: lp, ent: ent, grad: grad, gradEnt: gradEnt, gKL: gKL, wAux: wAux, acc: &acc)
+                }
             }
         }
         let s = acc.loss.sum()
@@ -344,12 +321,37 @@ struct Kernel {
         if bad != bad { out.nonFinite = true }
     }
 
-    /// One vector of four tokens: accumulates the masked values and returns dL/dlogp.
+    /// The PPO-clip term: accumulates l * is_weight and the clip metrics, writes dL/dlogp.
     @inline(__always)
-    func step(lp: V, olp: V, adv: V, isw: V, ref: V, h: V, valid: M, wPol: Double, gKL: Double,
-              acc: inout Acc) -> V {
-        // x * 0 is NaN exactly when x is NaN or infinite.
-        var bad = lp * 0 + olp * 0 + adv * 0 + isw * 0
+    func policyLoop(from: Int, to: Int, lp: UnsafePointer<Float>, grad: UnsafeMutablePointer<Float>?,
+                    perToken: Bool, advRow: Double, wPol: Double, acc: inout Acc) {
+        let mask = batch.mask.baseAddress!
+        let olp = batch.oldLogp.baseAddress!
+        let adv = batch.advantages.baseAddress!
+        let isw = batch.isWeights?.baseAddress
+        let advV = V(repeating: advRow)
+        // One call site for the vector step (full vectors and the tail alike) keeps it inlined.
+        var i = from
+        while i < to {
+            let n = min(4, to - i)
+            let valid = LossMath.maskLanes(LossMath.maskWord(mask + i, n))
+            let full = n == 4
+            let a = perToken ? (full ? LossMath.load(adv + i) : LossMath.loadPartial(adv + i, n)) : advV
+            let w = isw.map { full ? LossMath.load($0 + i) : LossMath.loadPartial($0 + i, n) }
+            let x = full ? LossMath.load(lp + i) : LossMath.loadPartial(lp + i, n)
+            let o = full ? LossMath.load(olp + i) : LossMath.loadPartial(olp + i, n)
+            let g = policyStep(lp: x, olp: o, adv: a, isw: w, valid: valid, wPol: wPol, acc: &acc)
+            if let grad {
+                if full { LossMath.store(g, grad + i) } else { LossMath.storePartial(g, grad + i, n) }
+            }
+            i += 4
+        }
+    }
+
+    /// Four tokens of the PPO-clip term. (`@_transparent`: the optimiser otherwise keeps it
+    /// out of line, which costs a third of the loop in argument traffic.)
+    @_transparent
+    func policyStep(lp: V, olp: V, adv: V, isw: V?, valid: M, wPol: Double, acc: inout Acc) -> V {
         let delta = lp - olp
         let d = LossMath.clamp(delta, V(repeating: -20), V(repeating: 20))
         let r = LossMath.exp(d)
@@ -362,34 +364,72 @@ struct Kernel {
         let dual = (adv .< 0) .& (c1 .> l3)
         var loss = c1
         loss.replace(with: l3, where: dual)
-        let flows = (delta .>= -20) .& (delta .<= 20) .& .!clipped .& .!dual
-        var g = l1
-        g.replace(with: 0, where: .!flows)
-        loss *= isw
-        var grad = g * isw * wPol
-        if hasRef {
-            bad += ref * 0
-            var (v, slope) = KLPenalty.evaluate(klType, delta: lp - ref)
-            v.replace(with: 0, where: .!valid)
-            acc.kl += v
-            grad += slope * gKL
+        // The gradient flows through the unclipped ratio only, inside the log-ratio clamp.
+        let flows = valid .& (delta .>= -20) .& (delta .<= 20) .& .!clipped .& .!dual
+        var gl = l1 * wPol
+        if let isw {
+            loss *= isw
+            gl *= isw
         }
-        if hasEntropy {
-            bad += h * 0
-            var hv = h
-            hv.replace(with: 0, where: .!valid)
-            acc.ent += hv
+        let g = LossMath.keep(gl, flows)
+        // delta + loss is finite exactly when logp, old_logp, the advantage and the weight
+        // are (r > 0, so an infinite advantage makes every branch of the loss infinite).
+        acc.bad += LossMath.keep((delta + loss) * 0, valid)
+        acc.loss += LossMath.keep(loss, valid)
+        acc.clip += LossMath.ones(clipped .& valid)
+        acc.low += LossMath.ones(dual .& valid)
+        acc.negD -= LossMath.keep(d, valid)
+        return g
+    }
+
+    /// The KL and entropy terms: accumulates their values, adds kl_loss_coef * W * dKL/dlogp
+    /// to the gradient in place, and writes dL/dH.
+    @inline(__always)
+    func auxLoop<K: KLForm>(_: K.Type, from: Int, to: Int, lp: UnsafePointer<Float>, ent: UnsafePointer<Float>?,
+                            grad: UnsafeMutablePointer<Float>?, gradEnt: UnsafeMutablePointer<Float>?,
+                            gKL: Double, wAux: Double, acc: inout Acc) {
+        let mask = batch.mask.baseAddress!
+        let ref = batch.refLogp?.baseAddress
+        let gH = V(repeating: hasEntropy ? -entCoef * wAux : 0)
+        let straight = klType.straightThrough
+        @inline(__always)
+        func step(_ i: Int, _ n: Int) {
+            let valid = LossMath.maskLanes(LossMath.maskWord(mask + i, n))
+            var bad = V()
+            if let ref {
+                let x = n == 4 ? LossMath.load(lp + i) : LossMath.loadPartial(lp + i, n)
+                let rv = n == 4 ? LossMath.load(ref + i) : LossMath.loadPartial(ref + i, n)
+                bad += rv * 0
+                let delta = x - rv
+                var (v, slope) = K.evaluate(delta)
+                if straight { slope = delta }
+                v.replace(with: 0, where: .!valid)
+                acc.kl += v
+                if let grad, gKL != 0 {
+                    var g = n == 4 ? LossMath.load(UnsafePointer(grad + i)) : LossMath.loadPartial(UnsafePointer(grad + i), n)
+                    g += slope * gKL
+                    g.replace(with: 0, where: .!valid)
+                    if n == 4 { LossMath.store(g, grad + i) } else { LossMath.storePartial(g, grad + i, n) }
+                }
+            }
+            if let ent {
+                var h = n == 4 ? LossMath.load(ent + i) : LossMath.loadPartial(ent + i, n)
+                bad += h * 0
+                h.replace(with: 0, where: .!valid)
+                acc.ent += h
+            }
+            if let gradEnt {
+                var v = gH
+                v.replace(with: 0, where: .!valid)
+                if n == 4 { LossMath.store(v, gradEnt + i) } else { LossMath.storePartial(v, gradEnt + i, n) }
+            }
+            bad.replace(with: 0, where: .!valid)
+            acc.bad += bad
         }
-        loss.replace(with: 0, where: .!valid)
-        acc.loss += loss
-        acc.clip.replace(with: acc.clip + 1, where: clipped .& valid)
-        acc.low.replace(with: acc.low + 1, where: dual .& valid)
-        var nd = -d
-        nd.replace(with: 0, where: .!valid)
-        acc.negD += nd
-        bad.replace(with: 0, where: .!valid)
-        acc.bad += bad
-        grad.replace(with: 0, where: .!valid)
-        return grad
+        var i = from
+        while i < to {
+            step(i, min(4, to - i))
+            i += 4
+        }
     }
 }
