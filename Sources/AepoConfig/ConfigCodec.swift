@@ -182,7 +182,8 @@ public enum ConfigCodec {
             let n = b.firstIndex(of: 0) ?? b.count
             return String(decoding: UnsafeBufferPointer(rebasing: b[0..<n]), as: UTF8.self)
         }
-        let pos = max(0, min(Int(jerr.position), bytes.count))
+        // Jansson's position is just past the offending token; scan up to its start.
+        let pos = max(0, min(Int(jerr.position) - 1, bytes.count))
         let path = JSONPathScanner.path(in: bytes, at: pos)
         let arg = path.isEmpty ? "config" : path
         let what = text.contains("duplicate object key") ? "duplicate key" : "malformed JSON"

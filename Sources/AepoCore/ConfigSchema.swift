@@ -34,10 +34,10 @@ public struct RealBound: Sendable {
     public var description: String {
         switch (lo, hi) {
         case (nil, nil): return "a finite real"
-        case let (lo?, nil): return "a real \(loOpen ? ">" : ">=") \(formatReal(lo))"
-        case let (nil, hi?): return "a real \(hiOpen ? "<" : "<=") \(formatReal(hi))"
+        case let (lo?, nil): return "a real \(loOpen ? ">" : ">=") \(boundText(lo))"
+        case let (nil, hi?): return "a real \(hiOpen ? "<" : "<=") \(boundText(hi))"
         case let (lo?, hi?):
-            return "a real in \(loOpen ? "(" : "[")\(formatReal(lo)), \(formatReal(hi))\(hiOpen ? ")" : "]")"
+            return "a real in \(loOpen ? "(" : "[")\(boundText(lo)), \(boundText(hi))\(hiOpen ? ")" : "]")"
         }
     }
 }
@@ -236,3 +236,9 @@ public enum ConfigSchema {
 
 /// Shortest decimal text that reads back as the same Double ("0.2", "1e-06", "3.0").
 public func formatReal(_ x: Double) -> String { x.description }
+
+/// A bound as people write it in a message: "0", "1", "0.5".
+func boundText(_ x: Double) -> String {
+    if x.isFinite && x == x.rounded() && abs(x) < 1e15 { return String(Int64(x)) }
+    return formatReal(x)
+}

@@ -1,0 +1,126 @@
+"""Loading libaepo and the one table of its C functions.
+
+Every exported function is declared once in ``_TABLE`` with its restype and argtypes, so a
+missing or mistyped entry fails at import, not in the middle of a training step. Calls that
+return a status go through :func:`call`, which raises the matching :mod:`aepo.errors`
+exception with the library's message.
+"""
+import ctypes
+import ctypes.util
+import os
+from ctypes import POINTER, c_char, c_char_p, c_double, c_float, c_int32, c_int64, c_size_t, c_uint8, c_void_p
+
+from .errors import error_for_status
+
+ABI_VERSION = 0
+ERROR_ARGUMENT_SIZE = 64
+ERROR_MESSAGE_SIZE = 320
+
+
+class Error(ctypes.Structure):
+    """Mirror of ``aepo_error``."""
+
+    _fields_ = [
+        ("status", c_int32),
+        ("reserved", c_int32),
+        ("index", c_int64),
+        ("argument", c_char * ERROR_ARGUMENT_SIZE),
+        ("message", c_char * ERROR_MESSAGE_SIZE),
+    ]
+
+
+c_int32_p = POINTER(c_int32)
+c_int64_p = POINTER(c_int64)
+c_float_p = POINTER(c_float)
+c_double_p = POINTER(c_double)
+c_uint8_p = POINTER(c_uint8)
+c_size_t_p = POINTER(c_size_t)
+Error_p = POINTER(Error)
+Handle = c_void_p
+Handle_p = POINTER(c_void_p)
+
+# name: (restype, [argtypes]). Sections follow include/aepo.h.
+_TABLE = {
+    # versions and status names
+    "aepo_version_string": (c_char_p, []),
+    "aepo_version_number": (c_int32, []),
+    "aepo_abi_version": (c_int32, []),
+    "aepo_status_name": (c_char_p, [c_int32]),
+    # config
+    "aepo_default_config_json": (c_int32, [c_char_p, c_size_t, c_size_t_p, Error_p]),
+    "aepo_config_validate": (c_int32, [c_char_p, c_size_t, Error_p]),
+    "aepo_config_normalize": (c_int32, [c_char_p, c_size_t, c_char_p, c_size_t, c_size_t_p, Error_p]),
+    # @@TABLE loss@@
+    # @@TABLE controller@@
+    # @@TABLE kernels@@
+    # @@TABLE sampler@@
+    # @@TABLE fused@@
+}
+
+
+def _candidates():
+    env = os.environ.get("AEPO_LIB_PATH")
+    if env:
+        yield env
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in ("libaepo.so", "libaepo.so.0"):
+        yield os.path.join(here, name)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(here)))
+    yield os.path.join(repo, "build", "lib", "libaepo.so.0")
+    found = ctypes.util.find_library("aepo")
+    if found:
+        yield found
+
+
+def _load():
+    tried = []
+    for path in _candidates():
+        if os.sep in path and not os.path.exists(path):
+            tried.append(path + " (missing)")
+            continue
+        try:
+            # An absolute path: a bare name would search the loader path, not this folder.
+            return ctypes.CDLL(os.path.abspath(path) if os.sep in path else path), path
+        except OSError as e:
+            tried.append(f"{path} ({e})")
+    raise ImportError("aepo: cannot load libaepo; set AEPO_LIB_PATH or run `make`. Tried: " + "; ".join(tried))
+
+
+lib, lib_path = _load()
+
+for _name, (_res, _args) in _TABLE.items():
+    try:
+        _fn = getattr(lib, _name)
+    except AttributeError:
+        raise ImportError(f"aepo: {lib_path} has no symbol {_name}; the library is older than this binding") from None
+    _fn.restype = _res
+    _fn.argtypes = _args
+
+_abi = lib.aepo_abi_version()
+if _abi != ABI_VERSION:
+    raise ImportError(f"aepo: {lib_path} has ABI {_abi}, this binding needs ABI {ABI_VERSION}")
+
+version = lib.aepo_version_string().decode()
+
+
+def call(fn, *args):
+    """Calls a status-returning function with a fresh aepo_error appended; raises on failure."""
+    err = Error()
+    status = fn(*args, ctypes.byref(err))
+    if status != 0:
+        raise error_for_status(status, err.message.decode("utf-8", "replace"),
+                               err.argument.decode("utf-8", "replace"), err.index)
+    return status
+
+
+def read_text(fn, *args):
+    """Calls a function that writes text under the size-query rule and returns the text."""
+    n = c_size_t(0)
+    call(fn, *args, None, 0, ctypes.byref(n))
+    buf = ctypes.create_string_buffer(n.value + 1)
+    call(fn, *args, buf, n.value + 1, ctypes.byref(n))
+    return buf.value.decode()
+
+
+def status_name(status):
+    return lib.aepo_status_name(status).decode()
