@@ -94,9 +94,18 @@ enum LossMath {
     @inline(__always) static var byteSelect: SIMD4<UInt64> { SIMD4<UInt64>(0xFF, 0xFF00, 0xFF_0000, 0xFF00_0000) }
 
     /// Lanes whose mask byte is non-zero, from four bytes read as one little-endian word.
+    /// Each lane's byte becomes an exact double (2^52 + x - 2^52) and is compared with
+    /// 0.5: SSE2 has no 64-bit integer compare, but it has a double compare.
     @inline(__always)
     static func maskLanes(_ word: UInt32) -> M {
-        (SIMD4<UInt64>(repeating: UInt64(word)) & byteSelect) .!= 0
+        let bits = (SIMD4<UInt64>(repeating: UInt64(word)) & byteSelect) | 0x4330_0000_0000_0000
+        return unsafeBitCast(bits, to: V.self) - 4503599627370496.0 .> 0.5
+    }
+
+    /// Adds 1 to the lanes of `counter` where `m` is set (a mask lane is all ones, -1).
+    @inline(__always)
+    static func count(_ counter: inout SIMD4<Int64>, _ m: M) {
+        counter &-= unsafeBitCast(m, to: SIMD4<Int64>.self)
     }
 
     /// The first `n` mask bytes as a word (the other bytes 0).

@@ -272,8 +272,8 @@ struct Kernel {
     /// Four-lane accumulators of one segment; summed across lanes at its end.
     struct Acc {
         var loss = V()
-        var clip = V()
-        var low = V()
+        var clip = SIMD4<Int64>()
+        var low = SIMD4<Int64>()
         var negD = V()
         var bad = V()
         var kl = V()
@@ -290,11 +290,18 @@ struct Kernel {
         let perToken = batch.advantagesPerToken && !forceOne
         let advRow = forceOne ? 1 : (batch.advantagesPerToken ? 0 : Double(batch.advantages[b]))
         var acc = Acc()
-        policyLoop(from: from, to: to, lp: block.logp - base, grad: block.grad.map { $0 - base },
-                   perToken: perToken, advRow: advRow, wPol: wPol, acc: &acc)
+        let lp = block.logp - base
+        let grad = block.grad.map { $0 - base }
+        if perToken {
+            policyLoop(VanillaAnySign.self, from: from, to: to, lp: lp, grad: grad, advRow: 0, wPol: wPol, acc: &acc)
+        } else if advRow < 0 {
+            policyLoop(VanillaNegative.self, from: from, to: to, lp: lp, grad: grad, advRow: advRow, wPol: wPol, acc: &acc)
+        } else {
+            // A >= 0, and NaN/Inf (flagged below, the values are then discarded).
+            policyLoop(VanillaNonNegative.self, from: from, to: to, lp: lp, grad: grad, advRow: advRow, wPol: wPol, acc: &acc)
+            if !advRow.isFinite && plan.rowTokens[b] > 0 { out.nonFinite = true }
+        }
         if hasRef || hasEntropy || block.gradEntropy != nil {
-            let grad = block.grad.map { $0 - base }
-            let lp = block.logp - base
             let ent = block.entropy.map { $0 - base }
             let gradEnt = block.gradEntropy.map { $0 - base }
             let gKL = klCoef * wAux
@@ -314,72 +321,80 @@ struct Kernel {
         if plan.inRegTerm[b] { out.reg += wPol * s } else { out.policy += wPol * s }
         if hasRef { out.kl += wAux * acc.kl.sum() }
         if hasEntropy { out.entropy += wAux * acc.ent.sum() }
-        out.clipped += acc.clip.sum()
-        out.clippedLower += acc.low.sum()
+        out.clipped += Double(acc.clip.wrappedSum())
+        out.clippedLower += Double(acc.low.wrappedSum())
         out.negLogRatio += acc.negD.sum()
-        let bad = acc.bad.sum()
-        if bad != bad { out.nonFinite = true }
+        // Possibly a false alarm (a sum of huge finite values overflowing): `compute` then
+        // rescans and finds nothing to report.
+        if !acc.bad.sum().isFinite { out.nonFinite = true }
     }
 
     /// The PPO-clip term: accumulates l * is_weight and the clip metrics, writes dL/dlogp.
+    /// `Form` is the per-token sign case of the advantage (see `VanillaForm`).
     @inline(__always)
-    func policyLoop(from: Int, to: Int, lp: UnsafePointer<Float>, grad: UnsafeMutablePointer<Float>?,
-                    perToken: Bool, advRow: Double, wPol: Double, acc: inout Acc) {
+    func policyLoop<Form: VanillaForm>(_: Form.Type, from: Int, to: Int, lp: UnsafePointer<Float>,
+                                       grad: UnsafeMutablePointer<Float>?, advRow: Double, wPol: Double,
+                                       acc: inout Acc) {
         let mask = batch.mask.baseAddress!
         let olp = batch.oldLogp.baseAddress!
         let adv = batch.advantages.baseAddress!
         let isw = batch.isWeights?.baseAddress
-        let advV = V(repeating: advRow)
-        // One call site for the vector step (full vectors and the tail alike) keeps it inlined.
-        var i = from
-        while i < to {
-            let n = min(4, to - i)
-            let valid = LossMath.maskLanes(LossMath.maskWord(mask + i, n))
-            let full = n == 4
-            let a = perToken ? (full ? LossMath.load(adv + i) : LossMath.loadPartial(adv + i, n)) : advV
-            let w = isw.map { full ? LossMath.load($0 + i) : LossMath.loadPartial($0 + i, n) }
-            let x = full ? LossMath.load(lp + i) : LossMath.loadPartial(lp + i, n)
-            let o = full ? LossMath.load(olp + i) : LossMath.loadPartial(olp + i, n)
-            let g = policyStep(lp: x, olp: o, adv: a, isw: w, valid: valid, wPol: wPol, acc: &acc)
-            if let grad {
-                if full { LossMath.store(g, grad + i) } else { LossMath.storePartial(g, grad + i, n) }
+        let negRow = V(repeating: -advRow)
+        let l3Row = negRow * c
+        // Masked lanes are zeroed on load (logp = old_logp = 0, so r = 1, which is neither
+        // clipped nor dual-clipped): only the loss and the gradient need the mask again.
+        @inline(__always)
+        func step(_ xIn: V, _ oIn: V, _ aIn: V?, _ wIn: V?, _ valid: M, _ acc: inout Acc) -> V {
+            let x = LossMath.keep(xIn, valid)
+            let o = LossMath.keep(oIn, valid)
+            var negA = negRow
+            var l3 = l3Row
+            if let aIn {
+                let a = LossMath.keep(aIn, valid)
+                acc.bad += a
+                negA = -a
+                l3 = negA * c
             }
+            let delta = x - o
+            let d = LossMath.clamp(delta, V(repeating: -20), V(repeating: 20))
+            let r = LossMath.exp(d)
+            let t = Form.apply(r: r, negA: negA, l3: l3, lo: lo, hi: hi)
+            // The gradient flows through the unclipped ratio only, inside the log-ratio clamp
+            // (d == delta: the clamp left it alone; false for NaN).
+            var flows = valid .& (d .== delta) .& .!t.clipped
+            if Form.hasDual { flows = flows .& .!t.dual }
+            var loss = t.loss
+            var gl = t.l1 * wPol
+            if let wIn {
+                let w = LossMath.keep(wIn, valid)
+                acc.bad += w
+                loss *= w
+                gl *= w
+            }
+            // A non-finite logp or old_logp makes the sum of delta non-finite.
+            acc.bad += delta
+            acc.loss += LossMath.keep(loss, valid)
+            LossMath.count(&acc.clip, t.clipped)
+            if Form.hasDual { LossMath.count(&acc.low, t.dual) }
+            acc.negD -= d
+            return LossMath.keep(gl, flows)
+        }
+        var i = from
+        while i + 4 <= to {
+            let valid = LossMath.maskLanes(LossMath.maskWord(mask + i, 4))
+            let g = step(LossMath.load(lp + i), LossMath.load(olp + i), Form.perToken ? LossMath.load(adv + i) : nil,
+                         isw.map { LossMath.load($0 + i) }, valid, &acc)
+            if let grad { LossMath.store(g, grad + i) }
             i += 4
         }
-    }
-
-    /// Four tokens of the PPO-clip term. (`@_transparent`: the optimiser otherwise keeps it
-    /// out of line, which costs a third of the loop in argument traffic.)
-    @_transparent
-    func policyStep(lp: V, olp: V, adv: V, isw: V?, valid: M, wPol: Double, acc: inout Acc) -> V {
-        let delta = lp - olp
-        let d = LossMath.clamp(delta, V(repeating: -20), V(repeating: 20))
-        let r = LossMath.exp(d)
-        let l1 = -adv * r
-        let l2 = -adv * LossMath.clamp(r, lo, hi)
-        let clipped = l2 .> l1
-        var c1 = l1
-        c1.replace(with: l2, where: clipped)
-        let l3 = -adv * c
-        let dual = (adv .< 0) .& (c1 .> l3)
-        var loss = c1
-        loss.replace(with: l3, where: dual)
-        // The gradient flows through the unclipped ratio only, inside the log-ratio clamp.
-        let flows = valid .& (delta .>= -20) .& (delta .<= 20) .& .!clipped .& .!dual
-        var gl = l1 * wPol
-        if let isw {
-            loss *= isw
-            gl *= isw
+        if i < to {
+            let n = to - i
+            let valid = LossMath.maskLanes(LossMath.maskWord(mask + i, n))
+            let g = step(LossMath.loadPartial(lp + i, n), LossMath.loadPartial(olp + i, n),
+                         Form.perToken ? LossMath.loadPartial(adv + i, n) : nil,
+                         isw.map { LossMath.loadPartial($0 + i, n) }, valid, &acc)
+            if let grad { LossMath.storePartial(g, grad + i, n) }
         }
-        let g = LossMath.keep(gl, flows)
-        // delta + loss is finite exactly when logp, old_logp, the advantage and the weight
-        // are (r > 0, so an infinite advantage makes every branch of the loss infinite).
-        acc.bad += LossMath.keep((delta + loss) * 0, valid)
-        acc.loss += LossMath.keep(loss, valid)
-        acc.clip += LossMath.ones(clipped .& valid)
-        acc.low += LossMath.ones(dual .& valid)
-        acc.negD -= LossMath.keep(d, valid)
-        return g
     }
 
     /// The KL and entropy terms: accumulates their values, adds kl_loss_coef * W * dKL/dlogp
@@ -395,11 +410,10 @@ struct Kernel {
         @inline(__always)
         func step(_ i: Int, _ n: Int) {
             let valid = LossMath.maskLanes(LossMath.maskWord(mask + i, n))
-            var bad = V()
             if let ref {
                 let x = n == 4 ? LossMath.load(lp + i) : LossMath.loadPartial(lp + i, n)
                 let rv = n == 4 ? LossMath.load(ref + i) : LossMath.loadPartial(ref + i, n)
-                bad += rv * 0
+                acc.bad += LossMath.keep(rv, valid)
                 let delta = x - rv
                 var (v, slope) = K.evaluate(delta)
                 if straight { slope = delta }
@@ -414,8 +428,8 @@ struct Kernel {
             }
             if let ent {
                 var h = n == 4 ? LossMath.load(ent + i) : LossMath.loadPartial(ent + i, n)
-                bad += h * 0
-                h.replace(with: 0, where: .!valid)
+                h = LossMath.keep(h, valid)
+                acc.bad += h
                 acc.ent += h
             }
             if let gradEnt {
@@ -423,13 +437,87 @@ struct Kernel {
                 v.replace(with: 0, where: .!valid)
                 if n == 4 { LossMath.store(v, gradEnt + i) } else { LossMath.storePartial(v, gradEnt + i, n) }
             }
-            bad.replace(with: 0, where: .!valid)
-            acc.bad += bad
         }
         var i = from
         while i < to {
             step(i, min(4, to - i))
             i += 4
         }
+    }
+}
+
+/// The PPO-clip loss of four tokens for one sign case of the advantage. All three cases
+/// compute the same bits as the general formula of `PolicyLossEngine`:
+///
+///     L1 = -A r, L2 = -A clamp(r, lo, hi), clipped = L2 > L1, C1 = clipped ? L2 : L1,
+///     L3 = -A c, dual = A < 0 and C1 > L3, l = dual ? L3 : C1.
+///
+/// For A >= 0 the lower clamp never wins (L2 <= L1 there), so L2 = -A min(r, hi) gives the
+/// same L2 > L1 and C1; for A < 0 the upper clamp never wins, so L2 = -A max(r, lo).
+protocol VanillaForm {
+    static var perToken: Bool { get }
+    static var hasDual: Bool { get }
+    static func apply(r: LossMath.V, negA: LossMath.V, l3: LossMath.V, lo: LossMath.V, hi: LossMath.V)
+        -> (loss: LossMath.V, l1: LossMath.V, clipped: LossMath.M, dual: LossMath.M)
+}
+
+/// One advantage per row, >= 0.
+enum VanillaNonNegative: VanillaForm {
+    static var perToken: Bool { false }
+    static var hasDual: Bool { false }
+    @inline(__always)
+    static func apply(r: LossMath.V, negA: LossMath.V, l3: LossMath.V, lo: LossMath.V, hi: LossMath.V)
+        -> (loss: LossMath.V, l1: LossMath.V, clipped: LossMath.M, dual: LossMath.M)
+    {
+        var rc = r
+        rc.replace(with: hi, where: hi .< r)
+        let l1 = negA * r
+        let l2 = negA * rc
+        let clipped = l2 .> l1
+        var c1 = l1
+        c1.replace(with: l2, where: clipped)
+        return (c1, l1, clipped, LossMath.M(repeating: false))
+    }
+}
+
+/// One advantage per row, < 0.
+enum VanillaNegative: VanillaForm {
+    static var perToken: Bool { false }
+    static var hasDual: Bool { true }
+    @inline(__always)
+    static func apply(r: LossMath.V, negA: LossMath.V, l3: LossMath.V, lo: LossMath.V, hi: LossMath.V)
+        -> (loss: LossMath.V, l1: LossMath.V, clipped: LossMath.M, dual: LossMath.M)
+    {
+        var rc = r
+        rc.replace(with: lo, where: lo .> r)
+        let l1 = negA * r
+        let l2 = negA * rc
+        let clipped = l2 .> l1
+        var c1 = l1
+        c1.replace(with: l2, where: clipped)
+        let dual = c1 .> l3
+        var loss = c1
+        loss.replace(with: l3, where: dual)
+        return (loss, l1, clipped, dual)
+    }
+}
+
+/// One advantage per token, any sign: the general formula.
+enum VanillaAnySign: VanillaForm {
+    static var perToken: Bool { true }
+    static var hasDual: Bool { true }
+    @inline(__always)
+    static func apply(r: LossMath.V, negA: LossMath.V, l3: LossMath.V, lo: LossMath.V, hi: LossMath.V)
+        -> (loss: LossMath.V, l1: LossMath.V, clipped: LossMath.M, dual: LossMath.M)
+    {
+        let l1 = negA * r
+        let l2 = negA * LossMath.clamp(r, lo, hi)
+        let clipped = l2 .> l1
+        var c1 = l1
+        c1.replace(with: l2, where: clipped)
+        let dual = (negA .> 0) .& (c1 .> l3)
+        var loss = c1
+        loss.replace(with: l3, where: dual)
+        return (loss, l1, clipped, dual)
     }
 }
