@@ -158,6 +158,25 @@ import Testing
         }
     }
 
+    /// The row-sign-specialised loops (advantage per sequence) compute the same bits as the
+    /// general per-token loop, including A = 0 and A = -0.
+    @Test func perSequenceAndPerTokenAdvantagesAgreeBitwise() throws {
+        for mode in AggregationModeNames.all {
+            let cfg = Self.config(mode, combine: "weighted")
+            var c = Self.makeCase(seed: 121, B: 7, L: 41, clipActive: true, cfg: cfg.loss, regRows: [0, 0, 0, 0, 0, 1, 0])
+            c.advantages[2] = 0
+            c.advantages[3] = -0.0
+            var t = c
+            t.perToken = true
+            t.advantages = (0..<(c.B * c.L)).map { c.mask[$0] == 1 ? c.advantages[$0 / c.L] : .nan }
+            let e = try PolicyLossEngine(config: cfg)
+            let a = try runLoss(e, c), b = try runLoss(e, t)
+            #expect(a.result.loss.bitPattern == b.result.loss.bitPattern, "\(mode): loss differs")
+            #expect(a.result.metrics.map(\.bitPattern) == b.result.metrics.map(\.bitPattern), "\(mode): metrics differ")
+            #expect(a.grad.map(\.bitPattern) == b.grad.map(\.bitPattern), "\(mode): grad differs")
+        }
+    }
+
     /// The straight-through variants really differ from their base in the gradient only.
     @Test func straightThroughKeepsValueChangesGradient() throws {
         var c = Self.makeCase(seed: 61, clipActive: true, cfg: LossConfig())

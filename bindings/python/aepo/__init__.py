@@ -13,6 +13,7 @@ ABI_VERSION = _lib.ABI_VERSION
 library_path = _lib.lib_path
 
 # @@EXPORTS@@
+from .loss import LossResult, PolicyLoss, RegSelection, compute_advantages, select_regularizer  # noqa: E402
 
 __all__ = [
     "__version__", "ABI_VERSION", "library_path",
@@ -20,3 +21,4 @@ __all__ = [
     "AepoError", "BufferTooSmallError", "ConfigError", "DTypeError", "InternalError", "InvalidValueError",
     "NonFiniteError", "NullPointerError", "OutOfMemoryError", "ShapeError", "StateError",
 ]
+__all__ += ["LossResult", "PolicyLoss", "RegSelection", "compute_advantages", "select_regularizer"]  # loss
