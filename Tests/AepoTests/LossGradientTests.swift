@@ -20,13 +20,18 @@ import Testing
         var mask = [UInt8](repeating: 0, count: n)
         var adv = [Float](repeating: 0, count: perToken ? n : B)
         for b in 0..<B {
-            let len = b == 1 ? 0 : 1 + rng.int(L)  // row 1 is empty
-            for t in 0..<L { mask[b * L + t] = t < len ? 1 : 0 }
+            // Row 1 is empty; the others are right-padded, left-padded, or have holes.
+            let len = b == 1 ? 0 : 1 + rng.int(L)
+            for t in 0..<L {
+                switch b % 3 {
+                case 0: mask[b * L + t] = t < len ? 1 : 0
+                case 1: mask[b * L + t] = t >= L - len ? 1 : 0
+                default: mask[b * L + t] = t < len && rng.int(3) != 0 ? 1 : 0
+                }
+            }
         }
-        for i in 0..<adv.count {
-            var a = rng.uniform(-2, 2)
-            if abs(a) < 0.05 { a = 0.5 }
-            adv[i] = Float(a)
+        for i in 0..<adv.count {  // both signs always occur: rows (or tokens) alternate
+            adv[i] = Float(rng.uniform(0.05, 2) * (i % 2 == 0 ? 1 : -1))
         }
         let kinks = [log(1 - cfg.clipRatioLow), log(1 + cfg.clipRatioHigh), log(cfg.clipRatioC), 20, -20]
         for i in 0..<n {

@@ -23,17 +23,30 @@ import Testing
         grad.initialize(repeating: 0)
         let batch = LossBatch(rows: B, length: L, logp: blp, oldLogp: bolp, advantages: badv,
                               advantagesPerToken: false, mask: bmask)
+        let bref = buffer(lp.map { $0 + 0.1 }), bent = buffer(olp.map { -$0 })
+        defer { release(bref); release(bent) }
+        let gradEnt = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
+        defer { gradEnt.deallocate() }
+        gradEnt.initialize(repeating: 0)
+        var full = batch
+        full.refLogp = bref
+        full.entropy = bent
         for threads: Int64 in [1, 2] {
-            let e = engine { $0.loss.threads = threads }
-            var best = 1e9
-            for _ in 0..<9 {
-                var t0 = timespec(), t1 = timespec()
-                clock_gettime(CLOCK_MONOTONIC, &t0)
-                _ = try e.compute(batch, grad: grad, gradEntropy: nil)
-                clock_gettime(CLOCK_MONOTONIC, &t1)
-                best = min(best, Double(t1.tv_sec - t0.tv_sec) * 1e3 + Double(t1.tv_nsec - t0.tv_nsec) / 1e6)
+            for kl in [false, true] {
+                let e = engine {
+                    $0.loss.threads = threads
+                    if kl { $0.loss.klLossCoef = 0.01; $0.loss.entropyCoeff = 0.001 }
+                }
+                var best = 1e9
+                for _ in 0..<15 {
+                    var t0 = timespec(), t1 = timespec()
+                    clock_gettime(CLOCK_MONOTONIC, &t0)
+                    _ = try e.compute(kl ? full : batch, grad: grad, gradEntropy: kl ? gradEnt : nil)
+                    clock_gettime(CLOCK_MONOTONIC, &t1)
+                    best = min(best, Double(t1.tv_sec - t0.tv_sec) * 1e3 + Double(t1.tv_nsec - t0.tv_nsec) / 1e6)
+                }
+                print("probe threads=\(threads) \(kl ? "k3+entropy" : "vanilla") compute best ms: \(best)")
             }
-            print("probe threads=\(threads) compute best ms: \(best)")
         }
     }
 }

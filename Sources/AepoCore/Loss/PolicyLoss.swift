@@ -292,6 +292,23 @@ struct Kernel {
         var acc = Acc()
         let lp = block.logp - base
         let grad = block.grad.map { $0 - base }
+        let gradEnt = block.gradEntropy.map { $0 - base }
+        // Only the vectors that overlap the row's valid span are computed (a padded row's
+        // tail is all mask = 0): the start stays a multiple of 4 from `from`, so every valid
+        // token keeps its lane and the sums their order. The rest of the range gets zeros.
+        let span = plan.rowSpan[b]
+        let rowBase = b * batch.length
+        let lo = max(from, min(to, from + (rowBase + span.lowerBound - from) / 4 * 4))
+        let hi = max(lo, min(to, rowBase + span.upperBound))
+        @inline(__always)
+        func zeroOutside(_ g: UnsafeMutablePointer<Float>?) {
+            guard let g else { return }
+            if lo > from { (g + from).update(repeating: 0, count: lo - from) }
+            if to > hi { (g + hi).update(repeating: 0, count: to - hi) }
+        }
+        zeroOutside(grad)
+        zeroOutside(gradEnt)
+        let from = lo, to = hi
         if perToken {
             policyLoop(VanillaAnySign.self, from: from, to: to, lp: lp, grad: grad, advRow: 0, wPol: wPol, acc: &acc)
         } else if advRow < 0 {
@@ -301,9 +318,8 @@ struct Kernel {
             policyLoop(VanillaNonNegative.self, from: from, to: to, lp: lp, grad: grad, advRow: advRow, wPol: wPol, acc: &acc)
             if !advRow.isFinite && plan.rowTokens[b] > 0 { out.nonFinite = true }
         }
-        if hasRef || hasEntropy || block.gradEntropy != nil {
+        if from < to && (hasRef || hasEntropy || block.gradEntropy != nil) {
             let ent = block.entropy.map { $0 - base }
-            let gradEnt = block.gradEntropy.map { $0 - base }
             let gKL = klCoef * wAux
             if !hasRef {
                 auxLoop(KLk1.self, from: from, to: to, lp: lp, ent: ent, grad: grad, gradEnt: gradEnt,
