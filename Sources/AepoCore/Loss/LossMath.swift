@@ -41,22 +41,13 @@ enum LossMath {
         return p * unsafeBitCast(e, to: V.self)
     }
 
-    /// Scalar e^x with exactly the lane arithmetic of `exp(_: V)`.
-    @inline(__always)
-    static func exp(_ x: Double) -> Double { exp(V(repeating: x))[0] }
-
     /// `v` where `m` is set, +0 elsewhere (one AND; NaN and Inf lanes outside `m` vanish).
     @inline(__always)
     static func keep(_ v: V, _ m: M) -> V {
         unsafeBitCast(unsafeBitCast(v, to: SIMD4<Int64>.self) & unsafeBitCast(m, to: SIMD4<Int64>.self), to: V.self)
     }
 
-    /// 1 where `m` is set, 0 elsewhere.
-    @inline(__always)
-    static func ones(_ m: M) -> V { keep(V(repeating: 1), m) }
-
-    /// Clamp by compare-and-select, which lowers to maxpd/minpd. A NaN lane becomes `lo`
-    /// (the callers detect non-finite inputs before the clamp).
+    /// Clamp by compare-and-select, which lowers to maxpd/minpd. A NaN lane stays NaN.
     @inline(__always)
     static func clamp(_ x: V, _ lo: V, _ hi: V) -> V {
         var y = x

@@ -150,18 +150,21 @@ public struct PolicyLossEngine: Sendable {
     }
 
     /// Throws the error for the first non-finite valid input, in argument order (logp,
-    /// old_logp, advantages, ref_logp, is_weights, entropy), lowest index first.
+    /// old_logp, advantages, ref_logp, is_weights, entropy), lowest index first. A caller
+    /// that runs `accumulate` on its own blocks calls this when a partial says `nonFinite`
+    /// (with `batch.logp` and `batch.entropy` holding the values the blocks used).
     public func findNonFinite(_ batch: LossBatch, _ plan: AggregationPlan) throws(AepoFailure) {
         let L = batch.length
         let n = batch.rows * L
         func scan(_ name: String, _ buf: UnsafeBufferPointer<Float>?) throws(AepoFailure) {
-            guard let buf else { return }
+            guard let buf, buf.count >= n, batch.mask.count >= n else { return }
             for i in 0..<n where batch.mask[i] == 1 && !buf[i].isFinite {
                 throw .nonFinite(name, index: i, value: Double(buf[i]))
             }
         }
         try scan("logp", batch.logp)
         try scan("old_logp", batch.oldLogp)
+        guard batch.mask.count >= n, plan.isRegRow.count >= batch.rows else { return }
         if batch.advantagesPerToken {
             for i in 0..<n where batch.mask[i] == 1 && !plan.isRegRow[i / L] && !batch.advantages[i].isFinite {
                 throw .nonFinite("advantages", index: i, value: Double(batch.advantages[i]))
@@ -340,8 +343,8 @@ struct Kernel {
         out.clipped += Double(acc.clip.wrappedSum())
         out.clippedLower += Double(acc.low.wrappedSum())
         out.negLogRatio += acc.negD.sum()
-        // Possibly a false alarm (a sum of huge finite values overflowing): `compute` then
-        // rescans and finds nothing to report.
+        // The sums of finite float32 values (and their differences) cannot overflow a double,
+        // so a non-finite sum means a non-finite input.
         if !acc.bad.sum().isFinite { out.nonFinite = true }
     }
 
