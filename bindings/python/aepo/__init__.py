@@ -12,13 +12,15 @@ __version__ = _lib.version
 ABI_VERSION = _lib.ABI_VERSION
 library_path = _lib.lib_path
 
+from .controller import Decision, EntropyController
+from .loss import LossResult, PolicyLoss, RegSelection, compute_advantages, select_regularizer
 # @@EXPORTS@@
-from .loss import LossResult, PolicyLoss, RegSelection, compute_advantages, select_regularizer  # noqa: E402
 
 __all__ = [
     "__version__", "ABI_VERSION", "library_path",
     "default_config", "default_config_json", "validate_config",
+    "Decision", "EntropyController",
+    "LossResult", "PolicyLoss", "RegSelection", "compute_advantages", "select_regularizer",
     "AepoError", "BufferTooSmallError", "ConfigError", "DTypeError", "InternalError", "InvalidValueError",
     "NonFiniteError", "NullPointerError", "OutOfMemoryError", "ShapeError", "StateError",
 ]
-__all__ += ["LossResult", "PolicyLoss", "RegSelection", "compute_advantages", "select_regularizer"]  # loss
