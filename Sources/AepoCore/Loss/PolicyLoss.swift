@@ -400,9 +400,14 @@ struct Kernel {
         }
         var i = from
         while i + 4 <= to {
-            let valid = LossMath.maskLanes(LossMath.maskWord(mask + i, 4))
-            let g = step(LossMath.load(lp + i), LossMath.load(olp + i), Form.perToken ? LossMath.load(adv + i) : nil,
-                         isw.map { LossMath.load($0 + i) }, valid, &acc)
+            let word = LossMath.maskWord(mask + i, 4)
+            let x = LossMath.load(lp + i), o = LossMath.load(olp + i)
+            let a = Form.perToken ? LossMath.load(adv + i) : nil
+            let w = isw.map { LossMath.load($0 + i) }
+            // Inside a row's span most vectors are fully valid: a copy of the step with a
+            // constant mask drops the masking operations.
+            let g = word == 0x0101_0101 ? step(x, o, a, w, LossMath.M(repeating: true), &acc)
+                                        : step(x, o, a, w, LossMath.maskLanes(word), &acc)
             if let grad { LossMath.store(g, grad + i) }
             i += 4
         }
