@@ -429,7 +429,9 @@ struct Kernel {
                             gKL: Double, wAux: Double, acc: inout Acc) {
         let mask = batch.mask.baseAddress!
         let ref = batch.refLogp?.baseAddress
-        let gH = V(repeating: hasEntropy ? -entCoef * wAux : 0)
+        // dL/dH; +0 (not -0) where the term is off or the row is outside it.
+        let gHs = hasEntropy ? -entCoef * wAux : 0
+        let gH = V(repeating: gHs == 0 ? 0 : gHs)
         let straight = klType.straightThrough
         @inline(__always)
         func step(_ i: Int, _ n: Int) {
