@@ -219,7 +219,8 @@ typedef struct aepo_loss_inputs {
  * dp_size 1, step 0) and sets in->struct_size = struct_size. Pass sizeof(*in). */
 AEPO_API int32_t aepo_loss_inputs_init(aepo_loss_inputs *in, size_t struct_size, aepo_error *err);
 
-/* Creates a loss handle from a whole config document (NULL or "" = defaults). */
+/* Creates a loss handle from a whole config document (NULL or "" = defaults). *out is
+ * NULL after a failed call. */
 AEPO_API int32_t aepo_loss_create(const char *json, size_t len, aepo_loss **out, aepo_error *err);
 
 /* Releases a handle; NULL is a no-op. */
@@ -252,7 +253,11 @@ AEPO_API int32_t aepo_loss_config_json(const aepo_loss *h, char *buf, size_t cap
  * Regulariser rows (reg_rows = 1) take advantage 1. Under "replace" they are ordinary rows
  * of the batch. Under "weighted" they form a separate term, reg_alpha * token-mean over
  * regulariser tokens (global_reg_tokens) of the policy loss, and take no part in the KL
- * and entropy terms. */
+ * and entropy terms.
+ *
+ * Everything except finiteness is checked before any output is written. NaN or Inf under
+ * mask = 1 is found in the same pass as the loss, so on AEPO_ERR_NON_FINITE `grad` and
+ * `grad_entropy` may be partly written (loss and metrics are not). */
 AEPO_API int32_t aepo_loss_compute(aepo_loss *h, const aepo_loss_inputs *in, double *loss, float *grad,
                                    float *grad_entropy, double *metrics, size_t metrics_cap,
                                    aepo_error *err);
@@ -267,7 +272,8 @@ AEPO_API int32_t aepo_loss_advantages(const aepo_loss *h, const float *rewards, 
                                       const int64_t *lengths, int64_t n, float *out, aepo_error *err);
 
 /* AEPO regulariser selection over the n regulariser rollouts: their advantages (handle's
- * estimator, within their groups) are compared with regularizer.threshold; the first
+ * estimator, within their groups, as float32) must exceed regularizer.threshold (compared
+ * in float32, like the reference code's fp32 tensor); the first
  * min(k_max, n_positive) positives in input order are kept, then the first floor-half of
  * those when halve = 1. Writes the k chosen row indices (ascending) into indices, and k and
  * n_positive. indices == NULL with cap == 0 only reports k and n_positive; a non-NULL

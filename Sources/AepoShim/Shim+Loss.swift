@@ -61,6 +61,7 @@ public func aepo_loss_create(_ json: UnsafePointer<CChar>?, _ len: Int,
                              _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
         guard let out else { throw .nullPointer("out") }
+        out.pointee = nil
         let config = try parseConfigArgument(json, len)
         let engine = try PolicyLossEngine(config: config)
         out.pointee = OpaquePointer(Unmanaged.passRetained(LossHandle(engine)).toOpaque())

@@ -111,7 +111,7 @@ int main(void) {
     aepo_loss_free(NULL);
 
     /* An unimplemented mode is rejected at creation, naming the key. */
-    h = NULL;
+    h = (aepo_loss *)&err; /* any non-NULL value: a failed create stores NULL */
     CHECK_STATUS(aepo_loss_create("{\"loss\": {\"policy_loss\": \"gspo\"}}", 33, &h, &err), AEPO_ERR_CONFIG, &err);
     CHECK(strcmp(err.argument, "loss.policy_loss") == 0 && h == NULL);
     return smoke_finish("smoke_loss");
