@@ -235,7 +235,7 @@ import Testing
         #expect(aepo_loss_config_json(h.h, nil, 0, &len, &err) == AEPO_OK && len > 0)
         var buf = [CChar](repeating: 0, count: len + 1)
         #expect(aepo_loss_config_json(h.h, &buf, buf.count, &len, &err) == AEPO_OK)
-        let text = String(cString: buf)
+        let text = String(decoding: buf.prefix(len).map { UInt8(bitPattern: $0) }, as: UTF8.self)
         var want = Config()
         want.loss.clipRatioHigh = 0.28
         want.loss.threads = 2
