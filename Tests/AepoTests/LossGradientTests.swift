@@ -163,6 +163,34 @@ import Testing
         }
     }
 
+    /// Short rows (the vector tail and the span logic at every offset) and random masks.
+    @Test func shortRowsAndRandomMasks() throws {
+        var seed: UInt64 = 500
+        for L in 1...9 {
+            for B in [1, 2, 5] {
+                for mode in ["token-mean", "seq-mean-token-mean"] {
+                    seed += 1
+                    let cfg = Self.config(mode)
+                    var c = Self.makeCase(seed: seed, B: B, L: L, clipActive: true, cfg: cfg.loss)
+                    var rng = SplitMix64(seed)
+                    for i in 0..<(B * L) where rng.int(4) == 0 { c.mask[i] = 0 }
+                    c.mask[rng.int(B * L)] = 1  // at least one valid token
+                    // Valid tokens need finite inputs: redraw the ones the new mask exposes.
+                    for i in 0..<(B * L) where c.mask[i] == 1 && (!c.logp[i].isFinite || !c.oldLogp[i].isFinite) {
+                        c.oldLogp[i] = -1
+                        c.logp[i] = -1.3
+                        c.ref![i] = -0.8
+                        c.entropy![i] = 1
+                        c.isw![i] = 1
+                    }
+                    c.globalTokens = 1000
+                    c.globalSeqs = 100
+                    try Self.checkGradient(cfg, c, "L \(L) B \(B) \(mode)")
+                }
+            }
+        }
+    }
+
     /// The row-sign-specialised loops (advantage per sequence) compute the same bits as the
     /// general per-token loop, including A = 0 and A = -0.
     @Test func perSequenceAndPerTokenAdvantagesAgreeBitwise() throws {
