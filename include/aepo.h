@@ -269,7 +269,7 @@ AEPO_API int32_t aepo_loss_compute(aepo_loss *h, const aepo_loss_inputs *in, dou
  * advantage.norm_adv_by_std_in_grpo is false; a singleton group uses mean 0 and std 1;
  * a group of equal rewards gets 0. */
 AEPO_API int32_t aepo_loss_advantages(const aepo_loss *h, const float *rewards, const int64_t *group_ids,
-                                      const int64_t *lengths, int64_t n, float *out, aepo_error *err);
+                                      int64_t n, const int64_t *lengths, float *out, aepo_error *err);
 
 /* AEPO regulariser selection over the n regulariser rollouts: their advantages (handle's
  * estimator, within their groups, as float32) must exceed regularizer.threshold (compared

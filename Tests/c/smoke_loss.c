@@ -94,7 +94,7 @@ int main(void) {
     CHECK(loss == 0.0);
 
     /* GRPO advantages: +-0.866023904 and the singleton 0.4999995. */
-    CHECK_STATUS(aepo_loss_advantages(h, rewards, groups, NULL, 5, out, &err), AEPO_OK, &err);
+    CHECK_STATUS(aepo_loss_advantages(h, rewards, groups, 5, NULL, out, &err), AEPO_OK, &err);
     CHECK_NEAR(out[0], 0.866023904, 1e-7);
     CHECK_NEAR(out[1], -0.866023904, 1e-7);
     CHECK_NEAR(out[4], 0.4999995, 1e-7);

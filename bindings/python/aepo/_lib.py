@@ -83,7 +83,7 @@ _TABLE = {
     "aepo_loss_config_json": (c_int32, [Handle, c_char_p, c_size_t, c_size_t_p, Error_p]),
     "aepo_loss_compute": (c_int32, [Handle, c_void_p, c_double_p, c_float_p, c_float_p, c_double_p, c_size_t,
                                     Error_p]),
-    "aepo_loss_advantages": (c_int32, [Handle, c_float_p, c_int64_p, c_int64_p, c_int64, c_float_p, Error_p]),
+    "aepo_loss_advantages": (c_int32, [Handle, c_float_p, c_int64_p, c_int64, c_int64_p, c_float_p, Error_p]),
     "aepo_loss_select_regularizer": (c_int32, [Handle, c_float_p, c_int64_p, c_int64, c_int64, c_int32, c_int64_p,
                                                c_size_t, c_int64_p, c_int64_p, Error_p]),
     # controller

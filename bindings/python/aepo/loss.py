@@ -194,8 +194,8 @@ class PolicyLoss:
         if ln is not None and ln.shape != (n,):
             raise ShapeError(f"lengths: expected shape ({n},), got {ln.shape}", argument="lengths")
         out = np.empty(n, dtype=np.float32)
-        _lib.call(_lib.lib.aepo_loss_advantages, self._handle(), ptr(r, c_float), ptr(g, c_int64),
-                  ptr(ln, c_int64), n, ptr(out, c_float))
+        _lib.call(_lib.lib.aepo_loss_advantages, self._handle(), ptr(r, c_float), ptr(g, c_int64), n,
+                  ptr(ln, c_int64), ptr(out, c_float))
         return out
 
     def select_regularizer(self, rewards, group_ids, *, k_max, halve):
