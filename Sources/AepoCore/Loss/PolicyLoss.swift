@@ -135,18 +135,43 @@ public struct PolicyLossEngine: Sendable {
         defer { partials.deallocate() }
         partials.initialize(repeating: TokenPartials())
         let threads = Int(config.loss.threads)
-        parallelRanges(count: B, threads: threads, minPerThread: max(1, 16384 / L)) { rows in
-            for b in rows {
-                let lo = b * L
-                let block = TokenBlock(range: lo..<(lo + L), logp: lp + lo, entropy: ent.map { $0 + lo },
-                                       grad: gp.map { $0 + lo }, gradEntropy: ge.map { $0 + lo })
-                partials[b] = accumulate(batch, plan, block)
+        // Rows are split into contiguous parts of about equal work (the computed span plus the
+        // zero fill), not equal counts, so a batch sorted by length keeps every thread busy.
+        // Each row's partial is formed alone and the partials are added in row order, so the
+        // split never changes a bit of the result.
+        let bounds = Self.workSplit(plan, parts: min(threads, max(1, B * L / 16384)))
+        parallelRanges(count: bounds.count - 1, threads: threads) { parts in
+            for p in parts {
+                for b in bounds[p]..<bounds[p + 1] {
+                    let lo = b * L
+                    let block = TokenBlock(range: lo..<(lo + L), logp: lp + lo, entropy: ent.map { $0 + lo },
+                                           grad: gp.map { $0 + lo }, gradEntropy: ge.map { $0 + lo })
+                    partials[b] = accumulate(batch, plan, block)
+                }
             }
         }
         var total = TokenPartials()
         for b in 0..<B { total.add(partials[b]) }
         if total.nonFinite { try findNonFinite(batch, plan) }
         return finish(plan, total)
+    }
+
+    /// Row boundaries of `parts` contiguous parts of about equal work: a row costs its
+    /// valid span (the vectors computed) plus an eighth of L (the zero fill and overhead).
+    static func workSplit(_ plan: AggregationPlan, parts: Int) -> [Int] {
+        let B = plan.rows
+        guard parts > 1, B > 1 else { return [0, B] }
+        var cost = [Int](repeating: 0, count: B + 1)
+        for b in 0..<B { cost[b + 1] = cost[b] + plan.rowSpan[b].count + plan.length / 8 + 1 }
+        var bounds = [0]
+        var b = 0
+        for p in 1..<parts {
+            let target = cost[B] / parts * p + cost[B] % parts * p / parts
+            while b < B && cost[b + 1] <= target { b += 1 }
+            bounds.append(max(bounds[bounds.count - 1], b))
+        }
+        bounds.append(B)
+        return bounds
     }
 
     /// Throws the error for the first non-finite valid input, in argument order (logp,
