@@ -458,42 +458,41 @@ struct Kernel {
         let gHs = hasEntropy ? -entCoef * wAux : 0
         let gH = V(repeating: gHs == 0 ? 0 : gHs)
         let straight = klType.straightThrough
+        // Masked lanes are zeroed on load, which makes every KL value 0 there; the gradient
+        // and dL/dH still need the mask (k1's slope is 1 everywhere).
         @inline(__always)
-        func step(_ i: Int, _ n: Int) {
-            let valid = LossMath.maskLanes(LossMath.maskWord(mask + i, n))
+        func step(_ i: Int, _ n: Int, _ valid: M) {
             if let ref {
-                let x = n == 4 ? LossMath.load(lp + i) : LossMath.loadPartial(lp + i, n)
-                let rv = n == 4 ? LossMath.load(ref + i) : LossMath.loadPartial(ref + i, n)
-                acc.bad += LossMath.keep(rv, valid)
+                let x = LossMath.keep(n == 4 ? LossMath.load(lp + i) : LossMath.loadPartial(lp + i, n), valid)
+                let rv = LossMath.keep(n == 4 ? LossMath.load(ref + i) : LossMath.loadPartial(ref + i, n), valid)
+                acc.bad += rv
                 let delta = x - rv
                 var (v, slope) = K.evaluate(delta)
                 if straight { slope = delta }
-                v.replace(with: 0, where: .!valid)
                 acc.kl += v
                 if let grad, gKL != 0 {
                     var g = n == 4 ? LossMath.load(UnsafePointer(grad + i)) : LossMath.loadPartial(UnsafePointer(grad + i), n)
-                    g += slope * gKL
-                    g.replace(with: 0, where: .!valid)
+                    g = LossMath.keep(g + slope * gKL, valid)
                     if n == 4 { LossMath.store(g, grad + i) } else { LossMath.storePartial(g, grad + i, n) }
                 }
             }
             if let ent {
-                var h = n == 4 ? LossMath.load(ent + i) : LossMath.loadPartial(ent + i, n)
-                h = LossMath.keep(h, valid)
+                let h = LossMath.keep(n == 4 ? LossMath.load(ent + i) : LossMath.loadPartial(ent + i, n), valid)
                 acc.bad += h
                 acc.ent += h
             }
             if let gradEnt {
-                var v = gH
-                v.replace(with: 0, where: .!valid)
+                let v = LossMath.keep(gH, valid)
                 if n == 4 { LossMath.store(v, gradEnt + i) } else { LossMath.storePartial(v, gradEnt + i, n) }
             }
         }
         var i = from
-        while i < to {
-            step(i, min(4, to - i))
+        while i + 4 <= to {
+            let word = LossMath.maskWord(mask + i, 4)
+            if word == 0x0101_0101 { step(i, 4, LossMath.M(repeating: true)) } else { step(i, 4, LossMath.maskLanes(word)) }
             i += 4
         }
+        if i < to { step(i, to - i, LossMath.maskLanes(LossMath.maskWord(mask + i, to - i))) }
     }
 }
 
