@@ -278,6 +278,7 @@ struct Kernel {
     let lo: V
     let hi: V
     let c: V
+    let mode: PolicyLossMode
     let klType: KLType
     let klCoef: Double
     let entCoef: Double
@@ -290,6 +291,7 @@ struct Kernel {
         lo = V(repeating: 1 - l.clipRatioLow)
         hi = V(repeating: 1 + l.clipRatioHigh)
         c = V(repeating: l.clipRatioC)
+        mode = e.mode
         klType = e.klType
         klCoef = l.klLossCoef
         entCoef = l.entropyCoeff
@@ -337,15 +339,23 @@ struct Kernel {
         zeroOutside(grad)
         zeroOutside(gradEnt)
         let from = lo, to = hi
-        if perToken {
-            policyLoop(VanillaAnySign.self, from: from, to: to, lp: lp, grad: grad, advRow: 0, wPol: wPol, acc: &acc)
-        } else if advRow < 0 {
-            policyLoop(VanillaNegative.self, from: from, to: to, lp: lp, grad: grad, advRow: advRow, wPol: wPol, acc: &acc)
-        } else {
-            // A >= 0, and NaN/Inf (flagged below, the values are then discarded).
-            policyLoop(VanillaNonNegative.self, from: from, to: to, lp: lp, grad: grad, advRow: advRow, wPol: wPol, acc: &acc)
-            if !advRow.isFinite && plan.rowTokens[b] > 0 { out.nonFinite = true }
+        // The policy term of the configured mode. (Modes that need batch statistics first,
+        // such as a sequence ratio or a covariance selection, add them to the plan.)
+        switch mode {
+        case .vanilla:
+            if perToken {
+                policyLoop(VanillaAnySign.self, from: from, to: to, lp: lp, grad: grad, advRow: 0, wPol: wPol, acc: &acc)
+            } else if advRow < 0 {
+                policyLoop(VanillaNegative.self, from: from, to: to, lp: lp, grad: grad, advRow: advRow, wPol: wPol,
+                           acc: &acc)
+            } else {
+                // A >= 0, and NaN/Inf (flagged below, the values are then discarded).
+                policyLoop(VanillaNonNegative.self, from: from, to: to, lp: lp, grad: grad, advRow: advRow,
+                           wPol: wPol, acc: &acc)
+                if !advRow.isFinite && plan.rowTokens[b] > 0 { out.nonFinite = true }
+            }
         }
+        // The KL and entropy terms, shared by every mode.
         if from < to && (hasRef || hasEntropy || block.gradEntropy != nil) {
             let ent = block.entropy.map { $0 - base }
             let gKL = klCoef * wAux
