@@ -215,7 +215,9 @@ class PolicyLoss:
 
 
 def _ids(group_ids, n):
-    g = int_in(group_ids, "group_ids", np.int64, ndim=1)
+    raw = np.asarray(group_ids)
+    # An empty list arrives as float64; it holds no non-integer value.
+    g = np.zeros(0, np.int64) if raw.size == 0 and raw.ndim == 1 else int_in(raw, "group_ids", np.int64, ndim=1)
     if g.shape != (n,):
         raise ShapeError(f"group_ids: expected shape ({n},), got {g.shape}", argument="group_ids")
     return g
