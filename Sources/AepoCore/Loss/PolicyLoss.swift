@@ -1,3 +1,5 @@
+import Synchronization
+
 /// The policy-loss engine: PPO-clip (verl's `vanilla`) with KL and entropy terms, any of
 /// the five aggregation modes, micro-batch-exact global counts, and the regulariser rows.
 ///
@@ -135,18 +137,26 @@ public struct PolicyLossEngine: Sendable {
         defer { partials.deallocate() }
         partials.initialize(repeating: TokenPartials())
         let threads = Int(config.loss.threads)
-        // Rows are split into contiguous parts of about equal work (the computed span plus the
-        // zero fill), not equal counts, so a batch sorted by length keeps every thread busy.
-        // Each row's partial is formed alone and the partials are added in row order, so the
-        // split never changes a bit of the result.
-        let bounds = Self.workSplit(plan, parts: min(threads, max(1, B * L / 16384)))
-        parallelRanges(count: bounds.count - 1, threads: threads) { parts in
-            for p in parts {
-                for b in bounds[p]..<bounds[p + 1] {
-                    let lo = b * L
-                    let block = TokenBlock(range: lo..<(lo + L), logp: lp + lo, entropy: ent.map { $0 + lo },
-                                           grad: gp.map { $0 + lo }, gradEntropy: ge.map { $0 + lo })
-                    partials[b] = accumulate(batch, plan, block)
+        // Rows are cut into contiguous chunks of about equal work (the computed span plus the
+        // zero fill, not the row count), eight per thread, and the threads take chunks from a
+        // shared counter: a batch sorted by length, or a thread the OS parks for a while,
+        // does not leave the others idle. Each row's partial is formed alone and the partials
+        // are added in row order, so the schedule never changes a bit of the result.
+        let workers = min(threads, max(1, B * L / 16384))
+        let bounds = Self.workSplit(plan, parts: workers == 1 ? 1 : 8 * workers)
+        let chunks = bounds.count - 1
+        let next = Atomic<Int>(0)
+        parallelRanges(count: workers, threads: workers) { mine in
+            for _ in mine {
+                while true {
+                    let c = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                    if c >= chunks { break }
+                    for b in bounds[c]..<bounds[c + 1] {
+                        let lo = b * L
+                        let block = TokenBlock(range: lo..<(lo + L), logp: lp + lo, entropy: ent.map { $0 + lo },
+                                               grad: gp.map { $0 + lo }, gradEntropy: ge.map { $0 + lo })
+                        partials[b] = accumulate(batch, plan, block)
+                    }
                 }
             }
         }
