@@ -444,15 +444,34 @@ struct Kernel {
             return LossMath.keep(gl, flows)
         }
         var i = from
-        while i + 4 <= to {
-            let word = LossMath.maskWord(mask + i, 4)
-            let x = LossMath.load(lp + i), o = LossMath.load(olp + i)
-            let a = Form.perToken ? LossMath.load(adv + i) : nil
-            let w = isw.map { LossMath.load($0 + i) }
+        // Two vectors per iteration, in one block: their dependency chains (the exp above
+        // all) interleave. The accumulators see them in order, as one at a time would.
+        while i + 8 <= to {
+            let w0 = LossMath.maskWord(mask + i, 4), w1 = LossMath.maskWord(mask + i + 4, 4)
+            let x0 = LossMath.load(lp + i), o0 = LossMath.load(olp + i)
+            let x1 = LossMath.load(lp + i + 4), o1 = LossMath.load(olp + i + 4)
+            let a0 = Form.perToken ? LossMath.load(adv + i) : nil
+            let a1 = Form.perToken ? LossMath.load(adv + i + 4) : nil
+            let v0 = isw.map { LossMath.load($0 + i) }, v1 = isw.map { LossMath.load($0 + i + 4) }
+            let g0: V, g1: V
             // Inside a row's span most vectors are fully valid: a copy of the step with a
             // constant mask drops the masking operations.
-            let g = word == 0x0101_0101 ? step(x, o, a, w, LossMath.M(repeating: true), &acc)
-                                        : step(x, o, a, w, LossMath.maskLanes(word), &acc)
+            if w0 == 0x0101_0101 && w1 == 0x0101_0101 {
+                g0 = step(x0, o0, a0, v0, LossMath.M(repeating: true), &acc)
+                g1 = step(x1, o1, a1, v1, LossMath.M(repeating: true), &acc)
+            } else {
+                g0 = step(x0, o0, a0, v0, LossMath.maskLanes(w0), &acc)
+                g1 = step(x1, o1, a1, v1, LossMath.maskLanes(w1), &acc)
+            }
+            if let grad {
+                LossMath.store(g0, grad + i)
+                LossMath.store(g1, grad + i + 4)
+            }
+            i += 8
+        }
+        if i + 4 <= to {
+            let g = step(LossMath.load(lp + i), LossMath.load(olp + i), Form.perToken ? LossMath.load(adv + i) : nil,
+                         isw.map { LossMath.load($0 + i) }, LossMath.maskLanes(LossMath.maskWord(mask + i, 4)), &acc)
             if let grad { LossMath.store(g, grad + i) }
             i += 4
         }
