@@ -3,7 +3,8 @@
 ///
 /// Selection (`select`): the advantages of the regulariser rollouts are computed within
 /// their own groups with the configured estimator; positives are the rows whose advantage
-/// (as float32, the value `compute_advantages` returns) is > `threshold`. The first
+/// (the float32 value `compute_advantages` returns) is > `threshold` rounded to float32,
+/// the comparison the reference makes on its fp32 tensor. The first
 /// min(k_max, n_positive) positives in input order are kept, then the first floor-half of
 /// those when `halve` is set. Selection never halves on its own: `k_max` and `halve` come
 /// from the controller. With no positives the selection is empty and the step runs without
@@ -33,8 +34,10 @@ public enum Regularizer {
     public static func select(advantages: UnsafeBufferPointer<Float>, threshold: Double, kMax: Int,
                               halve: Bool) throws(AepoFailure) -> Selection {
         guard kMax >= 0 else { throw .invalid("k_max", "must be >= 0, got \(kMax)") }
+        // float32 comparison, as the reference's `advantages > 0.05` on an fp32 tensor.
+        let t = Float(threshold)
         var positives: [Int] = []
-        for i in 0..<advantages.count where Double(advantages[i]) > threshold { positives.append(i) }
+        for i in 0..<advantages.count where advantages[i] > t { positives.append(i) }
         var k = min(kMax, positives.count)
         if halve { k /= 2 }
         return Selection(indices: Array(positives.prefix(k)), nPositive: positives.count)
