@@ -280,7 +280,79 @@ AEPO_API int32_t aepo_loss_select_regularizer(const aepo_loss *h, const float *r
 
 /* @@SECTION controller@@ */
 
-/* @@SECTION kernels@@ */
+/* ============================================================== logits kernels === */
+/* Temperature-consistent log-probs, exact entropy and their gradient, straight from logits
+ * (docs/KERNELS.md). With T the policy temperature and z = logits / T, per row:
+ *   lse  = log sum_v exp(z_v)
+ *   logp = z_target - lse                       (and, on request, the same at T = 1)
+ *   H    = lse - sum_v softmax(z)_v * z_v       (exact, not a sampled estimate)
+ *
+ * LAYOUT. logits is a strided [B, L, V] view: element (b, l, v) is
+ *   logits[b * stride_b + l * stride_l + v],
+ * so the shifted view logits[:, :-1] of a [B, L+1, V] tensor is (B, L, V, (L+1)*V, V), with
+ * no copy; a plain [N, V] matrix is (1, N, V, 0, V). Rows are numbered r = b*L + l, which
+ * indexes every per-row array (targets, mask, logp, ...); those are contiguous [B*L].
+ * Strides are in elements, >= 0, and the B*L rows must not overlap (for the axes with more
+ * than one entry, the smaller stride >= V and the larger >= the smaller times its count).
+ * A stride is ignored for an axis of size 1.
+ *
+ * MASKS. mask may be NULL (all ones). Rows with mask = 0 are not read at all: their
+ * logits and targets may hold anything (NaN, -100). Under mask = 1, logits may hold -inf
+ * (a banned token) but not NaN or +inf, a row must not be all -inf, and targets must lie in
+ * [0, V). Errors name the argument and the row (err->index is the row).
+ *
+ * THREADS. threads in [1, 256] splits the rows over plain pthreads for the call; every
+ * result is bit-identical for every thread count. */
+
+/* aepo_logits_stats: one streaming pass per row (online log-sum-exp).
+ *   logits     [B, L, V] float, strided (above)
+ *   targets    [B*L] int32, read where mask = 1; may be NULL when logp, logp_t1 and
+ *              nll_sum are all NULL
+ *   mask       [B*L] uint8 (0/1) or NULL
+ *   temperature > 0 and finite (for greedy decoding, see sampler.greedy)
+ * Outputs (each may be NULL; rows with mask = 0 get 0):
+ *   logp       [B*L] float   log p(target) at T
+ *   entropy    [B*L] float   H at T
+ *   lse        [B*L] double  lse at T; float64 because logits_backward reads it back and a
+ *                            float32 lse would add up to 6e-8*|lse| to every log p there
+ *   logp_t1    [B*L] float   log p(target) at T = 1 (computed only when non-NULL)
+ *   entropy_sum, nll_sum     double: sum of H and of -logp over rows with mask = 1, added
+ *                            in row order (ready to all-reduce)
+ *   count                    int64: the number of rows with mask = 1
+ * On failure, outputs of rows before the failing one may be written. */
+AEPO_API int32_t aepo_logits_stats(const float *logits, int64_t B, int64_t L, int64_t V,
+                                   int64_t stride_b, int64_t stride_l,
+                                   const int32_t *targets, const uint8_t *mask,
+                                   double temperature, int64_t threads,
+                                   float *logp, float *entropy, double *lse, float *logp_t1,
+                                   double *entropy_sum, double *nll_sum, int64_t *count,
+                                   aepo_error *err);
+
+/* aepo_logits_backward: dL/dlogits for L = sum_r grad_logp[r]*logp[r] + grad_entropy[r]*H[r],
+ *   dL/dlogits[r, v] = (grad_logp[r] * (onehot(target)_v - p_v)
+ *                       - grad_entropy[r] * p_v * (log p_v + H[r])) / T,
+ * reusing lse and entropy from aepo_logits_stats at the same temperature: one read of each
+ * logit, one write of each output, no extra pass.
+ *   logits        [B, L, V] float, strided as for aepo_logits_stats
+ *   targets       [B*L] int32; needed only with grad_logp
+ *   mask          [B*L] uint8 (0/1) or NULL
+ *   lse           [B*L] double, from aepo_logits_stats
+ *   entropy       [B*L] float, from aepo_logits_stats; needed only with grad_entropy
+ *   grad_logp     [B*L] float upstream gradient of logp, or NULL (no logp term)
+ *   grad_entropy  [B*L] float upstream gradient of H, or NULL (no entropy term)
+ *   out           [B, L, V] float, element (b, l, v) at out[b*out_stride_b + l*out_stride_l + v]
+ * out may be logits itself (the same pointer and strides): the gradient then overwrites
+ * the logits in place. Any other overlap of out and logits is AEPO_ERR_INVALID_ARGUMENT.
+ * A row whose mask is 0, or whose upstream gradients are both 0, gets a zero output row
+ * and nothing else of it is read (its target is not checked). Every active row is
+ * validated before anything is written. */
+AEPO_API int32_t aepo_logits_backward(const float *logits, int64_t B, int64_t L, int64_t V,
+                                      int64_t stride_b, int64_t stride_l,
+                                      const int32_t *targets, const uint8_t *mask,
+                                      double temperature, const double *lse, const float *entropy,
+                                      const float *grad_logp, const float *grad_entropy,
+                                      float *out, int64_t out_stride_b, int64_t out_stride_l,
+                                      int64_t threads, aepo_error *err);
 
 /* @@SECTION sampler@@ */
 

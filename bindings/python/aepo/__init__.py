@@ -12,11 +12,13 @@ __version__ = _lib.version
 ABI_VERSION = _lib.ABI_VERSION
 library_path = _lib.lib_path
 
+from .kernels import LogitsStats, logits_backward, logits_stats
 # @@EXPORTS@@
 
 __all__ = [
     "__version__", "ABI_VERSION", "library_path",
     "default_config", "default_config_json", "validate_config",
+    "LogitsStats", "logits_backward", "logits_stats",
     "AepoError", "BufferTooSmallError", "ConfigError", "DTypeError", "InternalError", "InvalidValueError",
     "NonFiniteError", "NullPointerError", "OutOfMemoryError", "ShapeError", "StateError",
 ]

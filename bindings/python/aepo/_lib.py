@@ -52,6 +52,15 @@ _TABLE = {
     "aepo_config_normalize": (c_int32, [c_char_p, c_size_t, c_char_p, c_size_t, c_size_t_p, Error_p]),
     # @@TABLE loss@@
     # @@TABLE controller@@
+    # logits kernels
+    "aepo_logits_stats": (c_int32, [c_float_p, c_int64, c_int64, c_int64, c_int64, c_int64,
+                                    c_int32_p, c_uint8_p, c_double, c_int64,
+                                    c_float_p, c_float_p, c_double_p, c_float_p,
+                                    c_double_p, c_double_p, c_int64_p, Error_p]),
+    "aepo_logits_backward": (c_int32, [c_float_p, c_int64, c_int64, c_int64, c_int64, c_int64,
+                                       c_int32_p, c_uint8_p, c_double, c_double_p, c_float_p,
+                                       c_float_p, c_float_p, c_float_p, c_int64, c_int64,
+                                       c_int64, Error_p]),
     # @@TABLE kernels@@
     # @@TABLE sampler@@
     # @@TABLE fused@@
