@@ -20,13 +20,18 @@ import Testing
         var mask = [UInt8](repeating: 0, count: n)
         var adv = [Float](repeating: 0, count: perToken ? n : B)
         for b in 0..<B {
-            let len = b == 1 ? 0 : 1 + rng.int(L)  // row 1 is empty
-            for t in 0..<L { mask[b * L + t] = t < len ? 1 : 0 }
+            // Row 1 is empty; the others are right-padded, left-padded, or have holes.
+            let len = b == 1 ? 0 : 1 + rng.int(L)
+            for t in 0..<L {
+                switch b % 3 {
+                case 0: mask[b * L + t] = t < len ? 1 : 0
+                case 1: mask[b * L + t] = t >= L - len ? 1 : 0
+                default: mask[b * L + t] = t < len && rng.int(3) != 0 ? 1 : 0
+                }
+            }
         }
-        for i in 0..<adv.count {
-            var a = rng.uniform(-2, 2)
-            if abs(a) < 0.05 { a = 0.5 }
-            adv[i] = Float(a)
+        for i in 0..<adv.count {  // both signs always occur: rows (or tokens) alternate
+            adv[i] = Float(rng.uniform(0.05, 2) * (i % 2 == 0 ? 1 : -1))
         }
         let kinks = [log(1 - cfg.clipRatioLow), log(1 + cfg.clipRatioHigh), log(cfg.clipRatioC), 20, -20]
         for i in 0..<n {
@@ -155,6 +160,25 @@ import Testing
             c.globalRegTokens = 29
             c.dp = 3
             try Self.checkGradient(cfg, c, "\(mode) global counts dp 3")
+        }
+    }
+
+    /// The row-sign-specialised loops (advantage per sequence) compute the same bits as the
+    /// general per-token loop, including A = 0 and A = -0.
+    @Test func perSequenceAndPerTokenAdvantagesAgreeBitwise() throws {
+        for mode in AggregationModeNames.all {
+            let cfg = Self.config(mode, combine: "weighted")
+            var c = Self.makeCase(seed: 121, B: 7, L: 41, clipActive: true, cfg: cfg.loss, regRows: [0, 0, 0, 0, 0, 1, 0])
+            c.advantages[2] = 0
+            c.advantages[3] = -0.0
+            var t = c
+            t.perToken = true
+            t.advantages = (0..<(c.B * c.L)).map { c.mask[$0] == 1 ? c.advantages[$0 / c.L] : .nan }
+            let e = try PolicyLossEngine(config: cfg)
+            let a = try runLoss(e, c), b = try runLoss(e, t)
+            #expect(a.result.loss.bitPattern == b.result.loss.bitPattern, "\(mode): loss differs")
+            #expect(a.result.metrics.map(\.bitPattern) == b.result.metrics.map(\.bitPattern), "\(mode): metrics differ")
+            #expect(a.grad.map(\.bitPattern) == b.grad.map(\.bitPattern), "\(mode): grad differs")
         }
     }
 

@@ -94,6 +94,30 @@ import Testing
         #expect(b.result[.regUsed] == 1 && b.result[.nPositive] == 2)
     }
 
+    /// docs/LOSS.md's mapping: with rows of equal length, `weighted` with
+    /// alpha = k / (B - k) is `replace` times B / (B - k), loss and gradient alike.
+    @Test func weightedMapsToReplace() throws {
+        let B = 8, k = 3, L = 16
+        var c = LossGradientTests.makeCase(seed: 111, B: B, L: L, clipActive: true, cfg: LossConfig(), withRef: false,
+                                           withEntropy: false, withISW: false)
+        for i in 0..<(B * L) where c.mask[i] == 0 {  // make the padding real tokens
+            c.mask[i] = 1
+            c.oldLogp[i] = Float(-1 - Double(i % 7) * 0.1)
+            c.logp[i] = c.oldLogp[i] + Float(Double(i % 5) * 0.2 - 0.4)
+        }
+        c.regRows = [UInt8](repeating: 0, count: B)
+        for b in 0..<k { c.regRows![b] = 1 }
+        let replace = try runLoss(engine { $0.regularizer.combine = "replace" }, c)
+        var w = c
+        w.regAlpha = Double(k) / Double(B - k)
+        let weighted = try runLoss(engine { $0.regularizer.combine = "weighted" }, w)
+        let scale = Double(B) / Double(B - k)
+        #expect(relErr(weighted.result.loss, replace.result.loss * scale) <= 1e-12,
+                "weighted \(weighted.result.loss) vs replace * B/(B-k) \(replace.result.loss * scale)")
+        let (d, s) = maxDiff(weighted.grad, replace.grad.map { Double($0) * scale })
+        #expect(d <= 1e-6 * s, "gradient max diff \(d)")
+    }
+
     @Test func thresholdAndNegativeKMax() throws {
         let adv: [Float] = [0.05, 0.0500001, -1, 2]
         let b = buffer(adv)

@@ -33,6 +33,9 @@ public struct AggregationPlan: Sendable {
     public var auxWeight: [Double]
     /// Valid tokens of row b.
     public var rowTokens: [Int]
+    /// Offsets in row b of its first valid token and one past its last (0..<0 when empty);
+    /// the token kernel skips the vectors outside this span.
+    public var rowSpan: [Range<Int>]
     /// Whether row b is a regulariser row.
     public var isRegRow: [Bool]
     /// Whether row b's policy term goes to the separate `weighted` regulariser sum.
@@ -54,6 +57,7 @@ public struct AggregationPlan: Sendable {
                                    policyWeight: [Double](repeating: 0, count: B),
                                    auxWeight: [Double](repeating: 0, count: B),
                                    rowTokens: [Int](repeating: 0, count: B),
+                                   rowSpan: [Range<Int>](repeating: 0..<0, count: B),
                                    isRegRow: [Bool](repeating: false, count: B),
                                    inRegTerm: [Bool](repeating: false, count: B),
                                    regAlpha: batch.regAlpha ?? defaultAlpha)
@@ -68,7 +72,7 @@ public struct AggregationPlan: Sendable {
         }
         if let base = batch.mask.baseAddress {
             for b in 0..<B {
-                plan.rowTokens[b] = try countRow(base + b * L, L, rowStart: b * L)
+                (plan.rowTokens[b], plan.rowSpan[b]) = try countRow(base + b * L, L, rowStart: b * L)
             }
         }
         let weighted = combine == .weighted
@@ -145,21 +149,31 @@ public struct AggregationPlan: Sendable {
         return plan
     }
 
-    /// Valid tokens of one row; throws for a mask byte other than 0 or 1.
-    static func countRow(_ p: UnsafePointer<UInt8>, _ n: Int, rowStart: Int) throws(AepoFailure) -> Int {
+    /// Valid tokens of one row and the span from its first to its last valid token; throws
+    /// for a mask byte other than 0 or 1.
+    static func countRow(_ p: UnsafePointer<UInt8>, _ n: Int, rowStart: Int) throws(AepoFailure) -> (Int, Range<Int>) {
         var count = 0
+        var first = -1, last = -1
         var i = 0
         var bad = false
         while i + 8 <= n {
             let w = UnsafeRawPointer(p + i).loadUnaligned(as: UInt64.self)
             if w & 0xFEFE_FEFE_FEFE_FEFE != 0 { bad = true; break }
-            count &+= Int(truncatingIfNeeded: (w &* 0x0101_0101_0101_0101) >> 56)
+            if w != 0 {
+                count &+= Int(truncatingIfNeeded: (w &* 0x0101_0101_0101_0101) >> 56)
+                if first < 0 { first = i + w.littleEndian.trailingZeroBitCount / 8 }
+                last = i + 7 - w.littleEndian.leadingZeroBitCount / 8
+            }
             i += 8
         }
         while !bad && i < n {
             let v = p[i]
             if v > 1 { bad = true; break }
-            count &+= Int(v)
+            if v == 1 {
+                count &+= 1
+                if first < 0 { first = i }
+                last = i
+            }
             i += 1
         }
         if bad {
@@ -167,6 +181,6 @@ public struct AggregationPlan: Sendable {
                 throw .invalid("mask", "mask[\(rowStart + j)] is \(p[j]); mask values must be 0 or 1", index: rowStart + j)
             }
         }
-        return count
+        return (count, first < 0 ? 0..<0 : first..<(last + 1))
     }
 }

@@ -10,41 +10,52 @@
 /// | `<type>+`       | the value of `<type>`                              | delta (k2's gradient)       |
 ///
 /// Clamp gradients follow PyTorch: a clamp passes the gradient where its input lies inside
-/// the closed interval.
-enum KLPenalty {
-    typealias V = LossMath.V
+/// the closed interval. Each estimator is its own type so the KL loop is specialised per
+/// estimator, with no switch inside it.
+protocol KLForm {
+    static func evaluate(_ delta: LossMath.V) -> (value: LossMath.V, slope: LossMath.V)
+}
 
-    /// The value and d value / d logp of each lane.
+enum KLk1: KLForm {
     @inline(__always)
-    static func evaluate(_ type: KLType, delta: V) -> (value: V, slope: V) {
-        var value: V
-        var slope: V
-        switch type.base {
-        case .k1:
-            value = delta
-            slope = V(repeating: 1)
-        case .abs:
-            value = delta
-            value.replace(with: -delta, where: delta .< 0)
-            slope = V()
-            slope.replace(with: 1, where: delta .> 0)
-            slope.replace(with: -1, where: delta .< 0)
-        case .k2:
-            value = 0.5 * delta * delta
-            slope = delta
-        case .k3:
-            let neg = -delta
-            let x = LossMath.clamp(neg, V(repeating: -20), V(repeating: 20))
-            let ex = LossMath.exp(x)
-            let raw = ex - x - 1
-            value = raw
-            value.replace(with: 10, where: raw .> 10)
-            value.replace(with: -10, where: raw .< -10)
-            slope = 1 - ex
-            let pass = (neg .>= -20) .& (neg .<= 20) .& (raw .<= 10) .& (raw .>= -10)
-            slope.replace(with: 0, where: .!pass)
-        }
-        if type.straightThrough { slope = delta }
+    static func evaluate(_ delta: LossMath.V) -> (value: LossMath.V, slope: LossMath.V) {
+        (delta, LossMath.V(repeating: 1))
+    }
+}
+
+enum KLAbs: KLForm {
+    @inline(__always)
+    static func evaluate(_ delta: LossMath.V) -> (value: LossMath.V, slope: LossMath.V) {
+        var value = delta
+        value.replace(with: -delta, where: delta .< 0)
+        var slope = LossMath.V()
+        slope.replace(with: 1, where: delta .> 0)
+        slope.replace(with: -1, where: delta .< 0)
+        return (value, slope)
+    }
+}
+
+enum KLk2: KLForm {
+    @inline(__always)
+    static func evaluate(_ delta: LossMath.V) -> (value: LossMath.V, slope: LossMath.V) {
+        (0.5 * delta * delta, delta)
+    }
+}
+
+enum KLk3: KLForm {
+    @inline(__always)
+    static func evaluate(_ delta: LossMath.V) -> (value: LossMath.V, slope: LossMath.V) {
+        typealias V = LossMath.V
+        let neg = -delta
+        let x = LossMath.clamp(neg, V(repeating: -20), V(repeating: 20))
+        let ex = LossMath.exp(x)
+        let raw = ex - x - 1
+        var value = raw
+        value.replace(with: 10, where: raw .> 10)
+        value.replace(with: -10, where: raw .< -10)
+        var slope = 1 - ex
+        let pass = (neg .>= -20) .& (neg .<= 20) .& (raw .<= 10) .& (raw .>= -10)
+        slope.replace(with: 0, where: .!pass)
         return (value, slope)
     }
 }

@@ -10,29 +10,28 @@ enum LossMath {
     typealias V = SIMD4<Double>
     typealias M = SIMDMask<SIMD4<Int64>>
 
-    static let shift = V(repeating: 6755399441055744.0)  // 1.5 * 2^52: rounds to an integer
+    /// 1.5 * 2^52: adding and subtracting it rounds a double to an integer.
+    @inline(__always) static var shift: V { V(repeating: 6755399441055744.0) }
 
     /// e^x for |x| <= 700 (the loss only calls it on arguments clamped to [-20, 20]).
     ///
-    /// Numerical properties: Cody-Waite reduction x = n ln2 + r with |r| <= ln2/2 and a
-    /// degree-13 Taylor polynomial, whose truncation error is below 2e-16 relative; the
-    /// result is within a few ulp of the correctly rounded e^x. NaN propagates.
+    /// Numerical properties: Cody-Waite reduction x = n ln2 + r with |r| <= ln2/2, then
+    /// 1 + r + r^2 q(r) with q a degree-8 Chebyshev fit of (e^r - 1 - r)/r^2; the relative
+    /// error is below 1.2e-15 (measured against 40-digit arithmetic) and e^0 is exactly 1.
+    /// NaN propagates.
     @inline(__always)
     static func exp(_ x: V) -> V {
         let t = x * 1.4426950408889634 + shift
         let n = t - shift
         let r = x - n * 0.6931471803691238 - n * 1.9082149292705877e-10
-        var p = V(repeating: 1.0 / 6227020800.0)
-        p = p * r + 1.0 / 479001600.0
-        p = p * r + 1.0 / 39916800.0
-        p = p * r + 1.0 / 3628800.0
-        p = p * r + 1.0 / 362880.0
-        p = p * r + 1.0 / 40320.0
-        p = p * r + 1.0 / 5040.0
-        p = p * r + 1.0 / 720.0
-        p = p * r + 1.0 / 120.0
-        p = p * r + 1.0 / 24.0
-        p = p * r + 1.0 / 6.0
+        var p = V(repeating: 2.7593633603992153e-07)
+        p = p * r + 2.7625071055034222e-06
+        p = p * r + 2.4801581875184563e-05
+        p = p * r + 0.000198412088134311
+        p = p * r + 0.0013888888874069869
+        p = p * r + 0.008333333353687645
+        p = p * r + 0.0416666666667214
+        p = p * r + 0.16666666666648355
         p = p * r + 0.5
         p = p * r + 1.0
         p = p * r + 1.0
@@ -46,11 +45,23 @@ enum LossMath {
     @inline(__always)
     static func exp(_ x: Double) -> Double { exp(V(repeating: x))[0] }
 
+    /// `v` where `m` is set, +0 elsewhere (one AND; NaN and Inf lanes outside `m` vanish).
+    @inline(__always)
+    static func keep(_ v: V, _ m: M) -> V {
+        unsafeBitCast(unsafeBitCast(v, to: SIMD4<Int64>.self) & unsafeBitCast(m, to: SIMD4<Int64>.self), to: V.self)
+    }
+
+    /// 1 where `m` is set, 0 elsewhere.
+    @inline(__always)
+    static func ones(_ m: M) -> V { keep(V(repeating: 1), m) }
+
+    /// Clamp by compare-and-select, which lowers to maxpd/minpd. A NaN lane becomes `lo`
+    /// (the callers detect non-finite inputs before the clamp).
     @inline(__always)
     static func clamp(_ x: V, _ lo: V, _ hi: V) -> V {
         var y = x
-        y.replace(with: lo, where: x .< lo)
-        y.replace(with: hi, where: x .> hi)
+        y.replace(with: lo, where: lo .> y)
+        y.replace(with: hi, where: hi .< y)
         return y
     }
 
@@ -80,12 +91,21 @@ enum LossMath {
         for j in 0..<n { p[j] = Float(v[j]) }
     }
 
-    static let byteSelect = SIMD4<UInt64>(0xFF, 0xFF00, 0xFF_0000, 0xFF00_0000)
+    @inline(__always) static var byteSelect: SIMD4<UInt64> { SIMD4<UInt64>(0xFF, 0xFF00, 0xFF_0000, 0xFF00_0000) }
 
     /// Lanes whose mask byte is non-zero, from four bytes read as one little-endian word.
+    /// Each lane's byte becomes an exact double (2^52 + x - 2^52) and is compared with
+    /// 0.5: SSE2 has no 64-bit integer compare, but it has a double compare.
     @inline(__always)
     static func maskLanes(_ word: UInt32) -> M {
-        (SIMD4<UInt64>(repeating: UInt64(word)) & byteSelect) .!= 0
+        let bits = (SIMD4<UInt64>(repeating: UInt64(word)) & byteSelect) | 0x4330_0000_0000_0000
+        return unsafeBitCast(bits, to: V.self) - 4503599627370496.0 .> 0.5
+    }
+
+    /// Adds 1 to the lanes of `counter` where `m` is set (a mask lane is all ones, -1).
+    @inline(__always)
+    static func count(_ counter: inout SIMD4<Int64>, _ m: M) {
+        counter &-= unsafeBitCast(m, to: SIMD4<Int64>.self)
     }
 
     /// The first `n` mask bytes as a word (the other bytes 0).

@@ -239,7 +239,9 @@ public struct TokenPartials: Sendable {
     }
 }
 
-/// The token kernel with its loop invariants hoisted.
+/// The token kernel with its loop invariants hoisted. Each row segment runs one policy
+/// loop (the whole AEPO path) and, only when a KL or entropy term is present, a second loop
+/// specialised on the KL estimator that adds its gradient in place.
 struct Kernel {
     typealias V = LossMath.V
     typealias M = LossMath.M
@@ -267,17 +269,18 @@ struct Kernel {
         hasEntropy = batch.entropy != nil
     }
 
+    /// Four-lane accumulators of one segment; summed across lanes at its end.
     struct Acc {
         var loss = V()
-        var kl = V()
-        var ent = V()
-        var clip = V()
-        var low = V()
+        var clip = SIMD4<Int64>()
+        var low = SIMD4<Int64>()
         var negD = V()
         var bad = V()
+        var kl = V()
+        var ent = V()
     }
 
-    /// Tokens [from, to) of row `row`; `base` is the flat index the block pointers start at.
+    /// Tokens [from, to) of row `b`; `base` is the flat index the block pointers start at.
     @inline(__always)
     func segment(row b: Int, from: Int, to: Int, base: Int, block: TokenBlock, plan: AggregationPlan,
                  into out: inout TokenPartials) {
@@ -285,111 +288,252 @@ struct Kernel {
         let wAux = plan.auxWeight[b]
         let forceOne = plan.isRegRow[b]
         let perToken = batch.advantagesPerToken && !forceOne
-        let advRow = V(repeating: forceOne ? 1 : (batch.advantagesPerToken ? 0 : Double(batch.advantages[b])))
-        let gKL = klCoef * wAux
-        let gH = V(repeating: -entCoef * wAux)
-        let mask = batch.mask.baseAddress!
-        let olp = batch.oldLogp.baseAddress!
-        let adv = batch.advantages.baseAddress!
-        let ref = batch.refLogp?.baseAddress
-        let isw = batch.isWeights?.baseAddress
+        let advRow = forceOne ? 1 : (batch.advantagesPerToken ? 0 : Double(batch.advantages[b]))
+        var acc = Acc()
         let lp = block.logp - base
-        let ent = block.entropy.map { $0 - base }
         let grad = block.grad.map { $0 - base }
         let gradEnt = block.gradEntropy.map { $0 - base }
-        let one = V(repeating: 1)
-
-        var acc = Acc()
-        var i = from
-        while i + 4 <= to {
-            let valid = LossMath.maskLanes(LossMath.maskWord(mask + i, 4))
-            let a = perToken ? LossMath.load(adv + i) : advRow
-            let w = isw.map { LossMath.load($0 + i) } ?? one
-            let r = ref.map { LossMath.load($0 + i) } ?? V()
-            let h = ent.map { LossMath.load($0 + i) } ?? V()
-            let g = step(lp: LossMath.load(lp + i), olp: LossMath.load(olp + i), adv: a, isw: w, ref: r, h: h,
-                         valid: valid, wPol: wPol, gKL: gKL, acc: &acc)
-            if let grad { LossMath.store(g, grad + i) }
-            if let gradEnt {
-                var v = hasEntropy ? gH : V()
-                v.replace(with: 0, where: .!valid)
-                LossMath.store(v, gradEnt + i)
-            }
-            i += 4
+        // Only the vectors that overlap the row's valid span are computed (a padded row's
+        // tail is all mask = 0): the start stays a multiple of 4 from `from`, so every valid
+        // token keeps its lane and the sums their order. The rest of the range gets zeros.
+        let span = plan.rowSpan[b]
+        let rowBase = b * batch.length
+        let lo = max(from, min(to, from + (rowBase + span.lowerBound - from) / 4 * 4))
+        let hi = max(lo, min(to, rowBase + span.upperBound))
+        @inline(__always)
+        func zeroOutside(_ g: UnsafeMutablePointer<Float>?) {
+            guard let g else { return }
+            if lo > from { (g + from).update(repeating: 0, count: lo - from) }
+            if to > hi { (g + hi).update(repeating: 0, count: to - hi) }
         }
-        if i < to {
-            let n = to - i
-            let valid = LossMath.maskLanes(LossMath.maskWord(mask + i, n))
-            let a = perToken ? LossMath.loadPartial(adv + i, n) : advRow
-            let w = isw.map { LossMath.loadPartial($0 + i, n) } ?? one
-            let r = ref.map { LossMath.loadPartial($0 + i, n) } ?? V()
-            let h = ent.map { LossMath.loadPartial($0 + i, n) } ?? V()
-            let g = step(lp: LossMath.loadPartial(lp + i, n), olp: LossMath.loadPartial(olp + i, n), adv: a,
-                         isw: w, ref: r, h: h, valid: valid, wPol: wPol, gKL: gKL, acc: &acc)
-            if let grad { LossMath.storePartial(g, grad + i, n) }
-            if let gradEnt {
-                var v = hasEntropy ? gH : V()
-                v.replace(with: 0, where: .!valid)
-                LossMath.storePartial(v, gradEnt + i, n)
+        zeroOutside(grad)
+        zeroOutside(gradEnt)
+        let from = lo, to = hi
+        if perToken {
+            policyLoop(VanillaAnySign.self, from: from, to: to, lp: lp, grad: grad, advRow: 0, wPol: wPol, acc: &acc)
+        } else if advRow < 0 {
+            policyLoop(VanillaNegative.self, from: from, to: to, lp: lp, grad: grad, advRow: advRow, wPol: wPol, acc: &acc)
+        } else {
+            // A >= 0, and NaN/Inf (flagged below, the values are then discarded).
+            policyLoop(VanillaNonNegative.self, from: from, to: to, lp: lp, grad: grad, advRow: advRow, wPol: wPol, acc: &acc)
+            if !advRow.isFinite && plan.rowTokens[b] > 0 { out.nonFinite = true }
+        }
+        if from < to && (hasRef || hasEntropy || block.gradEntropy != nil) {
+            let ent = block.entropy.map { $0 - base }
+            let gKL = klCoef * wAux
+            if !hasRef {
+                auxLoop(KLk1.self, from: from, to: to, lp: lp, ent: ent, grad: grad, gradEnt: gradEnt,
+                        gKL: gKL, wAux: wAux, acc: &acc)
+            } else {
+                switch klType.base {
+                case .k1: auxLoop(KLk1.self, from: from, to: to, lp: lp, ent: ent, grad: grad, gradEnt: gradEnt, gKL: gKL, wAux: wAux, acc: &acc)
+                case .abs: auxLoop(KLAbs.self, from: from, to: to, lp: lp, ent: ent, grad: grad, gradEnt: gradEnt, gKL: gKL, wAux: wAux, acc: &acc)
+                case .k2: auxLoop(KLk2.self, from: from, to: to, lp: lp, ent: ent, grad: grad, gradEnt: gradEnt, gKL: gKL, wAux: wAux, acc: &acc)
+                case .k3: auxLoop(KLk3.self, from: from, to: to, lp: lp, ent: ent, grad: grad, gradEnt: gradEnt, gKL: gKL, wAux: wAux, acc: &acc)
+                }
             }
         }
         let s = acc.loss.sum()
         if plan.inRegTerm[b] { out.reg += wPol * s } else { out.policy += wPol * s }
         if hasRef { out.kl += wAux * acc.kl.sum() }
         if hasEntropy { out.entropy += wAux * acc.ent.sum() }
-        out.clipped += acc.clip.sum()
-        out.clippedLower += acc.low.sum()
+        out.clipped += Double(acc.clip.wrappedSum())
+        out.clippedLower += Double(acc.low.wrappedSum())
         out.negLogRatio += acc.negD.sum()
-        let bad = acc.bad.sum()
-        if bad != bad { out.nonFinite = true }
+        // Possibly a false alarm (a sum of huge finite values overflowing): `compute` then
+        // rescans and finds nothing to report.
+        if !acc.bad.sum().isFinite { out.nonFinite = true }
     }
 
-    /// One vector of four tokens: accumulates the masked values and returns dL/dlogp.
+    /// The PPO-clip term: accumulates l * is_weight and the clip metrics, writes dL/dlogp.
+    /// `Form` is the per-token sign case of the advantage (see `VanillaForm`).
     @inline(__always)
-    func step(lp: V, olp: V, adv: V, isw: V, ref: V, h: V, valid: M, wPol: Double, gKL: Double,
-              acc: inout Acc) -> V {
-        // x * 0 is NaN exactly when x is NaN or infinite.
-        var bad = lp * 0 + olp * 0 + adv * 0 + isw * 0
-        let delta = lp - olp
-        let d = LossMath.clamp(delta, V(repeating: -20), V(repeating: 20))
-        let r = LossMath.exp(d)
-        let l1 = -adv * r
-        let l2 = -adv * LossMath.clamp(r, lo, hi)
+    func policyLoop<Form: VanillaForm>(_: Form.Type, from: Int, to: Int, lp: UnsafePointer<Float>,
+                                       grad: UnsafeMutablePointer<Float>?, advRow: Double, wPol: Double,
+                                       acc: inout Acc) {
+        let mask = batch.mask.baseAddress!
+        let olp = batch.oldLogp.baseAddress!
+        let adv = batch.advantages.baseAddress!
+        let isw = batch.isWeights?.baseAddress
+        let negRow = V(repeating: -advRow)
+        let l3Row = negRow * c
+        // Masked lanes are zeroed on load (logp = old_logp = 0, so r = 1, which is neither
+        // clipped nor dual-clipped): only the loss and the gradient need the mask again.
+        @inline(__always)
+        func step(_ xIn: V, _ oIn: V, _ aIn: V?, _ wIn: V?, _ valid: M, _ acc: inout Acc) -> V {
+            let x = LossMath.keep(xIn, valid)
+            let o = LossMath.keep(oIn, valid)
+            var negA = negRow
+            var l3 = l3Row
+            if let aIn {
+                let a = LossMath.keep(aIn, valid)
+                acc.bad += a
+                negA = -a
+                l3 = negA * c
+            }
+            let delta = x - o
+            let d = LossMath.clamp(delta, V(repeating: -20), V(repeating: 20))
+            let r = LossMath.exp(d)
+            let t = Form.apply(r: r, negA: negA, l3: l3, lo: lo, hi: hi)
+            // The gradient flows through the unclipped ratio only, inside the log-ratio clamp
+            // (d == delta: the clamp left it alone; false for NaN).
+            var flows = valid .& (d .== delta) .& .!t.clipped
+            if Form.hasDual { flows = flows .& .!t.dual }
+            var loss = t.loss
+            var gl = t.l1 * wPol
+            if let wIn {
+                let w = LossMath.keep(wIn, valid)
+                acc.bad += w
+                loss *= w
+                gl *= w
+            }
+            // A non-finite logp or old_logp makes the sum of delta non-finite.
+            acc.bad += delta
+            acc.loss += LossMath.keep(loss, valid)
+            LossMath.count(&acc.clip, t.clipped)
+            if Form.hasDual { LossMath.count(&acc.low, t.dual) }
+            acc.negD -= d
+            return LossMath.keep(gl, flows)
+        }
+        var i = from
+        while i + 4 <= to {
+            let valid = LossMath.maskLanes(LossMath.maskWord(mask + i, 4))
+            let g = step(LossMath.load(lp + i), LossMath.load(olp + i), Form.perToken ? LossMath.load(adv + i) : nil,
+                         isw.map { LossMath.load($0 + i) }, valid, &acc)
+            if let grad { LossMath.store(g, grad + i) }
+            i += 4
+        }
+        if i < to {
+            let n = to - i
+            let valid = LossMath.maskLanes(LossMath.maskWord(mask + i, n))
+            let g = step(LossMath.loadPartial(lp + i, n), LossMath.loadPartial(olp + i, n),
+                         Form.perToken ? LossMath.loadPartial(adv + i, n) : nil,
+                         isw.map { LossMath.loadPartial($0 + i, n) }, valid, &acc)
+            if let grad { LossMath.storePartial(g, grad + i, n) }
+        }
+    }
+
+    /// The KL and entropy terms: accumulates their values, adds kl_loss_coef * W * dKL/dlogp
+    /// to the gradient in place, and writes dL/dH.
+    @inline(__always)
+    func auxLoop<K: KLForm>(_: K.Type, from: Int, to: Int, lp: UnsafePointer<Float>, ent: UnsafePointer<Float>?,
+                            grad: UnsafeMutablePointer<Float>?, gradEnt: UnsafeMutablePointer<Float>?,
+                            gKL: Double, wAux: Double, acc: inout Acc) {
+        let mask = batch.mask.baseAddress!
+        let ref = batch.refLogp?.baseAddress
+        let gH = V(repeating: hasEntropy ? -entCoef * wAux : 0)
+        let straight = klType.straightThrough
+        @inline(__always)
+        func step(_ i: Int, _ n: Int) {
+            let valid = LossMath.maskLanes(LossMath.maskWord(mask + i, n))
+            if let ref {
+                let x = n == 4 ? LossMath.load(lp + i) : LossMath.loadPartial(lp + i, n)
+                let rv = n == 4 ? LossMath.load(ref + i) : LossMath.loadPartial(ref + i, n)
+                acc.bad += LossMath.keep(rv, valid)
+                let delta = x - rv
+                var (v, slope) = K.evaluate(delta)
+                if straight { slope = delta }
+                v.replace(with: 0, where: .!valid)
+                acc.kl += v
+                if let grad, gKL != 0 {
+                    var g = n == 4 ? LossMath.load(UnsafePointer(grad + i)) : LossMath.loadPartial(UnsafePointer(grad + i), n)
+                    g += slope * gKL
+                    g.replace(with: 0, where: .!valid)
+                    if n == 4 { LossMath.store(g, grad + i) } else { LossMath.storePartial(g, grad + i, n) }
+                }
+            }
+            if let ent {
+                var h = n == 4 ? LossMath.load(ent + i) : LossMath.loadPartial(ent + i, n)
+                h = LossMath.keep(h, valid)
+                acc.bad += h
+                acc.ent += h
+            }
+            if let gradEnt {
+                var v = gH
+                v.replace(with: 0, where: .!valid)
+                if n == 4 { LossMath.store(v, gradEnt + i) } else { LossMath.storePartial(v, gradEnt + i, n) }
+            }
+        }
+        var i = from
+        while i < to {
+            step(i, min(4, to - i))
+            i += 4
+        }
+    }
+}
+
+/// The PPO-clip loss of four tokens for one sign case of the advantage. All three cases
+/// compute the same bits as the general formula of `PolicyLossEngine`:
+///
+///     L1 = -A r, L2 = -A clamp(r, lo, hi), clipped = L2 > L1, C1 = clipped ? L2 : L1,
+///     L3 = -A c, dual = A < 0 and C1 > L3, l = dual ? L3 : C1.
+///
+/// For A >= 0 the lower clamp never wins (L2 <= L1 there), so L2 = -A min(r, hi) gives the
+/// same L2 > L1 and C1; for A < 0 the upper clamp never wins, so L2 = -A max(r, lo).
+protocol VanillaForm {
+    static var perToken: Bool { get }
+    static var hasDual: Bool { get }
+    static func apply(r: LossMath.V, negA: LossMath.V, l3: LossMath.V, lo: LossMath.V, hi: LossMath.V)
+        -> (loss: LossMath.V, l1: LossMath.V, clipped: LossMath.M, dual: LossMath.M)
+}
+
+/// One advantage per row, >= 0.
+enum VanillaNonNegative: VanillaForm {
+    static var perToken: Bool { false }
+    static var hasDual: Bool { false }
+    @inline(__always)
+    static func apply(r: LossMath.V, negA: LossMath.V, l3: LossMath.V, lo: LossMath.V, hi: LossMath.V)
+        -> (loss: LossMath.V, l1: LossMath.V, clipped: LossMath.M, dual: LossMath.M)
+    {
+        var rc = r
+        rc.replace(with: hi, where: hi .< r)
+        let l1 = negA * r
+        let l2 = negA * rc
         let clipped = l2 .> l1
         var c1 = l1
         c1.replace(with: l2, where: clipped)
-        let l3 = -adv * c
-        let dual = (adv .< 0) .& (c1 .> l3)
+        return (c1, l1, clipped, LossMath.M(repeating: false))
+    }
+}
+
+/// One advantage per row, < 0.
+enum VanillaNegative: VanillaForm {
+    static var perToken: Bool { false }
+    static var hasDual: Bool { true }
+    @inline(__always)
+    static func apply(r: LossMath.V, negA: LossMath.V, l3: LossMath.V, lo: LossMath.V, hi: LossMath.V)
+        -> (loss: LossMath.V, l1: LossMath.V, clipped: LossMath.M, dual: LossMath.M)
+    {
+        var rc = r
+        rc.replace(with: lo, where: lo .> r)
+        let l1 = negA * r
+        let l2 = negA * rc
+        let clipped = l2 .> l1
+        var c1 = l1
+        c1.replace(with: l2, where: clipped)
+        let dual = c1 .> l3
         var loss = c1
         loss.replace(with: l3, where: dual)
-        let flows = (delta .>= -20) .& (delta .<= 20) .& .!clipped .& .!dual
-        var g = l1
-        g.replace(with: 0, where: .!flows)
-        loss *= isw
-        var grad = g * isw * wPol
-        if hasRef {
-            bad += ref * 0
-            var (v, slope) = KLPenalty.evaluate(klType, delta: lp - ref)
-            v.replace(with: 0, where: .!valid)
-            acc.kl += v
-            grad += slope * gKL
-        }
-        if hasEntropy {
-            bad += h * 0
-            var hv = h
-            hv.replace(with: 0, where: .!valid)
-            acc.ent += hv
-        }
-        loss.replace(with: 0, where: .!valid)
-        acc.loss += loss
-        acc.clip.replace(with: acc.clip + 1, where: clipped .& valid)
-        acc.low.replace(with: acc.low + 1, where: dual .& valid)
-        var nd = -d
-        nd.replace(with: 0, where: .!valid)
-        acc.negD += nd
-        bad.replace(with: 0, where: .!valid)
-        acc.bad += bad
-        grad.replace(with: 0, where: .!valid)
-        return grad
+        return (loss, l1, clipped, dual)
+    }
+}
+
+/// One advantage per token, any sign: the general formula.
+enum VanillaAnySign: VanillaForm {
+    static var perToken: Bool { true }
+    static var hasDual: Bool { true }
+    @inline(__always)
+    static func apply(r: LossMath.V, negA: LossMath.V, l3: LossMath.V, lo: LossMath.V, hi: LossMath.V)
+        -> (loss: LossMath.V, l1: LossMath.V, clipped: LossMath.M, dual: LossMath.M)
+    {
+        let l1 = negA * r
+        let l2 = negA * LossMath.clamp(r, lo, hi)
+        let clipped = l2 .> l1
+        var c1 = l1
+        c1.replace(with: l2, where: clipped)
+        let dual = (negA .> 0) .& (c1 .> l3)
+        var loss = c1
+        loss.replace(with: l3, where: dual)
+        return (loss, l1, clipped, dual)
     }
 }

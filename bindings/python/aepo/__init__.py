@@ -14,6 +14,7 @@ library_path = _lib.lib_path
 
 from .kernels import LogitsStats, logits_backward, logits_stats
 # @@EXPORTS@@
+from .loss import LossResult, PolicyLoss, RegSelection, compute_advantages, select_regularizer  # noqa: E402
 
 __all__ = [
     "__version__", "ABI_VERSION", "library_path",
@@ -22,3 +23,4 @@ __all__ = [
     "AepoError", "BufferTooSmallError", "ConfigError", "DTypeError", "InternalError", "InvalidValueError",
     "NonFiniteError", "NullPointerError", "OutOfMemoryError", "ShapeError", "StateError",
 ]
+__all__ += ["LossResult", "PolicyLoss", "RegSelection", "compute_advantages", "select_regularizer"]  # loss

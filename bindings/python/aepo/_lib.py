@@ -51,6 +51,17 @@ _TABLE = {
     "aepo_config_validate": (c_int32, [c_char_p, c_size_t, Error_p]),
     "aepo_config_normalize": (c_int32, [c_char_p, c_size_t, c_char_p, c_size_t, c_size_t_p, Error_p]),
     # @@TABLE loss@@
+    "aepo_loss_metric_count": (c_int32, []),
+    "aepo_loss_metric_name": (c_char_p, [c_int32]),
+    "aepo_loss_inputs_init": (c_int32, [c_void_p, c_size_t, Error_p]),
+    "aepo_loss_create": (c_int32, [c_char_p, c_size_t, Handle_p, Error_p]),
+    "aepo_loss_free": (None, [Handle]),
+    "aepo_loss_config_json": (c_int32, [Handle, c_char_p, c_size_t, c_size_t_p, Error_p]),
+    "aepo_loss_compute": (c_int32, [Handle, c_void_p, c_double_p, c_float_p, c_float_p, c_double_p, c_size_t,
+                                    Error_p]),
+    "aepo_loss_advantages": (c_int32, [Handle, c_float_p, c_int64_p, c_int64_p, c_int64, c_float_p, Error_p]),
+    "aepo_loss_select_regularizer": (c_int32, [Handle, c_float_p, c_int64_p, c_int64, c_int64, c_int32, c_int64_p,
+                                               c_size_t, c_int64_p, c_int64_p, Error_p]),
     # @@TABLE controller@@
     # logits kernels
     "aepo_logits_stats": (c_int32, [c_float_p, c_int64, c_int64, c_int64, c_int64, c_int64,
