@@ -202,7 +202,7 @@ func needIn(_ name: String, _ b: UnsafeBufferPointer<Float>, _ want: Int) throws
 }
 
 @inline(__always)
-func finiteAt(_ name: String, _ b: UnsafeBufferPointer<Float>, _ r: Int) throws(AepoFailure) {
+func finiteAt<T: BinaryFloatingPoint>(_ name: String, _ b: UnsafeBufferPointer<T>, _ r: Int) throws(AepoFailure) {
     let v = b[r]
     guard v.isFinite else {
         throw AepoFailure(.nonFinite, name, "\(name)[\(r)] is \(v) under mask = 1; it must be finite", index: r)

@@ -123,6 +123,12 @@ final class BiasSums {
         }
     }
 
+    /// acc[j] += value (a single entry of the logits gradient).
+    @inline(__always)
+    func addPoint(_ j: Int, _ value: Double) {
+        acc?.base[j] += value
+    }
+
     /// dbias[j] = dbias[j] + acc[j], rounded once.
     func addInto(_ dbias: UnsafeMutableBufferPointer<Float>) {
         guard let acc else { return }
