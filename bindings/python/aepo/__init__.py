@@ -13,6 +13,7 @@ ABI_VERSION = _lib.ABI_VERSION
 library_path = _lib.lib_path
 
 from .kernels import LogitsStats, logits_backward, logits_stats
+from .fused import FusedLMHead  # noqa: E402
 # @@EXPORTS@@
 from .loss import LossResult, PolicyLoss, RegSelection, compute_advantages, select_regularizer  # noqa: E402
 
