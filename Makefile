@@ -91,7 +91,7 @@ test-c: stage
 test-python: stage
 	@V=$$(scripts/venv.sh) && \
 	  $$V/bin/pip install -q --no-build-isolation --no-deps -e bindings/python && \
-	  AEPO_LIB_PATH=$(STAGE)/lib/$(REAL_SO) $$V/bin/python -m pytest -q bindings/python/tests
+	  AEPO_LIB_PATH=$(STAGE)/lib/$(REAL_SO) PYTHONPATH=$(CURDIR)/bindings/python $$V/bin/python -m pytest -q bindings/python/tests
 
 bench: lib
 	@V=$$(scripts/venv.sh) && \

@@ -12,11 +12,13 @@ __version__ = _lib.version
 ABI_VERSION = _lib.ABI_VERSION
 library_path = _lib.lib_path
 
+from .controller import Decision, EntropyController
 # @@EXPORTS@@
 
 __all__ = [
     "__version__", "ABI_VERSION", "library_path",
     "default_config", "default_config_json", "validate_config",
+    "Decision", "EntropyController",
     "AepoError", "BufferTooSmallError", "ConfigError", "DTypeError", "InternalError", "InvalidValueError",
     "NonFiniteError", "NullPointerError", "OutOfMemoryError", "ShapeError", "StateError",
 ]
