@@ -78,10 +78,10 @@ test-c: stage
 	@mkdir -p Tests/c/bin
 	@set -e; for src in $(CSMOKE); do \
 	  name=$$(basename $$src .c); \
-	  $(CC) -std=c99 $(CWARN) $$src -o Tests/c/bin/$$name $$($(PKG) --cflags --libs aepo) -Wl,-rpath,$(STAGE)/lib; \
-	  $(CXX) -x c++ -std=c++11 $(CWARN) $$src -o Tests/c/bin/$$name.cxx $$($(PKG) --cflags --libs aepo) -Wl,-rpath,$(STAGE)/lib; \
+	  $(CC) -std=c99 $(CWARN) $$src -o Tests/c/bin/$$name $$($(PKG) --cflags --libs aepo) -lm -Wl,-rpath,$(STAGE)/lib; \
+	  $(CXX) -x c++ -std=c++11 $(CWARN) $$src -o Tests/c/bin/$$name.cxx $$($(PKG) --cflags --libs aepo) -lm -Wl,-rpath,$(STAGE)/lib; \
 	  $(CC) -std=c99 $(CWARN) -g -fsanitize=address,undefined -fno-sanitize-recover=all $$src -o Tests/c/bin/$$name.san \
-	    $$($(PKG) --cflags --libs aepo) -Wl,-rpath,$(STAGE)/lib; \
+	    $$($(PKG) --cflags --libs aepo) -lm -Wl,-rpath,$(STAGE)/lib; \
 	  Tests/c/bin/$$name; \
 	  Tests/c/bin/$$name.cxx > /dev/null; \
 	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 Tests/c/bin/$$name.san > /dev/null; \

@@ -277,9 +277,137 @@ AEPO_API int32_t aepo_controller_history_count(const aepo_controller *ctl, int64
 AEPO_API int32_t aepo_controller_history(const aepo_controller *ctl, int64_t index,
                                          aepo_decision *out, aepo_error *err);
 
-/* @@SECTION kernels@@ */
+/* ============================================================== logits kernels === */
+/* Temperature-consistent log-probs, exact entropy and their gradient, straight from logits
+ * (docs/KERNELS.md). With T the policy temperature and z = logits / T, per row:
+ *   lse  = log sum_v exp(z_v)
+ *   logp = z_target - lse                       (and, on request, the same at T = 1)
+ *   H    = lse - sum_v softmax(z)_v * z_v       (exact, not a sampled estimate)
+ *
+ * LAYOUT. logits is a strided [B, L, V] view: element (b, l, v) is
+ *   logits[b * stride_b + l * stride_l + v],
+ * so the shifted view logits[:, :-1] of a [B, L+1, V] tensor is (B, L, V, (L+1)*V, V), with
+ * no copy; a plain [N, V] matrix is (1, N, V, 0, V). Rows are numbered r = b*L + l, which
+ * indexes every per-row array (targets, mask, logp, ...); those are contiguous [B*L].
+ * Strides are in elements, >= 0, and the B*L rows must not overlap (for the axes with more
+ * than one entry, the smaller stride >= V and the larger >= the smaller times its count).
+ * A stride is ignored for an axis of size 1.
+ *
+ * MASKS. mask may be NULL (all ones). Rows with mask = 0 are not read at all: their
+ * logits and targets may hold anything (NaN, -100). Under mask = 1, logits may hold -inf
+ * (a banned token) but not NaN or +inf, a row must not be all -inf, and targets must lie in
+ * [0, V). Errors name the argument and the row (err->index is the row).
+ *
+ * THREADS. threads in [1, 256] splits the rows over plain pthreads for the call; every
+ * result is bit-identical for every thread count. */
 
-/* @@SECTION sampler@@ */
+/* aepo_logits_stats: one streaming pass per row (online log-sum-exp).
+ *   logits     [B, L, V] float, strided (above)
+ *   targets    [B*L] int32, read where mask = 1; may be NULL when logp, logp_t1 and
+ *              nll_sum are all NULL
+ *   mask       [B*L] uint8 (0/1) or NULL
+ *   temperature > 0 and finite (for greedy decoding, see sampler.greedy)
+ * Outputs (each may be NULL; rows with mask = 0 get 0):
+ *   logp       [B*L] float   log p(target) at T
+ *   entropy    [B*L] float   H at T
+ *   lse        [B*L] double  lse at T; float64 because logits_backward reads it back and a
+ *                            float32 lse would add up to 6e-8*|lse| to every log p there
+ *   logp_t1    [B*L] float   log p(target) at T = 1 (computed only when non-NULL)
+ *   entropy_sum, nll_sum     double: sum of H and of -logp over rows with mask = 1, added
+ *                            in row order (ready to all-reduce)
+ *   count                    int64: the number of rows with mask = 1
+ * On failure, outputs of rows before the failing one may be written. */
+AEPO_API int32_t aepo_logits_stats(const float *logits, int64_t B, int64_t L, int64_t V,
+                                   int64_t stride_b, int64_t stride_l,
+                                   const int32_t *targets, const uint8_t *mask,
+                                   double temperature, int64_t threads,
+                                   float *logp, float *entropy, double *lse, float *logp_t1,
+                                   double *entropy_sum, double *nll_sum, int64_t *count,
+                                   aepo_error *err);
+
+/* aepo_logits_backward: dL/dlogits for L = sum_r grad_logp[r]*logp[r] + grad_entropy[r]*H[r],
+ *   dL/dlogits[r, v] = (grad_logp[r] * (onehot(target)_v - p_v)
+ *                       - grad_entropy[r] * p_v * (log p_v + H[r])) / T,
+ * reusing lse and entropy from aepo_logits_stats at the same temperature: one read of each
+ * logit, one write of each output, no extra pass.
+ *   logits        [B, L, V] float, strided as for aepo_logits_stats
+ *   targets       [B*L] int32; needed only with grad_logp
+ *   mask          [B*L] uint8 (0/1) or NULL
+ *   lse           [B*L] double, from aepo_logits_stats
+ *   entropy       [B*L] float, from aepo_logits_stats; needed only with grad_entropy
+ *   grad_logp     [B*L] float upstream gradient of logp, or NULL (no logp term)
+ *   grad_entropy  [B*L] float upstream gradient of H, or NULL (no entropy term)
+ *   out           [B, L, V] float, element (b, l, v) at out[b*out_stride_b + l*out_stride_l + v]
+ * out may be logits itself (the same pointer and strides): the gradient then overwrites
+ * the logits in place. Any other overlap of out and logits is AEPO_ERR_INVALID_ARGUMENT.
+ * A row whose mask is 0, or whose upstream gradients are both 0, gets a zero output row
+ * and nothing else of it is read (its target is not checked). Every active row is
+ * validated before anything is written. */
+AEPO_API int32_t aepo_logits_backward(const float *logits, int64_t B, int64_t L, int64_t V,
+                                      int64_t stride_b, int64_t stride_l,
+                                      const int32_t *targets, const uint8_t *mask,
+                                      double temperature, const double *lse, const float *entropy,
+                                      const float *grad_logp, const float *grad_entropy,
+                                      float *out, int64_t out_stride_b, int64_t out_stride_l,
+                                      int64_t threads, aepo_error *err);
+
+/* ==================================================================== sampler === */
+/* Seeded temperature sampler: temperature, min-p, top-k, top-p and greedy, drawn with a
+ * counter-based generator (Philox4x32-10), reporting the truncated law it used so that a
+ * trainer can score and replay exactly what was sampled.
+ *
+ * LAW. For a row x of V logits with max m and temperature T, token i has weight
+ * w_i = exp((x_i - m) / T). The truncations act in this order, each on what the previous
+ * one left, and each keeps a prefix of the ranking "larger logit first, lower id first
+ * among equal logits":
+ *   min-p (sampler.min_p; 0 = off)  keeps i when w_i >= min_p, i.e. x_i >= m + T ln(min_p);
+ *   top-k (sampler.top_k; 0 = off)  keeps the first k;
+ *   top-p (sampler.top_p; 1 = off)  keeps i when the mass ranked strictly above i is
+ *                                   < top_p times the mass of what is left.
+ * The token is drawn with probability w_i / Z over the kept set K (Z = sum of w over K).
+ * Greedy (sampler.greedy) returns the argmax, ties to the lowest id.
+ * A logit of -inf means probability 0 (it is never kept or counted); NaN and +inf are
+ * AEPO_ERR_NON_FINITE, and a row with no finite logit is AEPO_ERR_INVALID_ARGUMENT.
+ *
+ * RANDOMNESS. Row i's draw is a pure function of (sampler.seed, step, position,
+ * row_offset + i) and the row's logits: the result does not depend on sampler.threads, on
+ * how a batch is split into calls, or on call order. Calling twice with the same
+ * arguments gives the same tokens.
+ *
+ * TEMPERATURE. `temperature` may point to a per-call temperature that overrides
+ * sampler.temperature (how an entropy controller's T arrives each step); NULL uses the
+ * config. It must be finite and >= 1e-30; T <= 0 is AEPO_ERR_INVALID_ARGUMENT and the
+ * message points to sampler.greedy. Greedy ignores the value but still checks it. */
+
+/* Creates a sampler from the `sampler` section of a whole config document (NULL or ""
+ * means defaults). On success *out owns a new handle; free it with aepo_sampler_free. */
+AEPO_API int32_t aepo_sampler_create(const char *json, size_t len, aepo_sampler **out, aepo_error *err);
+
+/* Releases a sampler and its scratch; NULL is a no-op. */
+AEPO_API void aepo_sampler_free(aepo_sampler *sampler);
+
+/* Writes the effective config document the sampler runs with (every section, normalised). */
+AEPO_API int32_t aepo_sampler_config_json(const aepo_sampler *sampler, char *buf, size_t cap, size_t *len,
+                                          aepo_error *err);
+
+/* Draws one token per row.
+ *   logits   [n, v] floats, row i at logits + i * row_stride (row_stride >= v)
+ *   tokens   [n] int32, the drawn ids                                    (required)
+ *   logp     [n] float, log(w_tok / Z): the log-prob under the truncated, tempered law
+ *            actually used (0 under greedy)                              (NULL: skipped)
+ *   logp_t1  [n] float, log_softmax(x)[tok]: the log-prob under the untruncated T = 1
+ *            policy                          (NULL: skipped, which saves an exp per logit)
+ *   kept     [n] int32, |K|, the number of tokens the truncation kept (1 under greedy)
+ *                                                                        (NULL: skipped)
+ * n, v, row_stride >= 0, v <= INT32_MAX, and v >= 1 when n > 0; step, position and
+ * row_offset >= 0. n == 0 writes nothing. On failure outputs may be partly written; the
+ * error names the lowest failing row in `index`. The sampler keeps scratch between calls
+ * (about 20 bytes per vocabulary entry and thread with top-k or top-p); one handle belongs
+ * to one thread at a time. */
+AEPO_API int32_t aepo_sampler_sample(aepo_sampler *sampler, const float *logits, int64_t n, int64_t v,
+                                     int64_t row_stride, int64_t step, int64_t position, int64_t row_offset,
+                                     const double *temperature, int32_t *tokens, float *logp, float *logp_t1,
+                                     int32_t *kept, aepo_error *err);
 
 /* @@SECTION fused@@ */
 

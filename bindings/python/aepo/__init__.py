@@ -13,12 +13,16 @@ ABI_VERSION = _lib.ABI_VERSION
 library_path = _lib.lib_path
 
 from .controller import Decision, EntropyController
+from .kernels import LogitsStats, logits_backward, logits_stats
+from .sampler import SampleResult, Sampler
 # @@EXPORTS@@
 
 __all__ = [
     "__version__", "ABI_VERSION", "library_path",
     "default_config", "default_config_json", "validate_config",
     "Decision", "EntropyController",
+    "LogitsStats", "logits_backward", "logits_stats",
     "AepoError", "BufferTooSmallError", "ConfigError", "DTypeError", "InternalError", "InvalidValueError",
     "NonFiniteError", "NullPointerError", "OutOfMemoryError", "ShapeError", "StateError",
+    "Sampler", "SampleResult",
 ]

@@ -89,8 +89,22 @@ _TABLE = {
     "aepo_controller_restore": (c_int32, [Handle, c_char_p, c_size_t, Error_p]),
     "aepo_controller_history_count": (c_int32, [Handle, c_int64_p, Error_p]),
     "aepo_controller_history": (c_int32, [Handle, c_int64, CDecision_p, Error_p]),
+    # logits kernels
+    "aepo_logits_stats": (c_int32, [c_float_p, c_int64, c_int64, c_int64, c_int64, c_int64,
+                                    c_int32_p, c_uint8_p, c_double, c_int64,
+                                    c_float_p, c_float_p, c_double_p, c_float_p,
+                                    c_double_p, c_double_p, c_int64_p, Error_p]),
+    "aepo_logits_backward": (c_int32, [c_float_p, c_int64, c_int64, c_int64, c_int64, c_int64,
+                                       c_int32_p, c_uint8_p, c_double, c_double_p, c_float_p,
+                                       c_float_p, c_float_p, c_float_p, c_int64, c_int64,
+                                       c_int64, Error_p]),
     # @@TABLE kernels@@
-    # @@TABLE sampler@@
+    # sampler
+    "aepo_sampler_create": (c_int32, [c_char_p, c_size_t, Handle_p, Error_p]),
+    "aepo_sampler_free": (None, [Handle]),
+    "aepo_sampler_config_json": (c_int32, [Handle, c_char_p, c_size_t, c_size_t_p, Error_p]),
+    "aepo_sampler_sample": (c_int32, [Handle, c_float_p, c_int64, c_int64, c_int64, c_int64, c_int64, c_int64,
+                                      c_double_p, c_int32_p, c_float_p, c_float_p, c_int32_p, Error_p]),
     # @@TABLE fused@@
 }
 

@@ -1,0 +1,567 @@
+import CAepoKernels
+import Glibc
+
+/// Streaming softmax statistics of one row of tempered logits z = x / T, fed in vocabulary
+/// chunks of any size, in any number of calls, then finished.
+///
+/// This is the row-block API shared by `LogitsKernels` (a whole row in one call) and the fused
+/// LM head (chunk_v columns of an X·Wᵀ block at a time). State per row: the running max m of
+/// the raw logits, S = Σ e^d and Q = Σ e^d·d with d = (x − m) / T, and, when asked, the T = 1
+/// sum S1 = Σ e^(x − m). When m grows, S and Q are rescaled exactly (S' = e^δ S,
+/// Q' = e^δ (Q + δ S), δ = (m_old − m_new) / T). Finishing gives
+///   lse = m / T + log S,   H = log S − Q / S,   log p(t) = (x_t − m) / T − log S.
+/// Both terms of H are >= 0, so H has no cancellation and is never negative.
+///
+/// Numerical properties: inside `add`, the input is cut into blocks of `block` elements; each
+/// block is read twice from L1 (max, then exp), its sums are formed in float32 over 2 × 8
+/// lanes (at most 64 terms per lane), and blocks are combined in float64. exp is
+/// `FastMath.expNonPositive` (relative error < 1e-7). The entries equal to the max (e^0 = 1
+/// exactly) are counted apart from the rest of S, so a near-deterministic row keeps the
+/// small remainder S − 1 to float32 relative precision, and with it log p ≈ −(S − 1) of the
+/// top token and its small entropy. The result depends only on the values and the chunk
+/// boundaries, never on threads.
+///
+/// Special values: −inf logits contribute nothing; a NaN or +inf logit makes `nonFinite` true
+/// (the caller reports it); a row whose logits are all −inf has `maxLogit == −inf`.
+public struct SoftmaxRowAccumulator {
+    /// Elements per block (4 KiB of floats): small enough to stay in L1 between the passes.
+    public static let block = 1024
+
+    public let temperature: Double
+    /// Float(1 / T), the multiplier used for d.
+    public let invT: Float
+    /// Whether the T = 1 sum is tracked (only needed when T != 1 and log p at T = 1 is wanted).
+    public let tracksT1: Bool
+    /// Which loops run (see `KernelISA`).
+    public let isa: KernelISA
+    /// Running max of the raw logits seen so far.
+    public private(set) var maxLogit: Float = -.infinity
+    /// S = maxCount + rest: the entries equal to the running max, and everything else.
+    var maxCount: Double = 0
+    var rest: Double = 0
+    /// Q = Σ e^d·d.
+    public private(set) var sumD: Double = 0
+    /// S1 = maxCountT1 + restT1 (only when `tracksT1`).
+    var maxCountT1: Double = 0
+    var restT1: Double = 0
+    /// Set when a NaN was seen in a stretch that was otherwise all −inf (elsewhere NaN shows
+    /// up in the sums).
+    var sawNaN = false
+
+    public init(temperature: Double, logpAtT1: Bool, isa: KernelISA = .best) {
+        self.temperature = temperature
+        self.invT = Float(1 / temperature)
+        self.tracksT1 = logpAtT1 && temperature != 1
+        self.isa = isa
+    }
+
+    /// Adds `count` contiguous logits to the row.
+    @inline(__always)
+    public mutating func add(_ x: UnsafePointer<Float>, count: Int) {
+        var i = 0
+        while i < count {
+            let n = min(Self.block, count &- i)
+            addBlock(x + i, n)
+            i &+= n
+        }
+    }
+
+    @inline(__always)
+    mutating func addBlock(_ x: UnsafePointer<Float>, _ n: Int) {
+        let m = SoftmaxKernels.max(x, n, isa)
+        if m > maxLogit {
+            if maxLogit != -.infinity && m != .infinity {
+                let delta = (Double(maxLogit) - Double(m)) / temperature
+                let f = Glibc.exp(delta)
+                let s = maxCount + rest
+                sumD = f * (sumD + delta * s)
+                rest = f * s
+                maxCount = 0
+                if tracksT1 {
+                    restT1 = Glibc.exp(Double(maxLogit) - Double(m)) * (maxCountT1 + restT1)
+                    maxCountT1 = 0
+                }
+            }
+            maxLogit = m
+        }
+        if maxLogit == .infinity { return }
+        if maxLogit == -.infinity {
+            // Everything so far is −inf: nothing to add, but a NaN must not go unseen.
+            if SoftmaxKernels.hasNaN(x, n) { sawNaN = true }
+            return
+        }
+        if m == maxLogit {
+            // This block holds the running max: count its e^0 = 1 entries apart.
+            let s = SoftmaxKernels.expSumsCountingMax(x, n, shift: maxLogit, invT: invT, isa)
+            maxCount += Double(s.count)
+            rest += Double(s.sum)
+            sumD += Double(s.sumD)
+            if tracksT1 {
+                let s1 = SoftmaxKernels.expSumCountingMax(x, n, shift: maxLogit, isa)
+                maxCountT1 += Double(s1.count)
+                restT1 += Double(s1.sum)
+            }
+        } else {
+            let s = SoftmaxKernels.expSums(x, n, shift: maxLogit, invT: invT, isa)
+            rest += Double(s.sum)
+            sumD += Double(s.sumD)
+            if tracksT1 { restT1 += Double(SoftmaxKernels.expSum(x, n, shift: maxLogit, isa)) }
+        }
+    }
+
+    /// True when the row held a NaN or +inf.
+    public var nonFinite: Bool {
+        sawNaN || maxLogit == .infinity || rest.isNaN || sumD.isNaN || restT1.isNaN
+    }
+
+    /// True when every logit of the row was −inf (and none was NaN).
+    public var allNegativeInfinity: Bool { maxLogit == -.infinity && !sawNaN }
+
+    /// S = Σ e^((x − m) / T).
+    public var sum: Double { maxCount + rest }
+
+    /// log(count + rest) without losing a small rest against the count.
+    @inline(__always)
+    static func logOf(count: Double, rest: Double) -> Double {
+        count > 0 ? Glibc.log(count) + Glibc.log1p(rest / count) : Glibc.log(rest)
+    }
+
+    /// log S, valid once the row has a finite max.
+    public var logSum: Double { Self.logOf(count: maxCount, rest: rest) }
+
+    /// log-sum-exp of z = x / T.
+    public var lse: Double { Double(maxLogit) / temperature + logSum }
+
+    /// Exact entropy of softmax(z).
+    public var entropy: Double { logSum - sumD / sum }
+
+    /// log p(t) at T from the raw logit x_t of the target.
+    @inline(__always)
+    public func logp(targetLogit xt: Float) -> Double {
+        (Double(xt) - Double(maxLogit)) / temperature - logSum
+    }
+
+    /// log p(t) at T = 1 from the raw logit of the target.
+    @inline(__always)
+    public func logpAtT1(targetLogit xt: Float) -> Double {
+        let ls = tracksT1 ? Self.logOf(count: maxCountT1, rest: restT1) : logSum
+        return (Double(xt) - Double(maxLogit)) - ls
+    }
+}
+
+/// Which implementation of the hot loops runs: the SIMD8 Swift loops below (baseline x86-64),
+/// or their AVX2 + FMA versions in CAepoKernels, picked once per process from the CPU.
+/// The two agree to a few float32 ulps; each is bit-identical for every thread count.
+public enum KernelISA: Sendable {
+    case simd8
+    case avx2fma
+
+    /// The fastest one this CPU runs.
+    public static let best: KernelISA = aepok_cpu_has_avx2() != 0 ? .avx2fma : .simd8
+}
+
+/// The SIMD loops behind the row statistics and the row gradient. Each takes a contiguous
+/// run of floats; tails shorter than 8 are padded to a full vector with a neutral value.
+public enum SoftmaxKernels {
+    @inline(__always)
+    static func load(_ x: UnsafePointer<Float>, _ i: Int) -> SIMD8<Float> {
+        UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+    }
+
+    /// The first `n` (< 8) floats at x + i, the other lanes `fill`.
+    @inline(__always)
+    static func loadPartial(_ x: UnsafePointer<Float>, _ i: Int, _ n: Int, fill: Float) -> SIMD8<Float> {
+        var v = SIMD8<Float>(repeating: fill)
+        for k in 0..<n { v[k] = x[i &+ k] }
+        return v
+    }
+
+    @inline(__always)
+    static func vmax(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
+        var r = a
+        r.replace(with: b, where: b .> a)
+        return r
+    }
+
+    /// Largest of x[0..<n] (NaN ignored), −inf for an empty or all −inf run, +inf if present.
+    @inline(__always)
+    public static func max(_ x: UnsafePointer<Float>, _ n: Int, _ isa: KernelISA) -> Float {
+        isa == .avx2fma ? aepok_avx2_max(x, n) : maxSIMD8(x, n)
+    }
+
+    /// S = Σ e^d and Q = Σ e^d·d over x[0..<n], d = (x − shift) · invT (see `expSumsSIMD8`).
+    @inline(__always)
+    public static func expSums(_ x: UnsafePointer<Float>, _ n: Int, shift: Float, invT: Float, _ isa: KernelISA)
+        -> (sum: Float, sumD: Float) {
+        guard isa == .avx2fma else { return expSumsSIMD8(x, n, shift: shift, invT: invT) }
+        var s: Float = 0, q: Float = 0
+        aepok_avx2_exp_sums(x, n, shift, invT, &s, &q)
+        return (s, q)
+    }
+
+    /// Σ e^(x − shift) over x[0..<n] (see `expSumSIMD8`).
+    @inline(__always)
+    public static func expSum(_ x: UnsafePointer<Float>, _ n: Int, shift: Float, _ isa: KernelISA) -> Float {
+        isa == .avx2fma ? aepok_avx2_exp_sum(x, n, shift) : expSumSIMD8(x, n, shift: shift)
+    }
+
+    /// The gradient of a run of one row (see `backwardSIMD8`); returns the sum of the run.
+    @inline(__always)
+    public static func backward(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int,
+                                shift: Float, c: Float, invT: Float, a: Float, b: Float, _ isa: KernelISA) -> Float {
+        isa == .avx2fma ? aepok_avx2_backward(x, out, n, shift, c, invT, a, b)
+            : backwardSIMD8(x, out, n, shift: shift, c: c, invT: invT, a: a, b: b)
+    }
+
+    /// `max` in SIMD8.
+    @inline(__always)
+    public static func maxSIMD8(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+        let ninf = SIMD8<Float>(repeating: -.infinity)
+        var m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf
+        var i = 0
+        while i &+ 32 <= n {
+            m0 = vmax(m0, load(x, i))
+            m1 = vmax(m1, load(x, i &+ 8))
+            m2 = vmax(m2, load(x, i &+ 16))
+            m3 = vmax(m3, load(x, i &+ 24))
+            i &+= 32
+        }
+        while i &+ 8 <= n {
+            m0 = vmax(m0, load(x, i))
+            i &+= 8
+        }
+        if i < n { m1 = vmax(m1, loadPartial(x, i, n &- i, fill: -.infinity)) }
+        let m = vmax(vmax(m0, m1), vmax(m2, m3))
+        var r = m[0]
+        for k in 1..<8 where m[k] > r { r = m[k] }
+        return r
+    }
+
+    /// Whether x[0..<n] holds a NaN.
+    public static func hasNaN(_ x: UnsafePointer<Float>, _ n: Int) -> Bool {
+        for i in 0..<n where x[i] != x[i] { return true }
+        return false
+    }
+
+    /// d = (x − shift) · invT clamped below at −88, where e^d is exactly 0 (so e^d·d is 0, not
+    /// NaN, for x = −inf). NaN propagates.
+    @inline(__always)
+    static func tempered(_ v: SIMD8<Float>, _ shift: SIMD8<Float>, _ invT: SIMD8<Float>) -> SIMD8<Float> {
+        var d = (v - shift) * invT
+        d.replace(with: SIMD8(repeating: FastMath.expFlushBelow), where: d .< FastMath.expFlushBelow)
+        return d
+    }
+
+    /// S = Σ e^d and Q = Σ e^d·d over x[0..<n], d = (x − shift) · invT, in float32 over
+    /// 2 × 8 lanes. Requires x <= shift (shift is the max), shift finite.
+    @inline(__always)
+    public static func expSumsSIMD8(_ x: UnsafePointer<Float>, _ n: Int, shift: Float, invT: Float)
+        -> (sum: Float, sumD: Float) {
+        let sh = SIMD8<Float>(repeating: shift), it = SIMD8<Float>(repeating: invT)
+        var s0 = SIMD8<Float>(), s1 = SIMD8<Float>(), q0 = SIMD8<Float>(), q1 = SIMD8<Float>()
+        var i = 0
+        while i &+ 16 <= n {
+            let d0 = tempered(load(x, i), sh, it)
+            let d1 = tempered(load(x, i &+ 8), sh, it)
+            let e0 = FastMath.expNonPositiveClamped(d0)
+            let e1 = FastMath.expNonPositiveClamped(d1)
+            s0 += e0; s1 += e1
+            q0 += e0 * d0; q1 += e1 * d1
+            i &+= 16
+        }
+        if i &+ 8 <= n {
+            let d = tempered(load(x, i), sh, it)
+            let e = FastMath.expNonPositiveClamped(d)
+            s0 += e
+            q0 += e * d
+            i &+= 8
+        }
+        if i < n {
+            let d = tempered(loadPartial(x, i, n &- i, fill: -.infinity), sh, it)
+            let e = FastMath.expNonPositiveClamped(d)
+            s1 += e
+            q1 += e * d
+        }
+        return (hsum(s0 + s1), hsum(q0 + q1))
+    }
+
+    /// Σ e^(x − shift) over x[0..<n] (the T = 1 sum).
+    @inline(__always)
+    public static func expSumSIMD8(_ x: UnsafePointer<Float>, _ n: Int, shift: Float) -> Float {
+        let sh = SIMD8<Float>(repeating: shift), one = SIMD8<Float>(repeating: 1)
+        var s0 = SIMD8<Float>(), s1 = SIMD8<Float>()
+        var i = 0
+        while i &+ 16 <= n {
+            s0 += FastMath.expNonPositiveClamped(tempered(load(x, i), sh, one))
+            s1 += FastMath.expNonPositiveClamped(tempered(load(x, i &+ 8), sh, one))
+            i &+= 16
+        }
+        if i &+ 8 <= n {
+            s0 += FastMath.expNonPositiveClamped(tempered(load(x, i), sh, one))
+            i &+= 8
+        }
+        if i < n {
+            s1 += FastMath.expNonPositiveClamped(tempered(loadPartial(x, i, n &- i, fill: -.infinity), sh, one))
+        }
+        return hsum(s0 + s1)
+    }
+
+    /// `expSums` with the entries equal to `shift` (e^0 = 1 exactly) left out of the sum and
+    /// counted instead.
+    public static func expSumsCountingMax(_ x: UnsafePointer<Float>, _ n: Int, shift: Float, invT: Float,
+                                          _ isa: KernelISA) -> (sum: Float, sumD: Float, count: Int) {
+        if isa == .avx2fma {
+            var s: Float = 0, q: Float = 0
+            let c = aepok_avx2_exp_sums_counting(x, n, shift, invT, &s, &q)
+            return (s, q, c)
+        }
+        let sh = SIMD8<Float>(repeating: shift), it = SIMD8<Float>(repeating: invT)
+        var s = SIMD8<Float>(), q = SIMD8<Float>(), c = SIMD8<Int32>()
+        var i = 0
+        while i < n {
+            let v = n &- i >= 8 ? load(x, i) : loadPartial(x, i, n &- i, fill: -.infinity)
+            let d = tempered(v, sh, it)
+            let top = unsafeBitCast(v .== sh, to: SIMD8<Int32>.self)
+            let e = unsafeBitCast(unsafeBitCast(FastMath.expNonPositiveClamped(d), to: SIMD8<Int32>.self) & ~top,
+                                  to: SIMD8<Float>.self)
+            s += e
+            q += e * d
+            c &-= top
+            i &+= 8
+        }
+        return (hsum(s), hsum(q), Int(c.wrappedSum()))
+    }
+
+    /// `expSum` (T = 1) with the entries equal to `shift` counted apart.
+    public static func expSumCountingMax(_ x: UnsafePointer<Float>, _ n: Int, shift: Float,
+                                         _ isa: KernelISA) -> (sum: Float, count: Int) {
+        if isa == .avx2fma {
+            var s: Float = 0
+            let c = aepok_avx2_exp_sum_counting(x, n, shift, &s)
+            return (s, c)
+        }
+        let sh = SIMD8<Float>(repeating: shift), one = SIMD8<Float>(repeating: 1)
+        var s = SIMD8<Float>(), c = SIMD8<Int32>()
+        var i = 0
+        while i < n {
+            let v = n &- i >= 8 ? load(x, i) : loadPartial(x, i, n &- i, fill: -.infinity)
+            let top = unsafeBitCast(v .== sh, to: SIMD8<Int32>.self)
+            let e = FastMath.expNonPositiveClamped(tempered(v, sh, one))
+            s += unsafeBitCast(unsafeBitCast(e, to: SIMD8<Int32>.self) & ~top, to: SIMD8<Float>.self)
+            c &-= top
+            i &+= 8
+        }
+        return (hsum(s), Int(c.wrappedSum()))
+    }
+
+    /// Lane sum in a fixed order.
+    @inline(__always)
+    static func hsum(_ v: SIMD8<Float>) -> Float {
+        let a = v.lowHalf + v.highHalf
+        return (a[0] + a[2]) + (a[1] + a[3])
+    }
+
+    /// p · (ka + kb · u) with u = (v − shift) · invT + c clamped at −88 and p = e^u.
+    @_transparent
+    static func grad(_ v: SIMD8<Float>, _ sh: SIMD8<Float>, _ it: SIMD8<Float>, _ c: SIMD8<Float>,
+                     _ ka: SIMD8<Float>, _ kb: SIMD8<Float>) -> SIMD8<Float> {
+        var u = (v - sh) * it + c
+        u.replace(with: SIMD8(repeating: FastMath.expFlushBelow), where: u .< FastMath.expFlushBelow)
+        return FastMath.expNonPositiveClamped(u) * (ka + kb * u)
+    }
+
+    /// The gradient of a run of one row of L = g_logp · log p(t) + g_H · H with respect to the
+    /// raw logits x, without the one-hot term:
+    ///   out_j = −(1/T) · p_j · (g_logp + g_H · (log p_j + H)),   log p_j = x_j / T − lse,
+    /// with log p_j evaluated as (x_j − shift) · invT + c.
+    /// Returns Σ out_j over the run (float32 over 2 × 8 lanes). `out` may equal `x` (in
+    /// place); it must not otherwise overlap it.
+    ///
+    /// Arguments: `shift` ≈ T · lse in raw-logit units (a float, so x − shift is exact near the
+    /// top), `c` = shift / T − lse (the part of lse the float shift misses), `a` = g_logp +
+    /// g_H · H, `b` = g_H. −inf logits give exactly 0.
+    @inline(__always)
+    public static func backwardSIMD8(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int,
+                                     shift: Float, c: Float, invT: Float, a: Float, b: Float) -> Float {
+        let sh = SIMD8<Float>(repeating: shift), it = SIMD8<Float>(repeating: invT), cv = SIMD8<Float>(repeating: c)
+        let ka = SIMD8<Float>(repeating: -invT * a), kb = SIMD8<Float>(repeating: -invT * b)
+        let o = UnsafeMutableRawPointer(out)
+        var s0 = SIMD8<Float>(), s1 = SIMD8<Float>()
+        var i = 0
+        while i &+ 16 <= n {
+            let g0 = grad(load(x, i), sh, it, cv, ka, kb)
+            let g1 = grad(load(x, i &+ 8), sh, it, cv, ka, kb)
+            o.storeBytes(of: g0, toByteOffset: i &* 4, as: SIMD8<Float>.self)
+            o.storeBytes(of: g1, toByteOffset: (i &+ 8) &* 4, as: SIMD8<Float>.self)
+            s0 += g0
+            s1 += g1
+            i &+= 16
+        }
+        if i &+ 8 <= n {
+            let g = grad(load(x, i), sh, it, cv, ka, kb)
+            o.storeBytes(of: g, toByteOffset: i &* 4, as: SIMD8<Float>.self)
+            s0 += g
+            i &+= 8
+        }
+        if i < n {
+            let g = grad(loadPartial(x, i, n &- i, fill: -.infinity), sh, it, cv, ka, kb)
+            for k in 0..<(n &- i) { out[i &+ k] = g[k] }
+            s1 += g
+        }
+        return hsum(s0 + s1)
+    }
+
+    /// `backward` whose returned sum leaves out the entries equal to `top`, which it counts.
+    public static func backwardExcludingTop(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int,
+                                            top: Float, shift: Float, c: Float, invT: Float, a: Float, b: Float,
+                                            _ isa: KernelISA) -> (sum: Float, count: Int) {
+        if isa == .avx2fma {
+            var s: Float = 0
+            let k = aepok_avx2_backward_excluding_top(x, out, n, top, shift, c, invT, a, b, &s)
+            return (s, k)
+        }
+        let sh = SIMD8<Float>(repeating: shift), it = SIMD8<Float>(repeating: invT), cv = SIMD8<Float>(repeating: c)
+        let ka = SIMD8<Float>(repeating: -invT * a), kb = SIMD8<Float>(repeating: -invT * b)
+        let tv = SIMD8<Float>(repeating: top)
+        var s = SIMD8<Float>(), c = SIMD8<Int32>()
+        var i = 0
+        while i < n {
+            let m = min(8, n &- i)
+            let v = m == 8 ? load(x, i) : loadPartial(x, i, m, fill: -.infinity)
+            let g = grad(v, sh, it, cv, ka, kb)
+            if m == 8 {
+                UnsafeMutableRawPointer(out).storeBytes(of: g, toByteOffset: i &* 4, as: SIMD8<Float>.self)
+            } else {
+                for j in 0..<m { out[i &+ j] = g[j] }
+            }
+            let isTop = unsafeBitCast(v .== tv, to: SIMD8<Int32>.self)
+            s += unsafeBitCast(unsafeBitCast(g, to: SIMD8<Int32>.self) & ~isTop, to: SIMD8<Float>.self)
+            c &-= isTop
+            i &+= 8
+        }
+        return (hsum(s), Int(c.wrappedSum()))
+    }
+
+    /// Index of the first entry of x[0..<n] equal to `v`, or -1.
+    public static func firstIndex(of v: Float, in x: UnsafePointer<Float>, _ n: Int, _ isa: KernelISA) -> Int {
+        if isa == .avx2fma { return aepok_avx2_first_index(x, n, v) }
+        let vv = SIMD8<Float>(repeating: v)
+        var i = 0
+        while i &+ 8 <= n {
+            // Lanes are -1 where equal: any hit makes the lane minimum negative.
+            if unsafeBitCast(load(x, i) .== vv, to: SIMD8<Int32>.self).min() < 0 { break }
+            i &+= 8
+        }
+        while i < n {
+            if x[i] == v { return i }
+            i &+= 1
+        }
+        return -1
+    }
+}
+
+/// The gradient of one row of L = g_logp · log p(t) + g_H · H with respect to the raw logits,
+/// written in vocabulary chunks of any size (the row-block API for the fused head), then
+/// completed by at most two point updates from `fixups(target:)`.
+///
+/// Numerical properties: each entry is −(1/T)·p_j·(g_logp + g_H·(log p_j + H)) with
+/// log p_j = (x_j − shift)·(1/T) + c in float32, where shift is T·lse rounded to float (so
+/// x_j − shift is exact near the top) and c carries the rest of the float64 lse. lse is
+/// float64 on purpose: a float32 lse would put an error of up to 6e-8·|lse| into every
+/// log p_j at once (4e-6 at lse = 100). For most entries that is a relative error. For the top token of a
+/// near-deterministic row (p close to 1) it is not: its true gradient g_logp·(1 − p)/T or
+/// g_H·p·(log p + H)/T is tiny and a direct evaluation would be swamped. Because the entries
+/// of a softmax gradient sum to exactly 0, the top entry is then recomputed as minus the sum
+/// of all the others (each accurate to its own relative precision), which keeps it to
+/// float32 relative precision as well. The recomputation is used exactly when it is the more
+/// accurate choice under an error δ in log p shared by all entries:
+/// |c − (g_logp + g_H)| < |c| with c = p_top·(g_logp + g_H·(1 + H + log p_top)).
+public struct SoftmaxRowGradient {
+    public let temperature: Double
+    public let lse: Double
+    public let entropy: Float
+    public let gradLogp: Float
+    public let gradEntropy: Float
+    public let isa: KernelISA
+    let shift: Float, shiftError: Float, invT: Float, a: Float
+    /// Running max of x, its first column, how often it occurs, and the sum of every written
+    /// entry except those equal to the running max.
+    var top: Float = -.infinity
+    var topColumn = -1
+    var topCount = 0
+    var topValue: Float = 0
+    var othersSum: Double = 0
+
+    public init(temperature: Double, lse: Double, entropy: Float, gradLogp: Float, gradEntropy: Float,
+                isa: KernelISA = .best) {
+        self.isa = isa
+        self.temperature = temperature
+        self.lse = lse
+        self.entropy = gradEntropy != 0 ? entropy : 0
+        self.gradLogp = gradLogp
+        self.gradEntropy = gradEntropy
+        self.invT = Float(1 / temperature)
+        self.shift = Float(lse * temperature)
+        self.shiftError = Float(Double(shift) / temperature - lse)
+        self.a = Float(Double(gradLogp) + Double(gradEntropy) * Double(self.entropy))
+    }
+
+    /// Writes out[j] for the columns start ..< start + count, where x[0] is column `start`.
+    @inline(__always)
+    public mutating func write(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, count: Int, start: Int) {
+        var i = 0
+        while i < count {
+            let n = min(SoftmaxRowAccumulator.block, count &- i)
+            writeBlock(x + i, out + i, n, start &+ i)
+            i &+= n
+        }
+    }
+
+    @inline(__always)
+    mutating func writeBlock(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int, _ column: Int) {
+        let m = SoftmaxKernels.max(x, n, isa)
+        if m < top || m == -.infinity || m != m {
+            othersSum += Double(SoftmaxKernels.backward(x, out, n, shift: shift, c: shiftError, invT: invT, a: a,
+                                                         b: gradEntropy, isa))
+            return
+        }
+        var first = -1
+        if m > top {
+            // A new max: the entries equal to the old one become "others".
+            othersSum += Double(topCount) * Double(topValue)
+            top = m
+            topCount = 0
+            first = SoftmaxKernels.firstIndex(of: m, in: x, n, isa)
+        }
+        let s = SoftmaxKernels.backwardExcludingTop(x, out, n, top: m, shift: shift, c: shiftError, invT: invT, a: a,
+                                                    b: gradEntropy, isa)
+        othersSum += Double(s.sum)
+        topCount &+= s.count
+        if first >= 0 {
+            topColumn = column &+ first
+            topValue = out[first]
+        }
+    }
+
+    /// The point updates that complete the row, to be added to out[column]: the one-hot term
+    /// g_logp / T at `target` (pass -1 when g_logp is 0), and, when it is the more accurate
+    /// choice, the recomputed top entry. At most two; `column` is -1 for an unused slot.
+    public func fixups(target: Int) -> (first: (column: Int, delta: Double), second: (column: Int, delta: Double)) {
+        let oneHot = target >= 0 ? Double(gradLogp) / temperature : 0
+        let none = (column: -1, delta: 0.0)
+        guard topColumn >= 0, topCount == 1 else {
+            return (target >= 0 ? (target, oneHot) : none, none)
+        }
+        let gl = Double(gradLogp), gh = Double(gradEntropy)
+        let u = Double(top) / temperature - lse
+        let c = Glibc.exp(u) * (gl + gh * (1 + Double(entropy) + u))
+        guard abs(c - (gl + gh)) < abs(c) else {
+            return (target >= 0 ? (target, oneHot) : none, none)
+        }
+        // The full row sums to 0: g_top = −(Σ others + the one-hot term if it is elsewhere).
+        let elsewhere = target >= 0 && target != topColumn ? oneHot : 0
+        let corrected = -(othersSum + elsewhere)
+        let topFix = (column: topColumn, delta: corrected - Double(topValue))
+        return (topFix, elsewhere != 0 ? (target, oneHot) : none)
+    }
+}
