@@ -15,7 +15,9 @@ library_path = _lib.lib_path
 from .controller import Decision, EntropyController
 from .kernels import LogitsStats, logits_backward, logits_stats
 from .sampler import SampleResult, Sampler
+from .fused import FusedLMHead  # noqa: E402
 # @@EXPORTS@@
+from .loss import LossResult, PolicyLoss, RegSelection, compute_advantages, select_regularizer  # noqa: E402
 
 __all__ = [
     "__version__", "ABI_VERSION", "library_path",
@@ -26,3 +28,4 @@ __all__ = [
     "NonFiniteError", "NullPointerError", "OutOfMemoryError", "ShapeError", "StateError",
     "Sampler", "SampleResult",
 ]
+__all__ += ["LossResult", "PolicyLoss", "RegSelection", "compute_advantages", "select_regularizer"]  # loss
