@@ -62,8 +62,10 @@ def print_table(summary, ks):
         print(f"{r['run']:16} {r['start_entropy']:8.3f} {r['final_statistic']:8.3f} {r['final_entropy_exact']:8.3f} "
               f"{mae:>16} {r['final_reward']:7.3f} {r['pass_at_k']['1']:7.3f} {r['pass_at_k'][str(kmax)]:8.3f} "
               f"{r['distinct_correct']:17d}")
-    print("H is the controller's statistic (token NLL of the update batch at T = 1), averaged over the last 10 steps;"
-          " exact H is the full-vocabulary entropy of the on-policy batch.")
+    print("H: the controller's statistic (token NLL of the update batch at T = 1), mean of the last 10 steps; "
+          "exact H: full-vocabulary entropy of the on-policy batch.\n"
+          "reward: training reward, last 10 steps. pass@k: unbiased, at T = 1, on sums never trained on. "
+          "distinct correct: different correct answers among the evaluation samples of every sum.")
 
 
 def plot(outdir, results, evals, ks, targets):
@@ -105,7 +107,7 @@ def plot(outdir, results, evals, ks, targets):
         ax.plot(list(passk.keys()), list(passk.values()), marker="o", ms=3, ls=ls, color=color, label=res.spec.name)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k")
-    ax.set_ylabel("pass@k (unbiased, T = 1)")
+    ax.set_ylabel("pass@k on held-out sums (unbiased, T = 1)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("pass@k after training")

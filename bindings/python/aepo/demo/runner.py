@@ -29,7 +29,7 @@ class RunSpec:
 
 @dataclass
 class Hyper:
-    steps: int = 300
+    steps: int = 400
     prompts_per_step: int = 32
     samples_per_prompt: int = 8
     reg_fraction: float = 1.0
@@ -185,14 +185,17 @@ def pass_at_k(n, c, k):
 
 
 def evaluate(task, result, base_config, hyper, ks):
-    """pass@k at the policy temperature, and the distinct correct answers among the samples."""
+    """pass@k at the policy temperature on the held-out sums, and the distinct correct answers
+    found among the samples of every sum (trained and held out)."""
     cfg = build_config(base_config, result.spec, hyper)
     n = hyper.eval_samples
-    prompts = np.repeat(task.prompts, n)
+    held_out = task.held_out_prompts()
+    everything = np.concatenate([task.prompts, held_out])
+    prompts = np.repeat(everything, n)
     with aepo.Sampler(cfg) as sampler:
         toks, _, rewards = rollout(task, result.W, result.b, sampler, prompts, step=10 ** 9, row_offset=0,
                                    temperature=cfg["sampler"]["temperature"])
-    correct = rewards.reshape(len(task.prompts), n)
+    correct = rewards.reshape(len(everything), n)[len(task.prompts):]
     c = correct.sum(axis=1)
     passk = {k: float(np.mean([pass_at_k(n, int(ci), k) for ci in c])) for k in ks if k <= n}
     distinct = len({(int(p), tuple(t)) for p, t, r in zip(prompts, toks, rewards) if r > 0})

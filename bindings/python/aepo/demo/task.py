@@ -25,6 +25,12 @@ class DigitSumTask:
         self.need_levels = 9 * length + 2          # remaining sum clipped to [-1, 9L]
         self.dim = self.need_levels * length        # D, the width of the hidden state
 
+    def held_out_prompts(self, margin=2):
+        """Sums never trained on: [margin, 9L - margin] outside the training range."""
+        top = 9 * self.length - margin
+        allp = np.arange(margin, top + 1, dtype=np.int64)
+        return allp[(allp < self.prompts[0]) | (allp > self.prompts[-1])]
+
     def state_index(self, need, pos):
         n = np.clip(need, -1, 9 * self.length) + 1
         return n * self.length + pos
