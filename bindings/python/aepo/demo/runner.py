@@ -146,7 +146,10 @@ def train(task, spec, base_config, hyper, progress=None):
                     upd_adv = np.concatenate([adv, np.ones(k, dtype=np.float32)])
                     reg_rows = np.zeros(len(upd_toks), dtype=np.uint8)
                     reg_rows[len(toks):] = 1
-                    extra = {"reg_rows": reg_rows, "reg_alpha": d.alpha}
+                    # alpha comes from the controller when it drives alpha, else regularizer.alpha.
+                    extra = {"reg_rows": reg_rows}
+                    if d.alpha is not None:
+                        extra["reg_alpha"] = d.alpha
 
             rows = len(upd_toks)
             X = task.hidden(upd_states.reshape(-1))
