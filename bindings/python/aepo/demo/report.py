@@ -100,10 +100,14 @@ def plot(outdir, results, evals, ks, targets):
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.5, 4.4))
-    for i, (res, (passk, _)) in enumerate(zip(results, evals)):
-        ls = "-" if res.spec.mode == "adaptive" else ("--" if res.spec.mode == "bang_bang" else "-")
-        color = "0.3" if res.spec.mode == "grpo" else colors(0.15 + 0.7 * (i % max(1, len(targets))) /
-                                                             max(1, len(targets) - 1))
+    for res, (passk, _) in zip(results, evals):
+        ls = "--" if res.spec.mode == "bang_bang" else "-"
+        if res.spec.mode == "grpo":
+            color = "0.3"
+        else:  # the same colour per target as in entropy.png
+            runs = [r for r in results if r.spec.mode == res.spec.mode]
+            i = runs.index(res)
+            color = colors(0.15 + 0.7 * i / max(1, len(runs) - 1))
         ax.plot(list(passk.keys()), list(passk.values()), marker="o", ms=3, ls=ls, color=color, label=res.spec.name)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k")
