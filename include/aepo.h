@@ -137,7 +137,152 @@ typedef struct aepo_controller aepo_controller; /* entropy controller */
 typedef struct aepo_sampler aepo_sampler;       /* seeded temperature sampler */
 typedef struct aepo_fused aepo_fused;           /* fused LM head */
 
-/* @@SECTION loss@@ */
+/* ================================================================ policy loss === */
+/* The policy-loss handle reads the `loss`, `advantage` and `regularizer` sections of a
+ * config document. It turns per-token log-probs into the loss, its exact gradient with
+ * respect to those log-probs (a PyTorch trainer then calls logp.backward(grad)), the
+ * gradient with respect to the per-token entropy, and metrics. It also computes outcome
+ * advantages and selects AEPO's regulariser rows. See docs/LOSS.md for every formula.
+ *
+ * Implemented in this version: policy_loss "vanilla" (PPO clip with clip-higher, dual clip
+ * for A < 0, log-ratio clamped to +-20 before exp: verl's semantics); every loss_agg_mode;
+ * every kl_loss_type; the entropy term; advantage estimator "grpo" (with or without the
+ * std normalisation). Other names that the config schema accepts are rejected by
+ * aepo_loss_create with AEPO_ERR_CONFIG naming the key (loss.policy_loss,
+ * advantage.estimator).
+ *
+ * Loss = agg(l * is_weight) - entropy_coeff * agg(H) + kl_loss_coef * agg(KL)
+ *        [+ reg_alpha * token-mean over regulariser tokens of l with A = 1, `weighted`]
+ * where agg is loss_agg_mode with the global counts below, over the main rows.
+ *
+ * Thread contract: a handle belongs to one thread at a time; compute splits rows over
+ * `loss.threads` pthreads for the duration of the call, and the result is bit-identical
+ * for every thread count. */
+
+/* Metric indices (pinned; new metrics are only ever appended). */
+#define AEPO_LOSS_METRIC_PG_LOSS            0  /* aggregated policy loss of the main rows */
+#define AEPO_LOSS_METRIC_PG_CLIPFRAC        1  /* mean(L2 > L1) over valid tokens (+1e-8 in the denominator) */
+#define AEPO_LOSS_METRIC_PG_CLIPFRAC_LOWER  2  /* mean(A < 0 and dual clip active) */
+#define AEPO_LOSS_METRIC_PPO_KL             3  /* mean(old_logp - logp), log-ratio clamped to +-20 */
+#define AEPO_LOSS_METRIC_KL_LOSS            4  /* aggregated KL (before kl_loss_coef); 0 without ref_logp */
+#define AEPO_LOSS_METRIC_ENTROPY            5  /* aggregated entropy; 0 without entropy */
+#define AEPO_LOSS_METRIC_REG_USED           6  /* 1 if the call had regulariser tokens, else 0 */
+#define AEPO_LOSS_METRIC_N_POSITIVE         7  /* regulariser rows in the call (reg_rows = 1) */
+#define AEPO_LOSS_METRIC_REG_TOKEN_FRAC     8  /* regulariser tokens / valid tokens */
+#define AEPO_LOSS_METRIC_N_TOKENS           9  /* valid tokens in the call, all rows */
+#define AEPO_LOSS_METRIC_N_SEQS            10  /* rows with at least one valid token */
+#define AEPO_LOSS_METRIC_REG_LOSS          11  /* the `weighted` regulariser term as added to the loss */
+#define AEPO_LOSS_METRIC_COUNT             12
+
+/* Number of metrics this library writes (AEPO_LOSS_METRIC_COUNT of the library's build). */
+AEPO_API int32_t aepo_loss_metric_count(void);
+/* Static name of metric i ("pg_loss", ...), or NULL when i is out of range. */
+AEPO_API const char *aepo_loss_metric_name(int32_t i);
+
+/* The inputs of one aepo_loss_compute call. Caller-owned; read during the call only.
+ * Initialise it with aepo_loss_inputs_init, then set what you have. Fields appended in
+ * later versions take their default when the caller's struct_size does not cover them;
+ * a larger struct_size than this library knows is accepted when the extra bytes are 0.
+ *
+ * Shapes: [B, L] arrays are row-major with B*L elements. Positions where mask = 0 are
+ * never read for validation and may hold anything (NaN included); their gradients are 0.
+ * Every float under mask = 1 must be finite (AEPO_ERR_NON_FINITE names the array and the
+ * flat index). */
+typedef struct aepo_loss_inputs {
+    size_t struct_size;         /* sizeof(aepo_loss_inputs) as the caller compiled it */
+    int64_t B;                  /* rows (sequences), >= 0 */
+    int64_t L;                  /* tokens per row (padded response length), >= 0 */
+    const float *logp;          /* [B, L] current log-probs of the sampled tokens; required */
+    const float *old_logp;      /* [B, L] behaviour log-probs; required */
+    const float *advantages;    /* [B] per sequence, or [B, L] when adv_per_token = 1; required */
+    const uint8_t *mask;        /* [B, L] 0/1 response mask; required */
+    const float *ref_logp;      /* [B, L] reference log-probs, or NULL (no KL term);
+                                   required when loss.kl_loss_coef > 0 */
+    const float *is_weights;    /* [B, L] importance weights multiplying the policy term, or NULL */
+    const float *entropy;       /* [B, L] per-token entropy, or NULL; required when
+                                   loss.entropy_coeff != 0 */
+    const uint8_t *reg_rows;    /* [B] 0/1: regulariser rows (advantage taken as 1), or NULL */
+    int32_t adv_per_token;      /* 0: advantages is [B]; 1: [B, L] */
+    int32_t reserved;           /* must be 0 */
+    double reg_alpha;           /* weight of the `weighted` regulariser term, >= 0;
+                                   negative (the default) uses regularizer.alpha */
+    int64_t global_tokens;      /* valid main-row tokens of the whole mini-batch over every
+                                   micro-batch and rank; negative (default): this call's */
+    int64_t global_seqs;        /* non-empty main rows of the whole mini-batch; negative: this call's */
+    int64_t global_reg_tokens;  /* regulariser tokens of the whole mini-batch (`weighted`);
+                                   negative: this call's */
+    int64_t dp_size;            /* data-parallel ranks, >= 1 (default 1) */
+    int64_t step;               /* training step (keys random choices of later modes) */
+} aepo_loss_inputs;
+
+/* Fills `in` with the defaults (NULL pointers, B = L = 0, reg_alpha = -1, global counts -1,
+ * dp_size 1, step 0) and sets in->struct_size = struct_size. Pass sizeof(*in). */
+AEPO_API int32_t aepo_loss_inputs_init(aepo_loss_inputs *in, size_t struct_size, aepo_error *err);
+
+/* Creates a loss handle from a whole config document (NULL or "" = defaults). *out is
+ * NULL after a failed call. */
+AEPO_API int32_t aepo_loss_create(const char *json, size_t len, aepo_loss **out, aepo_error *err);
+
+/* Releases a handle; NULL is a no-op. */
+AEPO_API void aepo_loss_free(aepo_loss *h);
+
+/* Writes the effective config of the handle: the whole normalised document. */
+AEPO_API int32_t aepo_loss_config_json(const aepo_loss *h, char *buf, size_t cap, size_t *len,
+                                       aepo_error *err);
+
+/* Computes the loss of one call (a micro-batch, or a whole batch).
+ *   loss          out: the loss (double), or NULL
+ *   grad          out: [B, L] dLoss/dlogp, 0 where mask = 0, or NULL
+ *   grad_entropy  out: [B, L] dLoss/dentropy, 0 where mask = 0 (all 0 without entropy), or NULL
+ *   metrics       out: the first min(metrics_cap, AEPO_LOSS_METRIC_COUNT) metrics, or NULL
+ * Outputs must not overlap the inputs.
+ *
+ * Aggregation over the main rows (all rows, or the non-regulariser rows under
+ * regularizer.combine = "weighted"), with N = global_tokens, G = global_seqs (this call's
+ * counts when not given), n_b the valid tokens of row b, K = loss_scale_factor, dp = dp_size:
+ *   token-mean              sum(v) / N * dp
+ *   token-sum               sum(v) * dp
+ *   seq-mean-token-sum      sum_b (sum_t v) / G * dp
+ *   seq-mean-token-mean     sum_b (sum_t v) / (n_b + 1e-8) / G * dp
+ *   seq-mean-token-sum-norm sum_b (sum_t v) / (G * K) * dp
+ * With the global counts, the losses and gradients of the micro-batches of a mini-batch sum
+ * to those of one call on the whole mini-batch (times dp before the data-parallel mean).
+ * With global counts an empty call returns loss 0; without them, a call whose main rows
+ * have no valid token is an error (token-sum excepted), and dp_size > 1 requires them.
+ *
+ * Regulariser rows (reg_rows = 1) take advantage 1. Under "replace" they are ordinary rows
+ * of the batch. Under "weighted" they form a separate term, reg_alpha * token-mean over
+ * regulariser tokens (global_reg_tokens) of the policy loss, and take no part in the KL
+ * and entropy terms.
+ *
+ * Everything except finiteness is checked before any output is written. NaN or Inf under
+ * mask = 1 is found in the same pass as the loss, so on AEPO_ERR_NON_FINITE `grad` and
+ * `grad_entropy` may be partly written (loss and metrics are not). */
+AEPO_API int32_t aepo_loss_compute(aepo_loss *h, const aepo_loss_inputs *in, double *loss, float *grad,
+                                   float *grad_entropy, double *metrics, size_t metrics_cap,
+                                   aepo_error *err);
+
+/* Outcome advantages with the handle's `advantage` section: one float per response.
+ *   rewards [n], group_ids [n] (responses to one prompt share an id, in any order),
+ *   lengths [n] valid tokens per response or NULL (unused by "grpo"), out [n].
+ * grpo: (r - mean) / (std + epsilon) per group with the unbiased std, or r - mean when
+ * advantage.norm_adv_by_std_in_grpo is false; a singleton group uses mean 0 and std 1;
+ * a group of equal rewards gets 0. */
+AEPO_API int32_t aepo_loss_advantages(const aepo_loss *h, const float *rewards, const int64_t *group_ids,
+                                      int64_t n, const int64_t *lengths, float *out, aepo_error *err);
+
+/* AEPO regulariser selection over the n regulariser rollouts: their advantages (handle's
+ * estimator, within their groups, as float32) must exceed regularizer.threshold (compared
+ * in float32, like the reference code's fp32 tensor); the first
+ * min(k_max, n_positive) positives in input order are kept, then the first floor-half of
+ * those when halve = 1. Writes the k chosen row indices (ascending) into indices, and k and
+ * n_positive. indices == NULL with cap == 0 only reports k and n_positive; a non-NULL
+ * buffer with cap < k is AEPO_ERR_BUFFER_TOO_SMALL (k is still written). k = 0 means no
+ * regulariser this step. */
+AEPO_API int32_t aepo_loss_select_regularizer(const aepo_loss *h, const float *rewards,
+                                              const int64_t *group_ids, int64_t n, int64_t k_max,
+                                              int32_t halve, int64_t *indices, size_t cap, int64_t *k,
+                                              int64_t *n_positive, aepo_error *err);
 
 /* ========================================================= entropy controller === */
 /* Once per training step the controller reads an entropy statistic and decides how the
@@ -351,9 +496,166 @@ AEPO_API int32_t aepo_logits_backward(const float *logits, int64_t B, int64_t L,
                                       float *out, int64_t out_stride_b, int64_t out_stride_l,
                                       int64_t threads, aepo_error *err);
 
-/* @@SECTION sampler@@ */
+/* ==================================================================== sampler === */
+/* Seeded temperature sampler: temperature, min-p, top-k, top-p and greedy, drawn with a
+ * counter-based generator (Philox4x32-10), reporting the truncated law it used so that a
+ * trainer can score and replay exactly what was sampled.
+ *
+ * LAW. For a row x of V logits with max m and temperature T, token i has weight
+ * w_i = exp((x_i - m) / T). The truncations act in this order, each on what the previous
+ * one left, and each keeps a prefix of the ranking "larger logit first, lower id first
+ * among equal logits":
+ *   min-p (sampler.min_p; 0 = off)  keeps i when w_i >= min_p, i.e. x_i >= m + T ln(min_p);
+ *   top-k (sampler.top_k; 0 = off)  keeps the first k;
+ *   top-p (sampler.top_p; 1 = off)  keeps i when the mass ranked strictly above i is
+ *                                   < top_p times the mass of what is left.
+ * The token is drawn with probability w_i / Z over the kept set K (Z = sum of w over K).
+ * Greedy (sampler.greedy) returns the argmax, ties to the lowest id.
+ * A logit of -inf means probability 0 (it is never kept or counted); NaN and +inf are
+ * AEPO_ERR_NON_FINITE, and a row with no finite logit is AEPO_ERR_INVALID_ARGUMENT.
+ *
+ * RANDOMNESS. Row i's draw is a pure function of (sampler.seed, step, position,
+ * row_offset + i) and the row's logits: the result does not depend on sampler.threads, on
+ * how a batch is split into calls, or on call order. Calling twice with the same
+ * arguments gives the same tokens.
+ *
+ * TEMPERATURE. `temperature` may point to a per-call temperature that overrides
+ * sampler.temperature (how an entropy controller's T arrives each step); NULL uses the
+ * config. It must be finite and >= 1e-30; T <= 0 is AEPO_ERR_INVALID_ARGUMENT and the
+ * message points to sampler.greedy. Greedy ignores the value but still checks it. */
 
-/* @@SECTION fused@@ */
+/* Creates a sampler from the `sampler` section of a whole config document (NULL or ""
+ * means defaults). On success *out owns a new handle; free it with aepo_sampler_free. */
+AEPO_API int32_t aepo_sampler_create(const char *json, size_t len, aepo_sampler **out, aepo_error *err);
+
+/* Releases a sampler and its scratch; NULL is a no-op. */
+AEPO_API void aepo_sampler_free(aepo_sampler *sampler);
+
+/* Writes the effective config document the sampler runs with (every section, normalised). */
+AEPO_API int32_t aepo_sampler_config_json(const aepo_sampler *sampler, char *buf, size_t cap, size_t *len,
+                                          aepo_error *err);
+
+/* Draws one token per row.
+ *   logits   [n, v] floats, row i at logits + i * row_stride (row_stride >= v)
+ *   tokens   [n] int32, the drawn ids                                    (required)
+ *   logp     [n] float, log(w_tok / Z): the log-prob under the truncated, tempered law
+ *            actually used (0 under greedy)                              (NULL: skipped)
+ *   logp_t1  [n] float, log_softmax(x)[tok]: the log-prob under the untruncated T = 1
+ *            policy                          (NULL: skipped, which saves an exp per logit)
+ *   kept     [n] int32, |K|, the number of tokens the truncation kept (1 under greedy)
+ *                                                                        (NULL: skipped)
+ * n, v, row_stride >= 0, v <= INT32_MAX, and v >= 1 when n > 0; step, position and
+ * row_offset >= 0. n == 0 writes nothing. On failure outputs may be partly written; the
+ * error names the lowest failing row in `index`. The sampler keeps scratch between calls
+ * (about 20 bytes per vocabulary entry and thread with top-k or top-p); one handle belongs
+ * to one thread at a time. */
+AEPO_API int32_t aepo_sampler_sample(aepo_sampler *sampler, const float *logits, int64_t n, int64_t v,
+                                     int64_t row_stride, int64_t step, int64_t position, int64_t row_offset,
+                                     const double *temperature, int32_t *tokens, float *logp, float *logp_t1,
+                                     int32_t *kept, aepo_error *err);
+
+/* ================================================================= fused head === */
+/* The fused LM head reads the `fused` section of a config document (chunk_n, chunk_v,
+ * temperature, threads). From hidden states and the output projection it computes
+ * per-token log-probs, exact entropy and log-sum-exp at the policy temperature, their
+ * gradients, and, with a policy-loss handle, the loss and every gradient in one call,
+ * without ever materialising the [N, V] logits.
+ *
+ * Shapes shared by every call:
+ *   X        [N, D] row-major hidden states
+ *   W        [V, D] row-major output projection (the layout of torch.nn.Linear(D, V).weight)
+ *   bias     [V], or NULL for none
+ *   targets  [N] token ids, in [0, V) under mask = 1 (any value, -100 included, elsewhere)
+ *   mask     [N] 0/1, or NULL: every row is valid
+ * With T = fused.temperature the logits of row r are z_r = (X_r . W^T + bias) / T, and
+ *   logp_r = z_r[targets_r] - lse_r,  lse_r = log sum_j exp z_r[j],
+ *   entropy_r = lse_r - sum_j softmax(z_r)_j z_r[j]  (exact, over the whole vocabulary).
+ * Rows with mask = 0 are never read (X may hold NaN there); their outputs are 0.
+ *
+ * Work and memory: every call takes the valid rows chunk_n at a time. forward and backward
+ * walk each row block over the vocabulary in chunk_v columns (peak extra memory about
+ * chunk_n * (chunk_v + 2 D) floats plus O(N + V)); loss_and_grad makes the chunk_n x V
+ * logits of a row block at once (about chunk_n * (V + 2 D) floats plus O(N + V)), so each
+ * logit is produced once. The defaults (128, 8192) keep loss_and_grad at 16 MB for
+ * V = 32000. The handle keeps nothing between calls.
+ *
+ * Threads: the library's own loops use fused.threads pthreads and their results are
+ * bit-identical for every fused.threads. The three products are cblas_sgemm calls on
+ * OpenBLAS's pool, whose size belongs to the host: set OPENBLAS_NUM_THREADS (or call
+ * openblas_set_num_threads); libaepo never changes it. OpenBLAS does not split the inner
+ * dimension of a product, so results do not change with its thread count in practice, but
+ * OpenBLAS does not promise that.
+ *
+ * Errors, all reported before any output is written: negative or overflowing sizes, D or
+ * (for loss_and_grad) V above INT32_MAX (BLAS takes 32-bit sizes) and buffers that do not
+ * fit are AEPO_ERR_SHAPE; a mask value other than 0/1, a target out of range under mask = 1,
+ * and outputs that overlap an input or each other are AEPO_ERR_INVALID_ARGUMENT; NaN or Inf
+ * in X (under mask = 1), W or bias is AEPO_ERR_NON_FINITE with the flat index in err->index.
+ * The one error found during the pass (outputs may then be partly written): a logits row
+ * that overflows float32 although X, W and bias are finite, AEPO_ERR_NON_FINITE naming X
+ * with the row in err->index. */
+
+/* Creates a fused-head handle from a whole config document (NULL or "" = defaults). A zero
+ * chunk or a temperature <= 0 is AEPO_ERR_CONFIG naming the key. */
+AEPO_API int32_t aepo_fused_create(const char *json, size_t len, aepo_fused **out, aepo_error *err);
+
+/* Releases a handle; NULL is a no-op. */
+AEPO_API void aepo_fused_free(aepo_fused *h);
+
+/* Writes the effective config of the handle: the whole normalised document. */
+AEPO_API int32_t aepo_fused_config_json(const aepo_fused *h, char *buf, size_t cap, size_t *len,
+                                        aepo_error *err);
+
+/* Per-token log-prob, entropy and log-sum-exp at the handle's temperature.
+ *   X [N, D], W [V, D], bias [V] or NULL, targets [N], mask [N] or NULL;
+ *   logp, entropy [N] float and lse [N] double: outputs, each may be NULL; 0 where mask = 0.
+ *   lse is float64 because backward reads it back (as aepo_logits_stats does). */
+AEPO_API int32_t aepo_fused_forward(const aepo_fused *h, const float *X, const float *W, const float *bias,
+                                    const int32_t *targets, const uint8_t *mask,
+                                    int64_t N, int64_t D, int64_t V,
+                                    float *logp, float *entropy, double *lse, aepo_error *err);
+
+/* Gradients of L = sum_r grad_logp[r] * logp_r + grad_entropy[r] * entropy_r.
+ *   X [N, D], W [V, D], bias [V] or NULL, targets [N], mask [N] or NULL: as in forward;
+ *   lse [N]: forward's lse (required); entropy [N]: forward's entropy (required with
+ *   grad_entropy, else may be NULL); grad_logp, grad_entropy [N]: upstream gradients, each
+ *   may be NULL (no such term). All four are read only under mask = 1 and must be finite
+ *   there.
+ *   dX [N, D] or NULL: written; rows with mask = 0 are set to 0.
+ *   dW [V, D] or NULL, dbias [V] or NULL: the gradients are ADDED to what they hold (zero
+ *   them first for a fresh gradient), as a trainer accumulates .grad.
+ * The logits are recomputed chunk by chunk: dX = G.W, dW += G^T.X, dbias += colsum(G), with
+ *   G[r, j] = (grad_logp_r (1[j = targets_r] - p_j) - grad_entropy_r p_j (log p_j + entropy_r)) / T. */
+AEPO_API int32_t aepo_fused_backward(const aepo_fused *h, const float *X, const float *W, const float *bias,
+                                     const int32_t *targets, const uint8_t *mask,
+                                     int64_t N, int64_t D, int64_t V,
+                                     const double *lse, const float *entropy,
+                                     const float *grad_logp, const float *grad_entropy,
+                                     float *dX, float *dW, float *dbias, aepo_error *err);
+
+/* The policy loss of a batch whose log-probs and entropies come from the head, and every
+ * gradient, in one pass.
+ *   policy_loss: a loss handle (its config decides the loss, see aepo_loss_compute);
+ *   X [N, D], W [V, D], bias [V] or NULL, targets [N] with N = in->B * in->L;
+ *   in: the loss inputs as for aepo_loss_compute, except that in->logp and in->entropy
+ *       must be NULL (the head computes them); in->mask is also the head's mask;
+ *   loss: out, the loss, or NULL; metrics: out, the first min(metrics_cap,
+ *       AEPO_LOSS_METRIC_COUNT) loss metrics, or NULL (the entropy metric is always
+ *       reported, whatever loss.entropy_coeff is);
+ *   dX [N, D] or NULL: written, 0 where mask = 0;
+ *   dW [V, D] or NULL, dbias [V] or NULL: ADDED to;
+ *   logp, entropy [N] or NULL: written, 0 where mask = 0.
+ * For losses whose token terms are separable (every mode implemented in this version) the
+ * loss kernel runs on each chunk_n x V block as soon as its log-probs exist, and each logit
+ * is produced once. The result equals aepo_fused_forward, then aepo_loss_compute, then
+ * aepo_fused_backward, up to float32 rounding. */
+AEPO_API int32_t aepo_fused_loss_and_grad(const aepo_fused *h, aepo_loss *policy_loss,
+                                          const float *X, const float *W, const float *bias,
+                                          const int32_t *targets, int64_t D, int64_t V,
+                                          const aepo_loss_inputs *in, double *loss,
+                                          float *dX, float *dW, float *dbias,
+                                          double *metrics, size_t metrics_cap,
+                                          float *logp, float *entropy, aepo_error *err);
 
 #ifdef __cplusplus
 }

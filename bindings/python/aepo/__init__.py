@@ -14,6 +14,9 @@ library_path = _lib.lib_path
 
 from .controller import Decision, EntropyController
 from .kernels import LogitsStats, logits_backward, logits_stats
+from .loss import LossResult, PolicyLoss, RegSelection, compute_advantages, select_regularizer
+from .sampler import SampleResult, Sampler
+from .fused import FusedLMHead
 # @@EXPORTS@@
 
 __all__ = [
@@ -21,6 +24,9 @@ __all__ = [
     "default_config", "default_config_json", "validate_config",
     "Decision", "EntropyController",
     "LogitsStats", "logits_backward", "logits_stats",
+    "LossResult", "PolicyLoss", "RegSelection", "compute_advantages", "select_regularizer",
     "AepoError", "BufferTooSmallError", "ConfigError", "DTypeError", "InternalError", "InvalidValueError",
     "NonFiniteError", "NullPointerError", "OutOfMemoryError", "ShapeError", "StateError",
+    "Sampler", "SampleResult",
+    "FusedLMHead",
 ]

@@ -74,7 +74,18 @@ _TABLE = {
     "aepo_default_config_json": (c_int32, [c_char_p, c_size_t, c_size_t_p, Error_p]),
     "aepo_config_validate": (c_int32, [c_char_p, c_size_t, Error_p]),
     "aepo_config_normalize": (c_int32, [c_char_p, c_size_t, c_char_p, c_size_t, c_size_t_p, Error_p]),
-    # @@TABLE loss@@
+    # loss
+    "aepo_loss_metric_count": (c_int32, []),
+    "aepo_loss_metric_name": (c_char_p, [c_int32]),
+    "aepo_loss_inputs_init": (c_int32, [c_void_p, c_size_t, Error_p]),
+    "aepo_loss_create": (c_int32, [c_char_p, c_size_t, Handle_p, Error_p]),
+    "aepo_loss_free": (None, [Handle]),
+    "aepo_loss_config_json": (c_int32, [Handle, c_char_p, c_size_t, c_size_t_p, Error_p]),
+    "aepo_loss_compute": (c_int32, [Handle, c_void_p, c_double_p, c_float_p, c_float_p, c_double_p, c_size_t,
+                                    Error_p]),
+    "aepo_loss_advantages": (c_int32, [Handle, c_float_p, c_int64_p, c_int64, c_int64_p, c_float_p, Error_p]),
+    "aepo_loss_select_regularizer": (c_int32, [Handle, c_float_p, c_int64_p, c_int64, c_int64, c_int32, c_int64_p,
+                                               c_size_t, c_int64_p, c_int64_p, Error_p]),
     # controller
     "aepo_controller_mode_name": (c_char_p, [c_int32]),
     "aepo_controller_statistic_name": (c_char_p, [c_int32]),
@@ -99,8 +110,26 @@ _TABLE = {
                                        c_float_p, c_float_p, c_float_p, c_int64, c_int64,
                                        c_int64, Error_p]),
     # @@TABLE kernels@@
-    # @@TABLE sampler@@
+    # sampler
+    "aepo_sampler_create": (c_int32, [c_char_p, c_size_t, Handle_p, Error_p]),
+    "aepo_sampler_free": (None, [Handle]),
+    "aepo_sampler_config_json": (c_int32, [Handle, c_char_p, c_size_t, c_size_t_p, Error_p]),
+    "aepo_sampler_sample": (c_int32, [Handle, c_float_p, c_int64, c_int64, c_int64, c_int64, c_int64, c_int64,
+                                      c_double_p, c_int32_p, c_float_p, c_float_p, c_int32_p, Error_p]),
     # @@TABLE fused@@
+    # @@TABLE sampler@@
+    # fused head
+    "aepo_fused_create": (c_int32, [c_char_p, c_size_t, Handle_p, Error_p]),
+    "aepo_fused_free": (None, [Handle]),
+    "aepo_fused_config_json": (c_int32, [Handle, c_char_p, c_size_t, c_size_t_p, Error_p]),
+    "aepo_fused_forward": (c_int32, [Handle, c_float_p, c_float_p, c_float_p, c_int32_p, c_uint8_p,
+                                     c_int64, c_int64, c_int64, c_float_p, c_float_p, c_double_p, Error_p]),
+    "aepo_fused_backward": (c_int32, [Handle, c_float_p, c_float_p, c_float_p, c_int32_p, c_uint8_p,
+                                      c_int64, c_int64, c_int64, c_double_p, c_float_p, c_float_p, c_float_p,
+                                      c_float_p, c_float_p, c_float_p, Error_p]),
+    "aepo_fused_loss_and_grad": (c_int32, [Handle, Handle, c_float_p, c_float_p, c_float_p, c_int32_p,
+                                           c_int64, c_int64, c_void_p, c_double_p, c_float_p, c_float_p,
+                                           c_float_p, c_double_p, c_size_t, c_float_p, c_float_p, Error_p]),
 }
 
 

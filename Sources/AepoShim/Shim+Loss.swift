@@ -1,0 +1,236 @@
+import AepoConfig
+import AepoCore
+import CAepoAPI
+
+/// The object behind an `aepo_loss *`.
+final class LossHandle {
+    let engine: PolicyLossEngine
+    init(_ engine: PolicyLossEngine) { self.engine = engine }
+
+    static func from(_ h: OpaquePointer?, _ name: String = "h") throws(AepoFailure) -> LossHandle {
+        guard let h else { throw .nullPointer(name) }
+        return Unmanaged<LossHandle>.fromOpaque(UnsafeRawPointer(h)).takeUnretainedValue()
+    }
+}
+
+enum LossMetricNames {
+    nonisolated(unsafe) static let names: [UnsafePointer<CChar>] = LossMetric.allCases.map { StaticText.intern($0.name) }
+}
+
+/// Bytes of the first version of aepo_loss_inputs (every field up to `step`).
+let lossInputsV1Size = MemoryLayout<aepo_loss_inputs>.size
+
+@c @implementation
+public func aepo_loss_metric_count() -> Int32 {
+    Int32(LossMetric.count)
+}
+
+@c @implementation
+public func aepo_loss_metric_name(_ i: Int32) -> UnsafePointer<CChar>? {
+    i >= 0 && Int(i) < LossMetricNames.names.count ? LossMetricNames.names[Int(i)] : nil
+}
+
+@c @implementation
+public func aepo_loss_inputs_init(_ input: UnsafeMutablePointer<aepo_loss_inputs>?, _ structSize: Int,
+                                  _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        guard let input else { throw .nullPointer("in") }
+        guard structSize >= lossInputsV1Size else {
+            throw .shape("struct_size", "is \(structSize), but aepo_loss_inputs needs at least \(lossInputsV1Size) bytes")
+        }
+        UnsafeMutableRawPointer(input).initializeMemory(as: UInt8.self, repeating: 0, count: structSize)
+        input.pointee = defaultLossInputs()
+        input.pointee.struct_size = structSize
+    }
+}
+
+func defaultLossInputs() -> aepo_loss_inputs {
+    var d = aepo_loss_inputs()
+    d.struct_size = lossInputsV1Size
+    d.reg_alpha = -1
+    d.global_tokens = -1
+    d.global_seqs = -1
+    d.global_reg_tokens = -1
+    d.dp_size = 1
+    return d
+}
+
+@c @implementation
+public func aepo_loss_create(_ json: UnsafePointer<CChar>?, _ len: Int,
+                             _ out: UnsafeMutablePointer<OpaquePointer?>?,
+                             _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        guard let out else { throw .nullPointer("out") }
+        out.pointee = nil
+        let config = try parseConfigArgument(json, len)
+        let engine = try PolicyLossEngine(config: config)
+        out.pointee = OpaquePointer(Unmanaged.passRetained(LossHandle(engine)).toOpaque())
+    }
+}
+
+@c @implementation
+public func aepo_loss_free(_ h: OpaquePointer?) {
+    guard let h else { return }
+    Unmanaged<LossHandle>.fromOpaque(UnsafeRawPointer(h)).release()
+}
+
+@c @implementation
+public func aepo_loss_config_json(_ h: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int,
+                                  _ len: UnsafeMutablePointer<Int>?,
+                                  _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        let handle = try LossHandle.from(h)
+        try writeText(ConfigWriter.emit(handle.engine.config), buf, cap, len)
+    }
+}
+
+/// Reads the caller's struct honouring struct_size: fields it does not cover keep their
+/// defaults, and bytes beyond what this library knows must be 0.
+func readLossInputs(_ p: UnsafePointer<aepo_loss_inputs>) throws(AepoFailure) -> aepo_loss_inputs {
+    let size = UnsafeRawPointer(p).load(as: Int.self)
+    guard size >= lossInputsV1Size else {
+        throw .shape("struct_size", "is \(size), but aepo_loss_inputs needs at least \(lossInputsV1Size) bytes; set it to sizeof(aepo_loss_inputs) or call aepo_loss_inputs_init")
+    }
+    if size > lossInputsV1Size {
+        let raw = UnsafeRawPointer(p)
+        for i in lossInputsV1Size..<size where raw.load(fromByteOffset: i, as: UInt8.self) != 0 {
+            throw .invalid("struct_size", "is \(size) and byte \(i) is set, but this libaepo knows only \(lossInputsV1Size) bytes of aepo_loss_inputs; upgrade libaepo")
+        }
+    }
+    var v = defaultLossInputs()
+    withUnsafeMutableBytes(of: &v) { dst in
+        dst.copyMemory(from: UnsafeRawBufferPointer(start: UnsafeRawPointer(p), count: lossInputsV1Size))
+    }
+    return v
+}
+
+/// A required [count] input: NULL is allowed only for count 0.
+func floats(_ p: UnsafePointer<Float>?, _ count: Int, _ name: String) throws(AepoFailure) -> UnsafeBufferPointer<Float> {
+    guard let p else {
+        if count == 0 { return UnsafeBufferPointer(start: nil, count: 0) }
+        throw .nullPointer(name)
+    }
+    return UnsafeBufferPointer(start: p, count: count)
+}
+
+func bytes(_ p: UnsafePointer<UInt8>?, _ count: Int, _ name: String) throws(AepoFailure) -> UnsafeBufferPointer<UInt8> {
+    guard let p else {
+        if count == 0 { return UnsafeBufferPointer(start: nil, count: 0) }
+        throw .nullPointer(name)
+    }
+    return UnsafeBufferPointer(start: p, count: count)
+}
+
+func optionalFloats(_ p: UnsafePointer<Float>?, _ count: Int) -> UnsafeBufferPointer<Float>? {
+    p.map { UnsafeBufferPointer(start: $0, count: count) }
+}
+
+func dimension(_ v: Int64, _ name: String) throws(AepoFailure) -> Int {
+    guard v >= 0 else { throw .shape(name, "must be >= 0, got \(v)") }
+    guard let i = Int(exactly: v) else { throw .shape(name, "\(v) is too large") }
+    return i
+}
+
+@c @implementation
+public func aepo_loss_compute(_ h: OpaquePointer?, _ input: UnsafePointer<aepo_loss_inputs>?,
+                              _ loss: UnsafeMutablePointer<Double>?, _ grad: UnsafeMutablePointer<Float>?,
+                              _ gradEntropy: UnsafeMutablePointer<Float>?, _ metrics: UnsafeMutablePointer<Double>?,
+                              _ metricsCap: Int, _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        let handle = try LossHandle.from(h)
+        guard let input else { throw .nullPointer("in") }
+        let v = try readLossInputs(input)
+        let B = try dimension(v.B, "B")
+        let L = try dimension(v.L, "L")
+        let (n, o) = B.multipliedReportingOverflow(by: L)
+        guard !o else { throw .shape("B", "B * L overflows (B = \(B), L = \(L))") }
+        guard v.adv_per_token == 0 || v.adv_per_token == 1 else {
+            throw .invalid("adv_per_token", "must be 0 (advantages per sequence, [B]) or 1 (per token, [B, L]), got \(v.adv_per_token)")
+        }
+        guard v.reserved == 0 else { throw .invalid("reserved", "must be 0, got \(v.reserved)") }
+        guard v.dp_size >= 1 else { throw .invalid("dp_size", "must be >= 1, got \(v.dp_size)") }
+        guard !v.reg_alpha.isNaN, v.reg_alpha.isFinite || v.reg_alpha < 0 else {
+            throw .invalid("reg_alpha", "must be a finite real >= 0, or negative for regularizer.alpha; got \(v.reg_alpha)")
+        }
+        let perToken = v.adv_per_token == 1
+        func count(_ c: Int64) throws(AepoFailure) -> Int? {
+            c < 0 ? nil : try dimension(c, "global count")
+        }
+        let batch = LossBatch(
+            rows: B, length: L,
+            logp: try floats(v.logp, n, "logp"),
+            oldLogp: try floats(v.old_logp, n, "old_logp"),
+            advantages: try floats(v.advantages, perToken ? n : B, "advantages"),
+            advantagesPerToken: perToken,
+            mask: try bytes(v.mask, n, "mask"),
+            refLogp: optionalFloats(v.ref_logp, n),
+            isWeights: optionalFloats(v.is_weights, n),
+            entropy: optionalFloats(v.entropy, n),
+            regRows: v.reg_rows.map { UnsafeBufferPointer(start: $0, count: B) },
+            regAlpha: v.reg_alpha < 0 ? nil : v.reg_alpha,
+            globalTokens: try count(v.global_tokens),
+            globalSeqs: try count(v.global_seqs),
+            globalRegTokens: try count(v.global_reg_tokens),
+            dpSize: try dimension(v.dp_size, "dp_size"),
+            step: v.step)
+        let result = try handle.engine.compute(
+            batch,
+            grad: grad.map { UnsafeMutableBufferPointer(start: $0, count: n) },
+            gradEntropy: gradEntropy.map { UnsafeMutableBufferPointer(start: $0, count: n) })
+        loss?.pointee = result.loss
+        if let metrics {
+            for i in 0..<min(metricsCap, result.metrics.count) { metrics[i] = result.metrics[i] }
+        }
+    }
+}
+
+@c @implementation
+public func aepo_loss_advantages(_ h: OpaquePointer?, _ rewards: UnsafePointer<Float>?,
+                                 _ groupIds: UnsafePointer<Int64>?, _ n: Int64,
+                                 _ lengths: UnsafePointer<Int64>?, _ out: UnsafeMutablePointer<Float>?,
+                                 _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        let handle = try LossHandle.from(h)
+        let count = try dimension(n, "n")
+        let r = try floats(rewards, count, "rewards")
+        guard let groupIds else { if count > 0 { throw .nullPointer("group_ids") }; return }
+        guard let out else { if count > 0 { throw .nullPointer("out") }; return }
+        try Advantages.compute(handle.engine.config.advantage, rewards: r,
+                               groupIds: UnsafeBufferPointer(start: groupIds, count: count),
+                               lengths: lengths.map { UnsafeBufferPointer(start: $0, count: count) },
+                               out: UnsafeMutableBufferPointer(start: out, count: count))
+    }
+}
+
+@c @implementation
+public func aepo_loss_select_regularizer(_ h: OpaquePointer?, _ rewards: UnsafePointer<Float>?,
+                                         _ groupIds: UnsafePointer<Int64>?, _ n: Int64, _ kMax: Int64,
+                                         _ halve: Int32, _ indices: UnsafeMutablePointer<Int64>?, _ cap: Int,
+                                         _ k: UnsafeMutablePointer<Int64>?, _ nPositive: UnsafeMutablePointer<Int64>?,
+                                         _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        let handle = try LossHandle.from(h)
+        let count = try dimension(n, "n")
+        guard kMax >= 0 else { throw .invalid("k_max", "must be >= 0, got \(kMax)") }
+        guard halve == 0 || halve == 1 else { throw .invalid("halve", "must be 0 or 1, got \(halve)") }
+        let r = try floats(rewards, count, "rewards")
+        let ids: UnsafeBufferPointer<Int64>
+        if let groupIds { ids = UnsafeBufferPointer(start: groupIds, count: count) } else {
+            if count > 0 { throw .nullPointer("group_ids") }
+            ids = UnsafeBufferPointer(start: nil, count: 0)
+        }
+        let sel = try Regularizer.select(handle.engine.config, rewards: r, groupIds: ids,
+                                         kMax: Int(clamping: kMax), halve: halve == 1)
+        k?.pointee = Int64(sel.k)
+        nPositive?.pointee = Int64(sel.nPositive)
+        guard let indices else {
+            if cap == 0 { return }
+            throw .nullPointer("indices")
+        }
+        guard cap >= sel.k else {
+            throw AepoFailure(.bufferTooSmall, "indices",
+                              "indices: capacity \(cap) is too small; the selection has k = \(sel.k) rows")
+        }
+        for (j, i) in sel.indices.enumerated() { indices[j] = Int64(i) }
+    }
+}

@@ -1,0 +1,245 @@
+"""The policy loss, GRPO advantages and AEPO's regulariser selection (API.md §3).
+
+``PolicyLoss(cfg).compute(...)`` returns the loss, its exact gradient with respect to the
+log-probs (a PyTorch trainer then calls ``logp.backward(torch.from_numpy(res.grad))``), the
+gradient with respect to the per-token entropy, and the metrics. Formulas: docs/LOSS.md.
+
+Arrays: float inputs in another dtype or layout are converted to float32 C-contiguous with
+one copy; masks and ``reg_rows`` accept bool or any integer dtype (values must be 0/1);
+outputs are allocated here, float32 C-contiguous.
+"""
+import ctypes
+from ctypes import POINTER, c_double, c_float, c_int32, c_int64, c_size_t, c_uint8, c_void_p
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from . import _lib
+from ._arrays import float_in, int_in, mask_in, ptr
+from .config import config_bytes
+from .errors import ShapeError
+
+METRIC_NAMES = tuple(_lib.lib.aepo_loss_metric_name(i).decode() for i in range(_lib.lib.aepo_loss_metric_count()))
+
+
+class _Inputs(ctypes.Structure):
+    """Mirror of ``aepo_loss_inputs``."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("B", c_int64),
+        ("L", c_int64),
+        ("logp", POINTER(c_float)),
+        ("old_logp", POINTER(c_float)),
+        ("advantages", POINTER(c_float)),
+        ("mask", POINTER(c_uint8)),
+        ("ref_logp", POINTER(c_float)),
+        ("is_weights", POINTER(c_float)),
+        ("entropy", POINTER(c_float)),
+        ("reg_rows", POINTER(c_uint8)),
+        ("adv_per_token", c_int32),
+        ("reserved", c_int32),
+        ("reg_alpha", c_double),
+        ("global_tokens", c_int64),
+        ("global_seqs", c_int64),
+        ("global_reg_tokens", c_int64),
+        ("dp_size", c_int64),
+        ("step", c_int64),
+    ]
+
+
+class LossResult(NamedTuple):
+    loss: float
+    grad: np.ndarray                    # f32[B, L], 0 where mask = 0
+    grad_entropy: Optional[np.ndarray]  # f32[B, L], or None without entropy
+    metrics: dict                       # name -> float, names as METRIC_NAMES
+
+
+class RegSelection(NamedTuple):
+    indices: np.ndarray  # i64[k], ascending rows of the regulariser batch
+    n_positive: int      # rows whose advantage is above the threshold
+    k: int
+
+    def splice(self, main, reg):
+        """The `replace` update batch along axis 0: ``reg[indices] ++ main[k:]``.
+
+        For the advantages pass ``main`` = A_main and ``reg`` = ones (or mark the first k
+        rows with ``reg_rows`` and let the loss take their advantage as 1)."""
+        main = np.asarray(main)
+        reg = np.asarray(reg)
+        return np.concatenate([reg[self.indices], main[self.k:]], axis=0)
+
+
+def _count(v, name):
+    if v is None:
+        return -1
+    v = int(v)
+    if v < 0:
+        raise _invalid(f"{name}: must be >= 0, got {v}", name)
+    return v
+
+
+def _invalid(msg, name):
+    from .errors import InvalidValueError
+    return InvalidValueError(msg, argument=name, status=1)
+
+
+def _float_like(x, name, shape):
+    a = float_in(x, name)
+    if a.shape != tuple(shape):
+        raise ShapeError(f"{name}: expected shape {tuple(shape)}, got {a.shape}", argument=name)
+    return a
+
+
+class PolicyLoss:
+    """A loss handle built from the ``loss``, ``advantage`` and ``regularizer`` sections."""
+
+    def __init__(self, cfg=None):
+        self._h = None
+        data = config_bytes(cfg)
+        h = c_void_p()
+        _lib.call(_lib.lib.aepo_loss_create, data, len(data), ctypes.byref(h))
+        self._h = h
+
+    # -- lifetime ---------------------------------------------------------------------
+    def close(self):
+        if self._h is not None:
+            _lib.lib.aepo_loss_free(self._h)
+            self._h = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+    def _handle(self):
+        if self._h is None:
+            raise ValueError("PolicyLoss: the handle is closed")
+        return self._h
+
+    @property
+    def config(self):
+        """The effective config: the whole normalised document, as a dict."""
+        import json
+        return json.loads(_lib.read_text(_lib.lib.aepo_loss_config_json, self._handle()))
+
+    # -- the loss ---------------------------------------------------------------------
+    def compute(self, logp, old_logp, advantages, mask, *, ref_logp=None, is_weights=None, entropy=None,
+                reg_rows=None, reg_alpha=None, global_tokens=None, global_seqs=None, global_reg_tokens=None,
+                dp_size=1, step=0):
+        """Loss, gradients and metrics of one call (a micro-batch or a whole batch).
+
+        logp, old_logp, mask, ref_logp, is_weights, entropy: [B, L]; advantages: [B] (per
+        sequence) or [B, L] (per token); reg_rows: [B] 0/1. Global counts and dp_size make
+        micro-batch results add up to the one-call result (docs/LOSS.md)."""
+        h = self._handle()
+        lp = float_in(logp, "logp", ndim=2)
+        B, L = lp.shape
+        olp = _float_like(old_logp, "old_logp", (B, L))
+        adv = float_in(advantages, "advantages")
+        if adv.shape == (B,):
+            per_token = 0
+        elif adv.shape == (B, L):
+            per_token = 1
+        else:
+            raise ShapeError(f"advantages: expected shape ({B},) or ({B}, {L}), got {adv.shape}", argument="advantages")
+        m = mask_in(mask, "mask", (B, L))
+        ref = None if ref_logp is None else _float_like(ref_logp, "ref_logp", (B, L))
+        isw = None if is_weights is None else _float_like(is_weights, "is_weights", (B, L))
+        ent = None if entropy is None else _float_like(entropy, "entropy", (B, L))
+        reg = None if reg_rows is None else mask_in(reg_rows, "reg_rows", (B,))
+
+        inp = _Inputs()
+        _lib.call(_lib.lib.aepo_loss_inputs_init, ctypes.byref(inp), ctypes.sizeof(_Inputs))
+        inp.B, inp.L = B, L
+        inp.logp = ptr(lp, c_float)
+        inp.old_logp = ptr(olp, c_float)
+        inp.advantages = ptr(adv, c_float)
+        inp.adv_per_token = per_token
+        inp.mask = ptr(m, c_uint8)
+        inp.ref_logp = ptr(ref, c_float)
+        inp.is_weights = ptr(isw, c_float)
+        inp.entropy = ptr(ent, c_float)
+        inp.reg_rows = ptr(reg, c_uint8)
+        if reg_alpha is not None:
+            a = float(reg_alpha)
+            if not (a >= 0 and np.isfinite(a)):
+                raise _invalid(f"reg_alpha: must be a finite real >= 0, got {reg_alpha}", "reg_alpha")
+            inp.reg_alpha = a
+        inp.global_tokens = _count(global_tokens, "global_tokens")
+        inp.global_seqs = _count(global_seqs, "global_seqs")
+        inp.global_reg_tokens = _count(global_reg_tokens, "global_reg_tokens")
+        inp.dp_size = int(dp_size)
+        inp.step = int(step)
+
+        grad = np.empty((B, L), dtype=np.float32)
+        grad_ent = None if ent is None else np.empty((B, L), dtype=np.float32)
+        metrics = (c_double * len(METRIC_NAMES))()
+        loss = c_double(0.0)
+        _lib.call(_lib.lib.aepo_loss_compute, h, ctypes.byref(inp), ctypes.byref(loss), ptr(grad, c_float),
+                  ptr(grad_ent, c_float), metrics, len(METRIC_NAMES))
+        return LossResult(loss.value, grad, grad_ent, dict(zip(METRIC_NAMES, metrics)))
+
+    # -- advantages and the regulariser -----------------------------------------------
+    def compute_advantages(self, rewards, group_ids, *, lengths=None):
+        """Advantages with this handle's ``advantage`` section: f32[B]."""
+        r = float_in(rewards, "rewards", ndim=1)
+        n = r.shape[0]
+        g = _ids(group_ids, n)
+        ln = None if lengths is None else int_in(lengths, "lengths", np.int64, ndim=1)
+        if ln is not None and ln.shape != (n,):
+            raise ShapeError(f"lengths: expected shape ({n},), got {ln.shape}", argument="lengths")
+        out = np.empty(n, dtype=np.float32)
+        _lib.call(_lib.lib.aepo_loss_advantages, self._handle(), ptr(r, c_float), ptr(g, c_int64), n,
+                  ptr(ln, c_int64), ptr(out, c_float))
+        return out
+
+    def select_regularizer(self, rewards, group_ids, *, k_max, halve):
+        """AEPO's regulariser rows with this handle's estimator and regularizer.threshold."""
+        r = float_in(rewards, "rewards", ndim=1)
+        n = r.shape[0]
+        g = _ids(group_ids, n)
+        k = c_int64(0)
+        npos = c_int64(0)
+        kmax = int(k_max)
+        if kmax < 0:
+            raise _invalid(f"k_max: must be >= 0, got {kmax}", "k_max")
+        idx = np.empty(min(kmax, n), dtype=np.int64)
+        _lib.call(_lib.lib.aepo_loss_select_regularizer, self._handle(), ptr(r, c_float), ptr(g, c_int64), n, kmax,
+                  1 if halve else 0, ptr(idx, c_int64), idx.shape[0], ctypes.byref(k), ctypes.byref(npos))
+        return RegSelection(idx[:k.value].copy(), int(npos.value), int(k.value))
+
+
+def _ids(group_ids, n):
+    raw = np.asarray(group_ids)
+    # An empty list arrives as float64; it holds no non-integer value.
+    g = np.zeros(0, np.int64) if raw.size == 0 and raw.ndim == 1 else int_in(raw, "group_ids", np.int64, ndim=1)
+    if g.shape != (n,):
+        raise ShapeError(f"group_ids: expected shape ({n},), got {g.shape}", argument="group_ids")
+    return g
+
+
+def compute_advantages(rewards, group_ids, *, estimator=None, lengths=None, **advantage_keys):
+    """Outcome advantages, one per response: f32[B].
+
+    ``estimator`` and ``advantage_keys`` are keys of the config's ``advantage`` section
+    (``norm_adv_by_std_in_grpo``, ``epsilon``, ...); omitted keys take their defaults."""
+    section = dict(advantage_keys)
+    if estimator is not None:
+        section["estimator"] = estimator
+    with PolicyLoss({"advantage": section}) as h:
+        return h.compute_advantages(rewards, group_ids, lengths=lengths)
+
+
+def select_regularizer(rewards, group_ids, *, k_max, halve, threshold=0.05):
+    """AEPO's regulariser selection over the rollouts drawn at the controller's temperature.
+
+    Positives are rows whose group advantage (GRPO within their groups) is > threshold; the
+    first min(k_max, n_positive) in input order are kept, then the first floor-half of those
+    when ``halve``. ``k_max`` and ``halve`` come from the controller's decision."""
+    with PolicyLoss({"regularizer": {"threshold": threshold}}) as h:
+        return h.select_regularizer(rewards, group_ids, k_max=k_max, halve=halve)
