@@ -1,7 +1,9 @@
 # libaepo build, install, test, bench and demo.
 #   make                 build build/lib/libaepo.so (static Swift stdlib, SONAME libaepo.so.0)
 #   make install PREFIX=/usr/local
-#   make test            Swift unit tests, C smoke tests (plain, C++, ASan/UBSan), pytest
+#   make test            Swift unit tests, C smoke tests (plain, C++, ASan/UBSan), reliability
+#                        checks (fuzz corpus replay, ABI guard, bad inputs, stress, leaks), pytest
+#   make fuzz            every libFuzzer harness for FUZZ_SECONDS each, FUZZ_JOBS at a time
 #   make bench           speed table against numpy / PyTorch, also bench/results.json
 #   make demo            a short training run showing entropy control
 # Set-up (apt packages, the Python virtualenv under ~/.cache/libaepo) happens on demand.
@@ -28,7 +30,7 @@ CSMOKE := $(wildcard Tests/c/smoke_*.c)
 CWARN := -Wall -Wextra -Werror -pedantic
 
 .PHONY: all lib deps venv install stage test test-swift test-c test-python test-demo \
-        check-exports bench demo clean
+        check-exports bench demo clean fuzz fuzz-build test-fuzz
 
 all: lib
 
@@ -64,7 +66,7 @@ stage: lib
 	@rm -rf $(STAGE)
 	@$(call INSTALL_TO,$(STAGE))
 
-test: deps lib test-swift stage check-exports test-c test-python test-demo
+test: deps lib test-swift stage check-exports test-c test-fuzz test-python test-demo
 	@echo "make test: all suites passed"
 
 test-swift:
@@ -115,5 +117,53 @@ test-demo: lib
 	@test $$(wc -l < $(DEMO_SMOKE)/metrics.csv) -eq 10 || { echo "test-demo: metrics.csv should hold 3 runs x 3 steps"; exit 1; }
 	@echo "test-demo: outputs produced"
 
+# ------------------------------------------------------------------------ fuzzing ---
+# libFuzzer harnesses (Tests/fuzz/fuzz_*.c) linked against a copy of the Swift code built
+# with -sanitize=fuzzer,address in its own scratch path, so that the fuzzer sees the
+# library's branches and AddressSanitizer sees its memory. Nothing of this reaches the
+# shipped library. `make test` replays the committed corpus and the crash regressions
+# through the same harnesses against the installed library (test-fuzz).
+FUZZERS := config loss kernels sampler controller fused
+FUZZ_SCRATCH := .build-fuzz
+FUZZ_DIR := $(BUILD)/fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS ?= 2
+SWIFT_BIN := $(dir $(realpath $(shell command -v swiftc)))
+FUZZ_CC := $(SWIFT_BIN)clang
+FUZZ_SAN := -sanitize=fuzzer,address
+FUZZ_OBJ_DIRS := $(addprefix $(FUZZ_SCRATCH)/release/,AepoCore.build AepoConfig.build AepoShim.build CAepoKernels.build)
+
+$(FUZZ_DIR)/swift.stamp: $(SOURCES) | deps
+	swift build -c release --target AepoShim --scratch-path $(FUZZ_SCRATCH) \
+	  -Xswiftc $(FUZZ_SAN) -Xswiftc -parse-as-library -Xcc -fsanitize=fuzzer-no-link,address
+	@mkdir -p $(FUZZ_DIR) && touch $@
+
+$(FUZZ_DIR)/fuzz_%: Tests/fuzz/fuzz_%.c Tests/fuzz/fuzz.h include/aepo.h $(FUZZ_DIR)/swift.stamp
+	$(FUZZ_CC) -std=c99 $(CWARN) -g -O1 -fsanitize=fuzzer-no-link,address -Iinclude -c $< -o $@.o
+	swiftc -use-ld=lld $(FUZZ_SAN) $@.o $$(find $(FUZZ_OBJ_DIRS) -name '*.o') \
+	  $$(pkg-config --libs jansson openblas) -o $@
+
+fuzz-build: $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZERS))
+
+# Fuzzes each harness for FUZZ_SECONDS, FUZZ_JOBS at a time. New inputs go to
+# build/fuzz/work/<name>, crashes to build/fuzz/artifacts/; the committed corpus is only read.
+fuzz: fuzz-build
+	@scripts/fuzz.sh $(FUZZ_DIR) $(FUZZ_SECONDS) $(FUZZ_JOBS) $(FUZZERS)
+
+# Replays Tests/fuzz/corpus and Tests/fuzz/regressions through every harness, built with a
+# plain main() against the installed library under ASan/UBSan, and checks that the config
+# corpus reaches every documented kind of config error.
+REPLAY_DIR := $(BUILD)/replay
+test-fuzz: stage
+	@mkdir -p $(REPLAY_DIR)
+	@set -e; for f in $(FUZZERS); do \
+	  $(CC) -std=c99 $(CWARN) -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all \
+	    Tests/fuzz/fuzz_$$f.c Tests/fuzz/replay_main.c -o $(REPLAY_DIR)/replay_$$f \
+	    $$($(PKG) --cflags --libs aepo) -lm -Wl,-rpath,$(STAGE)/lib; \
+	  dirs=Tests/fuzz/corpus/$$f; test -d Tests/fuzz/regressions/$$f && dirs="$$dirs Tests/fuzz/regressions/$$f"; \
+	  ASAN_OPTIONS=detect_leaks=1 $(REPLAY_DIR)/replay_$$f $$dirs; \
+	done
+	@python3 scripts/config_error_kinds.py $(STAGE)/lib/$(REAL_SO) Tests/fuzz/corpus/config
+
 clean:
-	rm -rf $(BUILD) $(STATIC_SCRATCH) .build Tests/c/bin
+	rm -rf $(BUILD) $(STATIC_SCRATCH) $(FUZZ_SCRATCH) .build Tests/c/bin

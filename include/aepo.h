@@ -525,7 +525,8 @@ AEPO_API int32_t aepo_logits_backward(const float *logits, int64_t B, int64_t L,
  * message points to sampler.greedy. Greedy ignores the value but still checks it. */
 
 /* Creates a sampler from the `sampler` section of a whole config document (NULL or ""
- * means defaults). On success *out owns a new handle; free it with aepo_sampler_free. */
+ * means defaults). On success *out owns a new handle; free it with aepo_sampler_free. *out
+ * is NULL after a failed call. */
 AEPO_API int32_t aepo_sampler_create(const char *json, size_t len, aepo_sampler **out, aepo_error *err);
 
 /* Releases a sampler and its scratch; NULL is a no-op. */
@@ -596,7 +597,8 @@ AEPO_API int32_t aepo_sampler_sample(aepo_sampler *sampler, const float *logits,
  * with the row in err->index. */
 
 /* Creates a fused-head handle from a whole config document (NULL or "" = defaults). A zero
- * chunk or a temperature <= 0 is AEPO_ERR_CONFIG naming the key. */
+ * chunk or a temperature <= 0 is AEPO_ERR_CONFIG naming the key. *out is NULL after a failed
+ * call. */
 AEPO_API int32_t aepo_fused_create(const char *json, size_t len, aepo_fused **out, aepo_error *err);
 
 /* Releases a handle; NULL is a no-op. */

@@ -56,6 +56,14 @@ public enum ConfigCodec {
             let key = String(cString: json_object_iter_key(cur))
             guard let value = json_object_iter_value(cur) else { break }
             let path = prefix.isEmpty ? key : prefix + "." + key
+            // A key is one path component: "" and dotted keys ("loss.threads" at the top
+            // level) would otherwise alias the root or a nested key.
+            if key.isEmpty || key.utf8.contains(UInt8(ascii: ".")) {
+                let keys = validKeys(under: prefix, byPath: byPath, objectPaths: objectPaths)
+                let owner = prefix.isEmpty ? "the top level" : prefix
+                throw .config(path.isEmpty ? "config" : path,
+                              "unknown key \"\(key)\"; \(owner) takes " + keys.joined(separator: ", "))
+            }
             if path == "schema_version" {
                 guard value.pointee.type == JSON_INTEGER else {
                     throw .config(path, "expected the integer \(Config.schemaVersion), got \(describe(value))")
@@ -204,6 +212,22 @@ public enum ConfigCodec {
 enum JSONPathScanner {
     private enum Frame { case object(key: String?), array(index: Int) }
 
+    /// A key as text for a message: control bytes (a NUL would cut the C string short) are
+    /// written as JSON escapes, invalid UTF-8 becomes U+FFFD.
+    static func printable(_ bytes: [UInt8]) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        let hex = Array("0123456789abcdef".utf8)
+        for c in bytes {
+            if c < 0x20 || c == 0x7f {
+                out += Array("\\u00".utf8) + [hex[Int(c >> 4)], hex[Int(c & 15)]]
+            } else {
+                out.append(c)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
     static func path(in b: UnsafeBufferPointer<UInt8>, at offset: Int) -> String {
         var stack: [Frame] = []
         var i = 0
@@ -233,7 +257,7 @@ enum JSONPathScanner {
                     j += 1
                 }
                 if expectingKey, case .object? = stack.last {
-                    stack[stack.count - 1] = .object(key: String(decoding: bytes, as: UTF8.self))
+                    stack[stack.count - 1] = .object(key: printable(bytes))
                 }
                 i = j
             default: break

@@ -23,6 +23,7 @@ public func aepo_fused_create(_ json: UnsafePointer<CChar>?, _ len: Int,
                               _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
         guard let out else { throw .nullPointer("out") }
+        out.pointee = nil
         let config = try parseConfigArgument(json, len)
         let head = try FusedHead(config: config.fused)
         out.pointee = OpaquePointer(Unmanaged.passRetained(FusedHandle(config, head)).toOpaque())

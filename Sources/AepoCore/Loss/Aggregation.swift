@@ -53,13 +53,17 @@ public struct AggregationPlan: Sendable {
     public static func make(_ batch: LossBatch, mode: AggregationMode, combine: RegularizerCombine,
                             lossScaleFactor: Double, defaultAlpha: Double) throws(AepoFailure) -> AggregationPlan {
         let B = batch.rows, L = batch.length
+        // Rows of length 0 hold no token, so there is nothing to keep per row: B may then be
+        // any size without a buffer of B elements behind it (per-token advantages, no
+        // reg_rows), and the plan must not allocate for it.
+        let perRow = L > 0 ? B : 0
         var plan = AggregationPlan(rows: B, length: L,
-                                   policyWeight: [Double](repeating: 0, count: B),
-                                   auxWeight: [Double](repeating: 0, count: B),
-                                   rowTokens: [Int](repeating: 0, count: B),
-                                   rowSpan: [Range<Int>](repeating: 0..<0, count: B),
-                                   isRegRow: [Bool](repeating: false, count: B),
-                                   inRegTerm: [Bool](repeating: false, count: B),
+                                   policyWeight: [Double](repeating: 0, count: perRow),
+                                   auxWeight: [Double](repeating: 0, count: perRow),
+                                   rowTokens: [Int](repeating: 0, count: perRow),
+                                   rowSpan: [Range<Int>](repeating: 0..<0, count: perRow),
+                                   isRegRow: [Bool](repeating: false, count: perRow),
+                                   inRegTerm: [Bool](repeating: false, count: perRow),
                                    regAlpha: batch.regAlpha ?? defaultAlpha)
         if let reg = batch.regRows {
             for b in 0..<B {
@@ -67,16 +71,16 @@ public struct AggregationPlan: Sendable {
                 guard v <= 1 else {
                     throw .invalid("reg_rows", "reg_rows[\(b)] is \(v); values must be 0 or 1", index: b)
                 }
-                plan.isRegRow[b] = v == 1
+                if perRow > 0 { plan.isRegRow[b] = v == 1 } else if v == 1 { plan.regRowCount += 1 }
             }
         }
         if let base = batch.mask.baseAddress {
-            for b in 0..<B {
+            for b in 0..<perRow {
                 (plan.rowTokens[b], plan.rowSpan[b]) = try countRow(base + b * L, L, rowStart: b * L)
             }
         }
         let weighted = combine == .weighted
-        for b in 0..<B {
+        for b in 0..<perRow {
             let n = plan.rowTokens[b]
             plan.allTokens += n
             if n > 0 { plan.allSeqs += 1 }
@@ -136,7 +140,7 @@ public struct AggregationPlan: Sendable {
                 wReg = plan.regTokens > 0 ? plan.regAlpha * dp / Double(plan.regTokens) : 0
             }
         }
-        for b in 0..<B {
+        for b in 0..<perRow {
             if plan.inRegTerm[b] {
                 plan.policyWeight[b] = wReg
                 plan.auxWeight[b] = 0
