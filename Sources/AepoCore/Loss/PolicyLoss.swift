@@ -277,9 +277,9 @@ public struct TokenPartials: Sendable {
     }
 }
 
-/// The token kernel with its loop invariants hoisted. Each row segment runs one policy
-/// loop (the whole AEPO path) and, only when a KL or entropy term is present, a second loop
-/// specialised on the KL estimator that adds its gradient in place.
+/// The token kernel with its loop invariants hoisted. Each row segment runs one loop,
+/// specialised on the sign case of the advantage and on the KL estimator (none for the
+/// AEPO path), that computes the policy, KL and entropy terms together.
 struct Kernel {
     typealias V = LossMath.V
     typealias M = LossMath.M
