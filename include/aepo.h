@@ -554,7 +554,108 @@ AEPO_API int32_t aepo_sampler_sample(aepo_sampler *sampler, const float *logits,
                                      const double *temperature, int32_t *tokens, float *logp, float *logp_t1,
                                      int32_t *kept, aepo_error *err);
 
-/* @@SECTION fused@@ */
+/* ================================================================= fused head === */
+/* The fused LM head reads the `fused` section of a config document (chunk_n, chunk_v,
+ * temperature, threads). From hidden states and the output projection it computes
+ * per-token log-probs, exact entropy and log-sum-exp at the policy temperature, their
+ * gradients, and, with a policy-loss handle, the loss and every gradient in one call,
+ * without ever materialising the [N, V] logits.
+ *
+ * Shapes shared by every call:
+ *   X        [N, D] row-major hidden states
+ *   W        [V, D] row-major output projection (the layout of torch.nn.Linear(D, V).weight)
+ *   bias     [V], or NULL for none
+ *   targets  [N] token ids, in [0, V) under mask = 1 (any value, -100 included, elsewhere)
+ *   mask     [N] 0/1, or NULL: every row is valid
+ * With T = fused.temperature the logits of row r are z_r = (X_r . W^T + bias) / T, and
+ *   logp_r = z_r[targets_r] - lse_r,  lse_r = log sum_j exp z_r[j],
+ *   entropy_r = lse_r - sum_j softmax(z_r)_j z_r[j]  (exact, over the whole vocabulary).
+ * Rows with mask = 0 are never read (X may hold NaN there); their outputs are 0.
+ *
+ * Work and memory: every call takes the valid rows chunk_n at a time. forward and backward
+ * walk each row block over the vocabulary in chunk_v columns (peak extra memory about
+ * chunk_n * (chunk_v + 2 D) floats plus O(N + V)); loss_and_grad makes the chunk_n x V
+ * logits of a row block at once (about chunk_n * (V + 2 D) floats plus O(N + V)), so each
+ * logit is produced once. The defaults (128, 8192) keep loss_and_grad at 16 MB for
+ * V = 32000. The handle keeps nothing between calls.
+ *
+ * Threads: the library's own loops use fused.threads pthreads and their results are
+ * bit-identical for every fused.threads. The three products are cblas_sgemm calls on
+ * OpenBLAS's pool, whose size belongs to the host: set OPENBLAS_NUM_THREADS (or call
+ * openblas_set_num_threads); libaepo never changes it. OpenBLAS does not split the inner
+ * dimension of a product, so results do not change with its thread count in practice, but
+ * OpenBLAS does not promise that.
+ *
+ * Errors, all reported before any output is written: negative or overflowing sizes, D or
+ * (for loss_and_grad) V above INT32_MAX (BLAS takes 32-bit sizes) and buffers that do not
+ * fit are AEPO_ERR_SHAPE; a mask value other than 0/1, a target out of range under mask = 1,
+ * and outputs that overlap an input or each other are AEPO_ERR_INVALID_ARGUMENT; NaN or Inf
+ * in X (under mask = 1), W or bias is AEPO_ERR_NON_FINITE with the flat index in err->index.
+ * The one error found during the pass (outputs may then be partly written): a logits row
+ * that overflows float32 although X, W and bias are finite, AEPO_ERR_NON_FINITE naming X
+ * with the row in err->index. */
+
+/* Creates a fused-head handle from a whole config document (NULL or "" = defaults). A zero
+ * chunk or a temperature <= 0 is AEPO_ERR_CONFIG naming the key. */
+AEPO_API int32_t aepo_fused_create(const char *json, size_t len, aepo_fused **out, aepo_error *err);
+
+/* Releases a handle; NULL is a no-op. */
+AEPO_API void aepo_fused_free(aepo_fused *h);
+
+/* Writes the effective config of the handle: the whole normalised document. */
+AEPO_API int32_t aepo_fused_config_json(const aepo_fused *h, char *buf, size_t cap, size_t *len,
+                                        aepo_error *err);
+
+/* Per-token log-prob, entropy and log-sum-exp at the handle's temperature.
+ *   X [N, D], W [V, D], bias [V] or NULL, targets [N], mask [N] or NULL;
+ *   logp, entropy [N] float and lse [N] double: outputs, each may be NULL; 0 where mask = 0.
+ *   lse is float64 because backward reads it back (as aepo_logits_stats does). */
+AEPO_API int32_t aepo_fused_forward(const aepo_fused *h, const float *X, const float *W, const float *bias,
+                                    const int32_t *targets, const uint8_t *mask,
+                                    int64_t N, int64_t D, int64_t V,
+                                    float *logp, float *entropy, double *lse, aepo_error *err);
+
+/* Gradients of L = sum_r grad_logp[r] * logp_r + grad_entropy[r] * entropy_r.
+ *   X [N, D], W [V, D], bias [V] or NULL, targets [N], mask [N] or NULL: as in forward;
+ *   lse [N]: forward's lse (required); entropy [N]: forward's entropy (required with
+ *   grad_entropy, else may be NULL); grad_logp, grad_entropy [N]: upstream gradients, each
+ *   may be NULL (no such term). All four are read only under mask = 1 and must be finite
+ *   there.
+ *   dX [N, D] or NULL: written; rows with mask = 0 are set to 0.
+ *   dW [V, D] or NULL, dbias [V] or NULL: the gradients are ADDED to what they hold (zero
+ *   them first for a fresh gradient), as a trainer accumulates .grad.
+ * The logits are recomputed chunk by chunk: dX = G.W, dW += G^T.X, dbias += colsum(G), with
+ *   G[r, j] = (grad_logp_r (1[j = targets_r] - p_j) - grad_entropy_r p_j (log p_j + entropy_r)) / T. */
+AEPO_API int32_t aepo_fused_backward(const aepo_fused *h, const float *X, const float *W, const float *bias,
+                                     const int32_t *targets, const uint8_t *mask,
+                                     int64_t N, int64_t D, int64_t V,
+                                     const double *lse, const float *entropy,
+                                     const float *grad_logp, const float *grad_entropy,
+                                     float *dX, float *dW, float *dbias, aepo_error *err);
+
+/* The policy loss of a batch whose log-probs and entropies come from the head, and every
+ * gradient, in one pass.
+ *   policy_loss: a loss handle (its config decides the loss, see aepo_loss_compute);
+ *   X [N, D], W [V, D], bias [V] or NULL, targets [N] with N = in->B * in->L;
+ *   in: the loss inputs as for aepo_loss_compute, except that in->logp and in->entropy
+ *       must be NULL (the head computes them); in->mask is also the head's mask;
+ *   loss: out, the loss, or NULL; metrics: out, the first min(metrics_cap,
+ *       AEPO_LOSS_METRIC_COUNT) loss metrics, or NULL (the entropy metric is always
+ *       reported, whatever loss.entropy_coeff is);
+ *   dX [N, D] or NULL: written, 0 where mask = 0;
+ *   dW [V, D] or NULL, dbias [V] or NULL: ADDED to;
+ *   logp, entropy [N] or NULL: written, 0 where mask = 0.
+ * For losses whose token terms are separable (every mode implemented in this version) the
+ * loss kernel runs on each chunk_n x V block as soon as its log-probs exist, and each logit
+ * is produced once. The result equals aepo_fused_forward, then aepo_loss_compute, then
+ * aepo_fused_backward, up to float32 rounding. */
+AEPO_API int32_t aepo_fused_loss_and_grad(const aepo_fused *h, aepo_loss *policy_loss,
+                                          const float *X, const float *W, const float *bias,
+                                          const int32_t *targets, int64_t D, int64_t V,
+                                          const aepo_loss_inputs *in, double *loss,
+                                          float *dX, float *dW, float *dbias,
+                                          double *metrics, size_t metrics_cap,
+                                          float *logp, float *entropy, aepo_error *err);
 
 #ifdef __cplusplus
 }

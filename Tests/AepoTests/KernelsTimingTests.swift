@@ -7,6 +7,18 @@ import Testing
 @Suite struct KernelsTimingTests {
     static var enabled: Bool { getenv("AEPO_KERNELS_TIMING") != nil }
 
+    /// Stable pointers to the per-row outputs for the duration of `body`.
+    static func withOutputs<R>(_ lp: inout [Float], _ h: inout [Float], _ lse: inout [Double],
+                               _ body: (LogitsStatsOutputs) throws -> R) rethrows -> R {
+        try lp.withUnsafeMutableBufferPointer { a in
+            try h.withUnsafeMutableBufferPointer { b in
+                try lse.withUnsafeMutableBufferPointer { c in
+                    try body(LogitsStatsOutputs(logp: a.baseAddress, entropy: b.baseAddress, lse: c.baseAddress))
+                }
+            }
+        }
+    }
+
     static func seconds(_ clock: clockid_t) -> Double {
         var t = timespec()
         clock_gettime(clock, &t)
@@ -29,8 +41,10 @@ import Testing
             var best = (stats: Double.infinity, backward: Double.infinity)
             for _ in 0..<5 {
                 let t0 = Self.seconds(CLOCK_THREAD_CPUTIME_ID)
-                _ = try LogitsKernels.stats(x, layout: layout, targets: targets, mask: nil, temperature: t, threads: 1,
-                                            outputs: LogitsStatsOutputs(logp: &lp, entropy: &h, lse: &lse), isa: isa)
+                _ = try Self.withOutputs(&lp, &h, &lse) { outs in
+                    try LogitsKernels.stats(x, layout: layout, targets: targets, mask: nil, temperature: t, threads: 1,
+                                            outputs: outs, isa: isa)
+                }
                 let t1 = Self.seconds(CLOCK_THREAD_CPUTIME_ID)
                 try LogitsKernels.backward(x, layout: layout, targets: targets, mask: nil, temperature: t, lse: lse,
                                            entropy: h, gradLogp: gl, gradEntropy: gh, out: &out, outLayout: layout,
@@ -40,6 +54,43 @@ import Testing
             }
             let per = 1e9 / Double(n * v)
             print("timing \(isa): stats \(best.stats * per) ns/element, backward \(best.backward * per) ns/element (N=\(n) V=\(v), 1 thread, CPU time)")
+        }
+    }
+
+    /// The bench shape (N = 4096, V = 32000, T = 1.2, N(0, 2²)) with 2 threads, wall clock,
+    /// medians of 7, for each implementation, next to a plain copy of the logits.
+    @Test func benchShapeBothPaths() throws {
+        guard Self.enabled else { return }
+        let n = 4096, v = 32000, t = 1.2
+        var rng = KernelsRNG(seed: 3)
+        var x = [Float](repeating: 0, count: n * v)
+        for i in 0..<(n * v) { x[i] = Float(2 * rng.normal()) }
+        let targets = (0..<n).map { _ in Int32(rng.int(v)) }
+        let gl = (0..<n).map { _ in Float(rng.normal()) }, gh = gl
+        var lp = [Float](repeating: 0, count: n), h = lp, lse = [Double](repeating: 0, count: n)
+        var out = [Float](repeating: 0, count: n * v)
+        let layout = try LogitsLayout(rows: n, vocab: v)
+        let med = { (a: [Double]) in a.sorted()[a.count / 2] * 1e3 }
+        var copies: [Double] = []
+        for _ in 0..<7 {
+            let t0 = Self.seconds(CLOCK_MONOTONIC)
+            out.withUnsafeMutableBufferPointer { o in x.withUnsafeBufferPointer { o.baseAddress!.update(from: $0.baseAddress!, count: n * v) } }
+            copies.append(Self.seconds(CLOCK_MONOTONIC) - t0)
+        }
+        for isa in KernelsTests.isas {
+            var times: [Double] = []
+            for _ in 0..<7 {
+                let t0 = Self.seconds(CLOCK_MONOTONIC)
+                _ = try Self.withOutputs(&lp, &h, &lse) { outs in
+                    try LogitsKernels.stats(x, layout: layout, targets: targets, mask: nil, temperature: t, threads: 2,
+                                            outputs: outs, isa: isa)
+                }
+                try LogitsKernels.backward(x, layout: layout, targets: targets, mask: nil, temperature: t, lse: lse,
+                                           entropy: h, gradLogp: gl, gradEntropy: gh, out: &out, outLayout: layout,
+                                           threads: 2, isa: isa)
+                times.append(Self.seconds(CLOCK_MONOTONIC) - t0)
+            }
+            print("timing bench shape \(isa): forward + backward \(med(times)) ms, copy of the logits \(med(copies)) ms (2 threads, medians of 7)")
         }
     }
 }

@@ -16,6 +16,7 @@ from .controller import Decision, EntropyController
 from .kernels import LogitsStats, logits_backward, logits_stats
 from .loss import LossResult, PolicyLoss, RegSelection, compute_advantages, select_regularizer
 from .sampler import SampleResult, Sampler
+from .fused import FusedLMHead
 # @@EXPORTS@@
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "AepoError", "BufferTooSmallError", "ConfigError", "DTypeError", "InternalError", "InvalidValueError",
     "NonFiniteError", "NullPointerError", "OutOfMemoryError", "ShapeError", "StateError",
     "Sampler", "SampleResult",
+    "FusedLMHead",
 ]

@@ -117,6 +117,19 @@ _TABLE = {
     "aepo_sampler_sample": (c_int32, [Handle, c_float_p, c_int64, c_int64, c_int64, c_int64, c_int64, c_int64,
                                       c_double_p, c_int32_p, c_float_p, c_float_p, c_int32_p, Error_p]),
     # @@TABLE fused@@
+    # @@TABLE sampler@@
+    # fused head
+    "aepo_fused_create": (c_int32, [c_char_p, c_size_t, Handle_p, Error_p]),
+    "aepo_fused_free": (None, [Handle]),
+    "aepo_fused_config_json": (c_int32, [Handle, c_char_p, c_size_t, c_size_t_p, Error_p]),
+    "aepo_fused_forward": (c_int32, [Handle, c_float_p, c_float_p, c_float_p, c_int32_p, c_uint8_p,
+                                     c_int64, c_int64, c_int64, c_float_p, c_float_p, c_double_p, Error_p]),
+    "aepo_fused_backward": (c_int32, [Handle, c_float_p, c_float_p, c_float_p, c_int32_p, c_uint8_p,
+                                      c_int64, c_int64, c_int64, c_double_p, c_float_p, c_float_p, c_float_p,
+                                      c_float_p, c_float_p, c_float_p, Error_p]),
+    "aepo_fused_loss_and_grad": (c_int32, [Handle, Handle, c_float_p, c_float_p, c_float_p, c_int32_p,
+                                           c_int64, c_int64, c_void_p, c_double_p, c_float_p, c_float_p,
+                                           c_float_p, c_double_p, c_size_t, c_float_p, c_float_p, Error_p]),
 }
 
 

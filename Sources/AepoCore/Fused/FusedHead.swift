@@ -1,0 +1,555 @@
+import Glibc
+
+/// The fused LM head: log-probs, exact entropy, the policy loss and every gradient straight
+/// from hidden states, with the [N, V] logits never materialised.
+///
+/// Shapes (see `FusedInputs`): X [N, D], W [V, D], bias [V], targets [N], mask [N]. With
+/// T the policy temperature and z_r = (x_r · Wᵀ + bias) / T:
+///
+///     log p_r = z_r[t_r] − lse(z_r),   H_r = lse(z_r) − Σ_j softmax(z_r)_j · z_r[j]
+///
+/// and, for upstream gradients g_logp and g_H, the logits gradient
+///
+///     G[r, j] = dL/d(x_r·w_j + b_j) = (g_logp (1[j = t_r] − p_j) − g_H p_j (log p_j + H_r)) / T
+///
+/// gives dX = G · W, dW = Gᵀ · X and dbias = column sums of G.
+///
+/// How the work is cut:
+/// - The valid rows (mask = 1) are taken in order, `chunk_n` at a time. A block whose rows
+///   are consecutive in X is used in place; otherwise its rows are gathered into a
+///   chunk_n × D scratch, so masked rows (which may hold NaN) never enter a product.
+/// - `forward` and `backward` walk each row block over the vocabulary in chunk_v columns:
+///   one `cblas_sgemm` makes a chunk_n × chunk_v logits block, the row statistics are
+///   updated online (`SoftmaxRowAccumulator`), and in the backward pass the block is turned
+///   into G in place (`SoftmaxRowGradient`) and fed to the two gradient products.
+///   Peak extra memory: chunk_n × (chunk_v + 2 D) floats plus O(N + V).
+/// - `lossAndGrad` makes the whole chunk_n × V logits block of a row block with one
+///   product, finishes the rows' statistics, runs the loss engine's token kernel on them,
+///   turns the block into G and runs the two gradient products: every logit is produced
+///   exactly once. Peak extra memory: chunk_n × (V + 2 D) floats plus O(N + V).
+///
+/// Threads: the row statistics, the G pass and the bias column sums split rows (or
+/// columns) over `threads` pthreads with a fixed order of summation per row (per column),
+/// so results are bit-identical for every `threads`. The three products run on OpenBLAS's
+/// own threads (`Gemm`).
+///
+/// Numerical properties: products in float32 (BLAS); row statistics as
+/// `SoftmaxRowAccumulator` (float32 block sums, float64 across blocks); per-token results
+/// rounded once to float32; bias gradients summed in float32 within a row block and in
+/// float64 across blocks. Two chunk settings differ only by float32 rounding of the sums
+/// (relative differences of order 1e-7 on well-scaled inputs).
+public struct FusedHead: Sendable {
+    public let config: FusedConfig
+    let chunkN: Int
+    let chunkV: Int
+    let temperature: Double
+    let threads: Int
+
+    /// Rows (or columns) per thread are chosen so that every thread gets at least this many
+    /// elements of a block.
+    static let minElementsPerThread = 1 << 15
+
+    /// Reads a `fused` section; every key is checked against the schema (a zero chunk names
+    /// `fused.chunk_n` or `fused.chunk_v`).
+    public init(config: FusedConfig) throws(AepoFailure) {
+        var whole = Config()
+        whole.fused = config
+        for f in ConfigSchema.fields where f.path.hasPrefix("fused.") { try f.check(f.get(whole)) }
+        self.config = config
+        chunkN = Int(config.chunkN)
+        chunkV = Int(config.chunkV)
+        temperature = config.temperature
+        threads = Int(config.threads)
+    }
+
+    // MARK: forward
+
+    /// log p, H (float32) and lse (float64, as the backward pass reads it back) per row; each
+    /// output is [N] and optional, and 0 where mask = 0.
+    ///
+    /// Validates everything before writing any output. The only error found later is a
+    /// logits row that overflows float32 although X, W and bias are finite.
+    public func forward(_ inp: FusedInputs, logp: UnsafeMutableBufferPointer<Float>? = nil,
+                        entropy: UnsafeMutableBufferPointer<Float>? = nil,
+                        lse: UnsafeMutableBufferPointer<Double>? = nil) throws(AepoFailure) {
+        let rows = try inp.validate(threads: threads)
+        try needOut("logp", logp, inp.rows)
+        try needOut("entropy", entropy, inp.rows)
+        if let lse { try need("lse", lse.count, inp.rows, "N") }
+        try checkOutputs(inp, [("logp", raw(logp)), ("entropy", raw(entropy)), ("lse", raw(lse))])
+        rows.forEachMasked { r in
+            logp?[r] = 0
+            entropy?[r] = 0
+            lse?[r] = 0
+        }
+        let nValid = rows.valid.count
+        guard nValid > 0 else { return }
+        let cn = min(chunkN, nValid), cv = min(chunkV, inp.vocab)
+        let work = try Workspace(rows: rows, inputs: inp, blockRows: cn, blockCols: cv, gather: true,
+                                 dxRows: false, colKnob: "fused.chunk_v")
+        defer { work.free() }
+        let stats = try FusedScratch<SoftmaxRowAccumulator>.allocate(cn, what: "row statistics", knob: "fused.chunk_n")
+        defer { stats.free() }
+        let targetLogit = try FusedScratch<Float>.allocate(cn, what: "target logits", knob: "fused.chunk_n")
+        defer { targetLogit.free() }
+
+        let T = temperature
+        let V = inp.vocab
+        let tg = inp.targets
+        rows.valid.withUnsafeBufferPointer { valid in
+            forEachBlock(nValid, cn) { s in
+                let m = s.count
+                for i in 0..<m {
+                    (stats.base + i).initialize(to: SoftmaxRowAccumulator(temperature: T, logpAtT1: false))
+                }
+                let x = work.rowsOfX(s, valid)
+                var v0 = 0
+                while v0 < V {
+                    let width = min(cv, V - v0)
+                    logitsBlock(inp, x: x, m: m, v0: v0, width: width, into: work.z)
+                    let z = work.z
+                    parallelRanges(count: m, threads: threads, minPerThread: max(1, Self.minElementsPerThread / width)) { range in
+                        for i in range {
+                            let zr = z + i * width
+                            stats.base[i].add(zr, count: width)
+                            let t = Int(tg[valid[s.lowerBound + i]]) - v0
+                            if t >= 0 && t < width { targetLogit.base[i] = zr[t] }
+                        }
+                    }
+                    v0 += width
+                }
+                for i in 0..<m {
+                    let r = valid[s.lowerBound + i]
+                    let a = stats.base[i]
+                    if a.nonFinite || a.allNegativeInfinity {
+                        work.failure = overflowFailure(r)
+                        return false
+                    }
+                    logp?[r] = Float(a.logp(targetLogit: targetLogit.base[i]))
+                    entropy?[r] = Float(a.entropy)
+                    lse?[r] = a.lse
+                }
+                return true
+            }
+        }
+        if let f = work.failure { throw f }
+    }
+
+    // MARK: backward
+
+    /// dX [N, D] (written; 0 where mask = 0), and dW [V, D] and dbias [V] added into, for
+    /// L = Σ_r g_logp[r] log p_r + g_H[r] H_r. Each output is optional.
+    ///
+    /// `lse` [N] is required; `entropy` [N] is required with `gradEntropy`. `gradLogp` and
+    /// `gradEntropy` [N] may each be nil (no such term). All of them are read only under
+    /// mask = 1 and must be the forward results at this handle's temperature.
+    ///
+    /// Each row's gradient is written chunk by chunk with `SoftmaxRowGradient`. The entry at
+    /// the row's running max is held out of the products (set to 0 in the block) and added
+    /// afterwards as a rank-one update with its final value, so the kernel's recomputation of
+    /// the top entry of a near-deterministic row (minus the sum of the others) reaches dX and
+    /// dW without cancellation; the one-hot term g_logp / T enters the same way.
+    public func backward(_ inp: FusedInputs, lse: UnsafeBufferPointer<Double>, entropy: UnsafeBufferPointer<Float>?,
+                         gradLogp: UnsafeBufferPointer<Float>?, gradEntropy: UnsafeBufferPointer<Float>?,
+                         dX: UnsafeMutableBufferPointer<Float>?, dW: UnsafeMutableBufferPointer<Float>?,
+                         dbias: UnsafeMutableBufferPointer<Float>?) throws(AepoFailure) {
+        let rows = try inp.validate(threads: threads)
+        let n = inp.rows, d = inp.dim, V = inp.vocab
+        try need("lse", lse.count, n, "N")
+        if let entropy { try needIn("entropy", entropy, n) }
+        if let gradLogp { try needIn("grad_logp", gradLogp, n) }
+        if let gradEntropy { try needIn("grad_entropy", gradEntropy, n) }
+        if gradEntropy != nil && entropy == nil {
+            throw .nullPointer("entropy")
+        }
+        try needOut("dX", dX, n * d)
+        try needOut("dW", dW, V * d)
+        try needOut("dbias", dbias, V)
+        try checkOutputs(inp, [("dX", raw(dX)), ("dW", raw(dW)), ("dbias", raw(dbias))])
+        for r in rows.valid {
+            try finiteAt("lse", lse, r)
+            if let gradLogp { try finiteAt("grad_logp", gradLogp, r) }
+            if let gradEntropy, let entropy {
+                try finiteAt("grad_entropy", gradEntropy, r)
+                try finiteAt("entropy", entropy, r)
+            }
+        }
+
+        if let dx = dX?.baseAddress, d > 0 {
+            rows.forEachMasked { r in (dx + r * d).update(repeating: 0, count: d) }
+        }
+        let nValid = rows.valid.count
+        guard nValid > 0, dX != nil || dW != nil || dbias != nil else { return }
+        let cn = min(chunkN, nValid), cv = min(chunkV, V)
+        let work = try Workspace(rows: rows, inputs: inp, blockRows: cn, blockCols: cv, gather: d > 0,
+                                 dxRows: dX != nil && d > 0, colKnob: "fused.chunk_v")
+        defer { work.free() }
+        let biasSums = try BiasSums(vocab: dbias != nil ? V : 0, blockCols: cv)
+        defer { biasSums.free() }
+        let grads = try FusedScratch<SoftmaxRowGradient>.allocate(cn, what: "row gradients", knob: "fused.chunk_n")
+        defer { grads.free() }
+        // Per block row: a top entry that a later chunk displaced, to be added back.
+        let returned = try FusedScratch<(column: Int, value: Float)>.allocate(cn, what: "row updates", knob: "fused.chunk_n")
+        defer { returned.free() }
+
+        let T = temperature
+        let tg = inp.targets
+        let updates = RankOneUpdates(inp, dW: dW?.baseAddress, biasSums: biasSums)
+        rows.valid.withUnsafeBufferPointer { valid in
+            forEachBlock(nValid, cn) { s in
+                let m = s.count
+                for i in 0..<m {
+                    let r = valid[s.lowerBound + i]
+                    let gh = gradEntropy?[r] ?? 0
+                    (grads.base + i).initialize(to: SoftmaxRowGradient(
+                        temperature: T, lse: lse[r], entropy: gh != 0 ? entropy?[r] ?? 0 : 0,
+                        gradLogp: gradLogp?[r] ?? 0, gradEntropy: gh))
+                }
+                let x = work.rowsOfX(s, valid)
+                let dx = work.rowsOfDX(s, valid, dX?.baseAddress)
+                var v0 = 0
+                while v0 < V {
+                    let width = min(cv, V - v0)
+                    logitsBlock(inp, x: x, m: m, v0: v0, width: width, into: work.z)
+                    let z = work.z
+                    parallelRanges(count: m, threads: threads, minPerThread: max(1, Self.minElementsPerThread / width)) { range in
+                        for i in range {
+                            let zr = z + i * width
+                            let before = grads.base[i].topColumn
+                            let held = grads.base[i].topValue
+                            grads.base[i].write(zr, zr, count: width, start: v0)
+                            let top = grads.base[i].topColumn
+                            returned.base[i] = (-1, 0)
+                            if top != before {
+                                // A new running max in this chunk: hold it out of the products;
+                                // the previous one (an earlier chunk, already held out) returns.
+                                zr[top - v0] = 0
+                                if before >= 0 { returned.base[i] = (before, held) }
+                            }
+                        }
+                    }
+                    gradientProducts(inp, g: z, m: m, v0: v0, width: width, x: x, dx: dx, firstChunk: v0 == 0,
+                                     dW: dW?.baseAddress)
+                    if dbias != nil { biasSums.add(z, rows: m, cols: width, at: v0, threads: threads) }
+                    for i in 0..<m where returned.base[i].column >= 0 {
+                        updates.apply(row: x + i * d, dxRow: dx.map { $0 + i * d }, column: returned.base[i].column,
+                                      value: Double(returned.base[i].value))
+                    }
+                    v0 += width
+                }
+                // The held-out top entries with their final values, and the one-hot terms.
+                for i in 0..<m {
+                    let r = valid[s.lowerBound + i]
+                    let g = grads.base[i]
+                    let fix = g.fixups(target: g.gradLogp != 0 ? Int(tg[r]) : -1)
+                    var top = g.topColumn >= 0 ? Double(g.topValue) : 0
+                    for f in [fix.first, fix.second] where f.column >= 0 {
+                        if f.column == g.topColumn {
+                            top += f.delta
+                        } else {
+                            updates.apply(row: x + i * d, dxRow: dx.map { $0 + i * d }, column: f.column, value: f.delta)
+                        }
+                    }
+                    if g.topColumn >= 0 {
+                        updates.apply(row: x + i * d, dxRow: dx.map { $0 + i * d }, column: g.topColumn, value: top)
+                    }
+                }
+                work.scatterDX(s, valid, dX?.baseAddress)
+                return true
+            }
+        }
+        if let db = dbias { biasSums.addInto(db) }
+    }
+
+    // MARK: loss and gradients
+
+    /// The policy loss of `batch` with the log-probs and entropies of the fused head, and
+    /// every gradient, in one pass over chunk_n × V row blocks.
+    ///
+    /// `batch` gives B, L (B * L = N), the mask (which is also the mask of the head), the old
+    /// log-probs, advantages and the other loss inputs; its `logp` and `entropy` must be
+    /// empty (the head computes them). The entropy of every token is handed to the engine,
+    /// so the `entropy` metric is reported whatever `loss.entropy_coeff` is.
+    ///
+    /// Outputs: dX [N, D] written (0 where mask = 0); dW [V, D] and dbias [V] added into;
+    /// logp and entropy [N] written (0 where mask = 0). Each is optional. Everything is
+    /// validated before any output is written.
+    public func lossAndGrad(_ inp: FusedInputs, engine: PolicyLossEngine, batch: LossBatch,
+                            dX: UnsafeMutableBufferPointer<Float>?, dW: UnsafeMutableBufferPointer<Float>?,
+                            dbias: UnsafeMutableBufferPointer<Float>?,
+                            logp: UnsafeMutableBufferPointer<Float>? = nil,
+                            entropy: UnsafeMutableBufferPointer<Float>? = nil) throws(AepoFailure) -> LossResult {
+        try lossAndGrad(inp, engine: engine, batch: batch, dX: dX, dW: dW, dbias: dbias, logp: logp,
+                        entropy: entropy, forceTwoPass: false)
+    }
+
+    /// `forceTwoPass` runs the forward / loss / backward composition that modes whose token
+    /// losses are coupled need; tests use it to check the one-pass path against it.
+    func lossAndGrad(_ inp0: FusedInputs, engine: PolicyLossEngine, batch batch0: LossBatch,
+                     dX: UnsafeMutableBufferPointer<Float>?, dW: UnsafeMutableBufferPointer<Float>?,
+                     dbias: UnsafeMutableBufferPointer<Float>?, logp: UnsafeMutableBufferPointer<Float>?,
+                     entropy: UnsafeMutableBufferPointer<Float>?, forceTwoPass: Bool) throws(AepoFailure) -> LossResult {
+        let n = try batch0.tokenCount()
+        guard batch0.logp.count == 0 else {
+            throw .invalid("logp", "must not be given to the fused loss: the head computes the log-probs")
+        }
+        guard batch0.entropy == nil else {
+            throw .invalid("entropy", "must not be given to the fused loss: the head computes the entropy")
+        }
+        guard inp0.rows == n else {
+            throw .shape("N", "is \(inp0.rows), but the loss batch has B * L = \(batch0.rows) * \(batch0.length) = \(n) tokens")
+        }
+        var inp = inp0
+        inp.mask = batch0.mask
+        try need("mask", batch0.mask.count, n, "B * L")
+        let d = inp.dim, V = inp.vocab
+        guard V <= Gemm.maxDimension else {
+            throw .shape("V", "is \(V); the fused loss makes chunk_n × V logits blocks and BLAS takes 32-bit sizes, so V must be <= \(Gemm.maxDimension)")
+        }
+        let rows = try inp.validate(threads: threads)
+        try needOut("dX", dX, n * d)
+        try needOut("dW", dW, V * d)
+        try needOut("dbias", dbias, V)
+        try needOut("logp", logp, n)
+        try needOut("entropy", entropy, n)
+        try checkOutputs(inp, [("dX", raw(dX)), ("dW", raw(dW)), ("dbias", raw(dbias)), ("logp", raw(logp)),
+                               ("entropy", raw(entropy))])
+
+        // Per-token buffers: log p and H (the caller's outputs when given), dL/dlogp, dL/dH.
+        let tok = try FusedScratch<Float>.allocate(4 * n, what: "per-token buffers", knob: "N")
+        defer { tok.free() }
+        tok.base.initialize(repeating: 0, count: 4 * n)
+        let lp = logp?.baseAddress ?? tok.base
+        let ent = entropy?.baseAddress ?? (tok.base + n)
+        let gl = tok.base + 2 * n, gh = tok.base + 3 * n
+        if logp != nil { lp.update(repeating: 0, count: n) }
+        if entropy != nil { ent.update(repeating: 0, count: n) }
+        var batch = batch0
+        batch.logp = UnsafeBufferPointer(start: lp, count: n)
+        batch.entropy = UnsafeBufferPointer(start: ent, count: n)
+        let plan = try engine.plan(batch)
+        // The log-probs and entropies the head makes are finite; the caller's inputs are
+        // checked now, before any output is written (the zeros in lp and ent pass).
+        try engine.findNonFinite(batch, plan)
+
+        if forceTwoPass || !engine.mode.isTokenSeparable {
+            let lseBuf = try FusedScratch<Double>.allocate(n, what: "lse", knob: "N")
+            defer { lseBuf.free() }
+            let lseOut = UnsafeMutableBufferPointer(start: lseBuf.base, count: n)
+            try forward(inp, logp: UnsafeMutableBufferPointer(start: lp, count: n),
+                        entropy: UnsafeMutableBufferPointer(start: ent, count: n), lse: lseOut)
+            let result = try engine.compute(batch, grad: UnsafeMutableBufferPointer(start: gl, count: n),
+                                            gradEntropy: UnsafeMutableBufferPointer(start: gh, count: n))
+            try backward(inp, lse: UnsafeBufferPointer(lseOut), entropy: UnsafeBufferPointer(start: ent, count: n),
+                         gradLogp: UnsafeBufferPointer(start: gl, count: n),
+                         gradEntropy: UnsafeBufferPointer(start: gh, count: n), dX: dX, dW: dW, dbias: dbias)
+            return result
+        }
+
+        if let dx = dX?.baseAddress, d > 0 {
+            rows.forEachMasked { r in (dx + r * d).update(repeating: 0, count: d) }
+        }
+        let nValid = rows.valid.count
+        var total = TokenPartials()
+        guard nValid > 0 else {
+            if n > 0 {
+                total = engine.accumulate(batch, plan, TokenBlock(range: 0..<n, logp: lp, entropy: ent, grad: gl, gradEntropy: gh))
+            }
+            return engine.finish(plan, total)
+        }
+        let cn = min(chunkN, nValid)
+        let work = try Workspace(rows: rows, inputs: inp, blockRows: cn, blockCols: V, gather: d > 0,
+                                 dxRows: dX != nil && d > 0, colKnob: "fused.chunk_n")
+        defer { work.free() }
+        let biasSums = try BiasSums(vocab: dbias != nil ? V : 0, blockCols: V)
+        defer { biasSums.free() }
+        let lseRow = try FusedScratch<Double>.allocate(cn, what: "row lse", knob: "fused.chunk_n")
+        defer { lseRow.free() }
+
+        let T = temperature
+        let tg = inp.targets
+        let minRows = max(1, Self.minElementsPerThread / max(V, 1))
+        rows.valid.withUnsafeBufferPointer { valid in
+            var tokenStart = 0
+            forEachBlock(nValid, cn) { s in
+                let m = s.count
+                let x = work.rowsOfX(s, valid)
+                let z = work.z
+                logitsBlock(inp, x: x, m: m, v0: 0, width: V, into: z)
+                // Row statistics: log p, H and lse of every row of the block (NaN marks a row
+                // whose logits overflowed).
+                parallelRanges(count: m, threads: threads, minPerThread: minRows) { range in
+                    for i in range {
+                        let r = valid[s.lowerBound + i]
+                        let zr = z + i * V
+                        var a = SoftmaxRowAccumulator(temperature: T, logpAtT1: false)
+                        a.add(zr, count: V)
+                        if a.nonFinite || a.allNegativeInfinity { lseRow.base[i] = .nan; continue }
+                        lp[r] = Float(a.logp(targetLogit: zr[Int(tg[r])]))
+                        ent[r] = Float(a.entropy)
+                        lseRow.base[i] = a.lse
+                    }
+                }
+                for i in 0..<m where lseRow.base[i].isNaN {
+                    work.failure = overflowFailure(valid[s.lowerBound + i])
+                    return false
+                }
+                // The loss engine's token kernel over the tokens up to this block's last row
+                // (masked tokens in between get zero gradients).
+                let last = s.upperBound == nValid ? n : valid[s.upperBound - 1] + 1
+                total.add(engine.accumulate(batch, plan, TokenBlock(range: tokenStart..<last, logp: lp + tokenStart,
+                                                                    entropy: ent + tokenStart, grad: gl + tokenStart,
+                                                                    gradEntropy: gh + tokenStart)))
+                tokenStart = last
+                // G in place of the logits; whole rows, so the point updates go in place too.
+                parallelRanges(count: m, threads: threads, minPerThread: minRows) { range in
+                    for i in range {
+                        let r = valid[s.lowerBound + i]
+                        let zr = z + i * V
+                        var g = SoftmaxRowGradient(temperature: T, lse: lseRow.base[i], entropy: ent[r],
+                                                   gradLogp: gl[r], gradEntropy: gh[r])
+                        g.write(zr, zr, count: V, start: 0)
+                        let fix = g.fixups(target: gl[r] != 0 ? Int(tg[r]) : -1)
+                        for f in [fix.first, fix.second] where f.column >= 0 {
+                            zr[f.column] = Float(Double(zr[f.column]) + f.delta)
+                        }
+                    }
+                }
+                gradientProducts(inp, g: z, m: m, v0: 0, width: V, x: x, dx: work.rowsOfDX(s, valid, dX?.baseAddress),
+                                 firstChunk: true, dW: dW?.baseAddress)
+                if dbias != nil { biasSums.add(z, rows: m, cols: V, at: 0, threads: threads) }
+                work.scatterDX(s, valid, dX?.baseAddress)
+                return true
+            }
+        }
+        if let f = work.failure { throw f }
+        if let db = dbias { biasSums.addInto(db) }
+        if total.nonFinite {
+            try engine.findNonFinite(batch, plan)
+            throw AepoFailure(.internal, "logp", "the loss kernel saw a non-finite value that no input explains")
+        }
+        return engine.finish(plan, total)
+    }
+
+    // MARK: pieces
+
+    /// z[m, width] = x[m, D] · W[v0 ..< v0 + width]ᵀ + bias[v0 ..< v0 + width] (raw logits;
+    /// the temperature is applied by the row kernels).
+    @inline(__always)
+    func logitsBlock(_ inp: FusedInputs, x: UnsafePointer<Float>, m: Int, v0: Int, width: Int,
+                     into z: UnsafeMutablePointer<Float>) {
+        let d = inp.dim
+        var beta: Float = 0
+        if let b = inp.bias?.baseAddress {
+            for i in 0..<m { (z + i * width).update(from: b + v0, count: width) }
+            beta = 1
+        } else if d == 0 {
+            z.update(repeating: 0, count: m * width)
+        }
+        if d > 0, let w = inp.w.baseAddress {
+            Gemm.abT(m: m, n: width, k: d, a: x, lda: d, b: w + v0 * d, ldb: d, beta: beta, c: z, ldc: width)
+        }
+    }
+
+    /// dx[m, D] (+)= G · W[v0 ..< v0 + width] and dW[v0 ..< v0 + width] += Gᵀ · x.
+    @inline(__always)
+    func gradientProducts(_ inp: FusedInputs, g: UnsafeMutablePointer<Float>, m: Int, v0: Int, width: Int,
+                          x: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?, firstChunk: Bool,
+                          dW: UnsafeMutablePointer<Float>?) {
+        let d = inp.dim
+        guard d > 0, let w = inp.w.baseAddress else { return }
+        if let dx {
+            Gemm.ab(m: m, n: d, k: width, a: g, lda: width, b: w + v0 * d, ldb: d, beta: firstChunk ? 0 : 1,
+                    c: dx, ldc: d)
+        }
+        if let dW {
+            Gemm.aTb(m: width, n: d, k: m, a: g, lda: width, b: x, ldb: d, beta: 1, c: dW + v0 * d, ldc: d)
+        }
+    }
+
+    func overflowFailure(_ r: Int) -> AepoFailure {
+        AepoFailure(.nonFinite, "X",
+                    "the logits of row \(r), X[\(r)] · Wᵀ + bias, overflow float32 although X, W and bias are finite; rescale the inputs",
+                    index: r)
+    }
+
+    /// Output buffers must not overlap an input or each other.
+    func checkOutputs(_ inp: FusedInputs, _ outs: [(String, UnsafeRawBufferPointer?)]) throws(AepoFailure) {
+        let ins: [(String, UnsafeRawBufferPointer?)] = [
+            ("X", UnsafeRawBufferPointer(inp.x)), ("W", UnsafeRawBufferPointer(inp.w)), ("bias", raw(inp.bias)),
+            ("targets", UnsafeRawBufferPointer(inp.targets)), ("mask", raw(inp.mask)),
+        ]
+        for (i, (name, o)) in outs.enumerated() {
+            guard let o else { continue }
+            for (inName, b) in ins {
+                if let b, overlaps(o, b) { throw .invalid(name, "overlaps the input \(inName); outputs must not alias inputs") }
+            }
+            for (other, p) in outs[(i + 1)...] {
+                if let p, overlaps(o, p) { throw .invalid(name, "overlaps \(other); outputs must be distinct buffers") }
+            }
+        }
+    }
+}
+
+/// Adds the rank-one update of a single logits-gradient entry G[r, j] = value to the
+/// products: dX_r += value · W_j, dW_j += value · X_r, dbias_j += value.
+struct RankOneUpdates {
+    let w: UnsafePointer<Float>?
+    let d: Int
+    let dW: UnsafeMutablePointer<Float>?
+    let biasSums: BiasSums
+
+    init(_ inp: FusedInputs, dW: UnsafeMutablePointer<Float>?, biasSums: BiasSums) {
+        w = inp.w.baseAddress
+        d = inp.dim
+        self.dW = dW
+        self.biasSums = biasSums
+    }
+
+    @inline(__always)
+    func apply(row x: UnsafePointer<Float>, dxRow: UnsafeMutablePointer<Float>?, column j: Int, value: Double) {
+        biasSums.addPoint(j, value)
+        let v = Float(value)
+        guard v != 0, d > 0, let w else { return }
+        if let dxRow { axpy(dxRow, v, w + j * d, d) }
+        if let dW { axpy(dW + j * d, v, x, d) }
+    }
+}
+
+/// y[0..<n] += a · x[0..<n].
+@inline(__always)
+func axpy(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointer<Float>, _ n: Int) {
+    let yr = UnsafeMutableRawPointer(y), xr = UnsafeRawPointer(x)
+    let av = SIMD8<Float>(repeating: a)
+    var k = 0
+    while k &+ 8 <= n {
+        let v = yr.loadUnaligned(fromByteOffset: k &* 4, as: SIMD8<Float>.self)
+            + av * xr.loadUnaligned(fromByteOffset: k &* 4, as: SIMD8<Float>.self)
+        yr.storeBytes(of: v, toByteOffset: k &* 4, as: SIMD8<Float>.self)
+        k &+= 8
+    }
+    while k < n { y[k] += a * x[k]; k &+= 1 }
+}
+
+/// The bytes of an optional buffer, for overlap checks.
+@inline(__always)
+func raw<T>(_ b: UnsafeMutableBufferPointer<T>?) -> UnsafeRawBufferPointer? {
+    b.map { UnsafeRawBufferPointer(UnsafeMutableRawBufferPointer($0)) }
+}
+
+@inline(__always)
+func raw<T>(_ b: UnsafeBufferPointer<T>?) -> UnsafeRawBufferPointer? {
+    b.map { UnsafeRawBufferPointer($0) }
+}
+
+extension PolicyLossMode {
+    /// Whether a token's loss depends only on its own log-prob and entropy once the
+    /// aggregation weights are known. Then `FusedHead.lossAndGrad` runs the loss kernel
+    /// block by block and makes every logit once; otherwise it runs forward, the loss and
+    /// backward in turn (the logits are made twice).
+    var isTokenSeparable: Bool {
+        switch self {
+        case .vanilla: return true
+        }
+    }
+}

@@ -1,0 +1,203 @@
+import AepoConfig
+import AepoCore
+import CAepoAPI
+
+/// The object behind an `aepo_fused *`: the whole config it was made from and the head.
+final class FusedHandle {
+    let config: Config
+    let head: FusedHead
+    init(_ config: Config, _ head: FusedHead) {
+        self.config = config
+        self.head = head
+    }
+
+    static func from(_ h: OpaquePointer?, _ name: String = "h") throws(AepoFailure) -> FusedHandle {
+        guard let h else { throw .nullPointer(name) }
+        return Unmanaged<FusedHandle>.fromOpaque(UnsafeRawPointer(h)).takeUnretainedValue()
+    }
+}
+
+@c @implementation
+public func aepo_fused_create(_ json: UnsafePointer<CChar>?, _ len: Int,
+                              _ out: UnsafeMutablePointer<OpaquePointer?>?,
+                              _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        guard let out else { throw .nullPointer("out") }
+        let config = try parseConfigArgument(json, len)
+        let head = try FusedHead(config: config.fused)
+        out.pointee = OpaquePointer(Unmanaged.passRetained(FusedHandle(config, head)).toOpaque())
+    }
+}
+
+@c @implementation
+public func aepo_fused_free(_ h: OpaquePointer?) {
+    guard let h else { return }
+    Unmanaged<FusedHandle>.fromOpaque(UnsafeRawPointer(h)).release()
+}
+
+@c @implementation
+public func aepo_fused_config_json(_ h: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int,
+                                   _ len: UnsafeMutablePointer<Int>?,
+                                   _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        let handle = try FusedHandle.from(h)
+        try writeText(ConfigWriter.emit(handle.config), buf, cap, len)
+    }
+}
+
+/// The three sizes of a fused call, checked for sign and for the products the buffers need.
+struct FusedSizes {
+    let n: Int
+    let d: Int
+    let v: Int
+    let nd: Int
+    let vd: Int
+
+    init(_ n64: Int64, _ d64: Int64, _ v64: Int64) throws(AepoFailure) {
+        n = try dimension(n64, "N")
+        d = try dimension(d64, "D")
+        v = try dimension(v64, "V")
+        let (a, o1) = n.multipliedReportingOverflow(by: d)
+        guard !o1 else { throw .shape("X", "N * D overflows (N = \(n), D = \(d))") }
+        let (b, o2) = v.multipliedReportingOverflow(by: d)
+        guard !o2 else { throw .shape("W", "V * D overflows (V = \(v), D = \(d))") }
+        nd = a
+        vd = b
+    }
+}
+
+/// The shared inputs of a fused call as buffers: X, W and targets are required unless they
+/// hold no element; bias and mask may be NULL.
+func fusedInputs(_ s: FusedSizes, _ X: UnsafePointer<Float>?, _ W: UnsafePointer<Float>?,
+                 _ bias: UnsafePointer<Float>?, _ targets: UnsafePointer<Int32>?,
+                 _ mask: UnsafePointer<UInt8>?) throws(AepoFailure) -> FusedInputs {
+    let tg: UnsafeBufferPointer<Int32>
+    if let targets { tg = UnsafeBufferPointer(start: targets, count: s.n) } else {
+        if s.n > 0 { throw .nullPointer("targets") }
+        tg = UnsafeBufferPointer(start: nil, count: 0)
+    }
+    return FusedInputs(x: try floats(X, s.nd, "X"), w: try floats(W, s.vd, "W"),
+                       bias: optionalFloats(bias, s.v), targets: tg,
+                       mask: mask.map { UnsafeBufferPointer(start: $0, count: s.n) },
+                       rows: s.n, dim: s.d, vocab: s.v)
+}
+
+@inline(__always)
+func outFloats(_ p: UnsafeMutablePointer<Float>?, _ count: Int) -> UnsafeMutableBufferPointer<Float>? {
+    p.map { UnsafeMutableBufferPointer(start: $0, count: count) }
+}
+
+@c @implementation
+public func aepo_fused_forward(_ h: OpaquePointer?, _ X: UnsafePointer<Float>?, _ W: UnsafePointer<Float>?,
+                               _ bias: UnsafePointer<Float>?, _ targets: UnsafePointer<Int32>?,
+                               _ mask: UnsafePointer<UInt8>?, _ N: Int64, _ D: Int64, _ V: Int64,
+                               _ logp: UnsafeMutablePointer<Float>?, _ entropy: UnsafeMutablePointer<Float>?,
+                               _ lse: UnsafeMutablePointer<Double>?,
+                               _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        let handle = try FusedHandle.from(h)
+        let s = try FusedSizes(N, D, V)
+        let inp = try fusedInputs(s, X, W, bias, targets, mask)
+        try handle.head.forward(inp, logp: outFloats(logp, s.n), entropy: outFloats(entropy, s.n),
+                                lse: lse.map { UnsafeMutableBufferPointer(start: $0, count: s.n) })
+    }
+}
+
+@c @implementation
+public func aepo_fused_backward(_ h: OpaquePointer?, _ X: UnsafePointer<Float>?, _ W: UnsafePointer<Float>?,
+                                _ bias: UnsafePointer<Float>?, _ targets: UnsafePointer<Int32>?,
+                                _ mask: UnsafePointer<UInt8>?, _ N: Int64, _ D: Int64, _ V: Int64,
+                                _ lse: UnsafePointer<Double>?, _ entropy: UnsafePointer<Float>?,
+                                _ gradLogp: UnsafePointer<Float>?, _ gradEntropy: UnsafePointer<Float>?,
+                                _ dX: UnsafeMutablePointer<Float>?, _ dW: UnsafeMutablePointer<Float>?,
+                                _ dbias: UnsafeMutablePointer<Float>?,
+                                _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        let handle = try FusedHandle.from(h)
+        let s = try FusedSizes(N, D, V)
+        let inp = try fusedInputs(s, X, W, bias, targets, mask)
+        let lseBuf: UnsafeBufferPointer<Double>
+        if let lse { lseBuf = UnsafeBufferPointer(start: lse, count: s.n) } else {
+            if s.n > 0 { throw .nullPointer("lse") }
+            lseBuf = UnsafeBufferPointer(start: nil, count: 0)
+        }
+        try handle.head.backward(inp, lse: lseBuf, entropy: optionalFloats(entropy, s.n),
+                                 gradLogp: optionalFloats(gradLogp, s.n),
+                                 gradEntropy: optionalFloats(gradEntropy, s.n),
+                                 dX: outFloats(dX, s.nd), dW: outFloats(dW, s.vd), dbias: outFloats(dbias, s.v))
+    }
+}
+
+@c @implementation
+public func aepo_fused_loss_and_grad(_ h: OpaquePointer?, _ policyLoss: OpaquePointer?,
+                                     _ X: UnsafePointer<Float>?, _ W: UnsafePointer<Float>?,
+                                     _ bias: UnsafePointer<Float>?, _ targets: UnsafePointer<Int32>?,
+                                     _ D: Int64, _ V: Int64, _ input: UnsafePointer<aepo_loss_inputs>?,
+                                     _ loss: UnsafeMutablePointer<Double>?, _ dX: UnsafeMutablePointer<Float>?,
+                                     _ dW: UnsafeMutablePointer<Float>?, _ dbias: UnsafeMutablePointer<Float>?,
+                                     _ metrics: UnsafeMutablePointer<Double>?, _ metricsCap: Int,
+                                     _ logp: UnsafeMutablePointer<Float>?, _ entropy: UnsafeMutablePointer<Float>?,
+                                     _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        let handle = try FusedHandle.from(h)
+        let lossHandle = try LossHandle.from(policyLoss, "policy_loss")
+        guard let input else { throw .nullPointer("in") }
+        let v = try readLossInputs(input)
+        guard v.logp == nil else {
+            throw .invalid("in.logp", "must be NULL: the fused head computes the log-probs")
+        }
+        guard v.entropy == nil else {
+            throw .invalid("in.entropy", "must be NULL: the fused head computes the entropy")
+        }
+        let batch = try fusedLossBatch(v)
+        let n = try batch.tokenCount()
+        let s = try FusedSizes(Int64(n), D, V)
+        let inp = try fusedInputs(s, X, W, bias, targets, v.mask)
+        let result = try handle.head.lossAndGrad(inp, engine: lossHandle.engine, batch: batch,
+                                                 dX: outFloats(dX, s.nd), dW: outFloats(dW, s.vd),
+                                                 dbias: outFloats(dbias, s.v), logp: outFloats(logp, s.n),
+                                                 entropy: outFloats(entropy, s.n))
+        loss?.pointee = result.loss
+        if let metrics {
+            for i in 0..<min(max(metricsCap, 0), result.metrics.count) { metrics[i] = result.metrics[i] }
+        }
+    }
+}
+
+/// The loss batch described by `aepo_loss_inputs`, without log-probs or entropies (the
+/// fused head supplies them). The field rules are those of aepo_loss_compute.
+func fusedLossBatch(_ v: aepo_loss_inputs) throws(AepoFailure) -> LossBatch {
+    let B = try dimension(v.B, "B")
+    let L = try dimension(v.L, "L")
+    let (n, o) = B.multipliedReportingOverflow(by: L)
+    guard !o else { throw .shape("B", "B * L overflows (B = \(B), L = \(L))") }
+    guard v.adv_per_token == 0 || v.adv_per_token == 1 else {
+        throw .invalid("adv_per_token", "must be 0 (advantages per sequence, [B]) or 1 (per token, [B, L]), got \(v.adv_per_token)")
+    }
+    guard v.reserved == 0 else { throw .invalid("reserved", "must be 0, got \(v.reserved)") }
+    guard v.dp_size >= 1 else { throw .invalid("dp_size", "must be >= 1, got \(v.dp_size)") }
+    guard !v.reg_alpha.isNaN, v.reg_alpha.isFinite || v.reg_alpha < 0 else {
+        throw .invalid("reg_alpha", "must be a finite real >= 0, or negative for regularizer.alpha; got \(v.reg_alpha)")
+    }
+    func count(_ c: Int64, _ name: String) throws(AepoFailure) -> Int? {
+        c < 0 ? nil : try dimension(c, name)
+    }
+    let perToken = v.adv_per_token == 1
+    return LossBatch(
+        rows: B, length: L,
+        logp: UnsafeBufferPointer(start: nil, count: 0),
+        oldLogp: try floats(v.old_logp, n, "old_logp"),
+        advantages: try floats(v.advantages, perToken ? n : B, "advantages"),
+        advantagesPerToken: perToken,
+        mask: try bytes(v.mask, n, "mask"),
+        refLogp: optionalFloats(v.ref_logp, n),
+        isWeights: optionalFloats(v.is_weights, n),
+        entropy: nil,
+        regRows: v.reg_rows.map { UnsafeBufferPointer(start: $0, count: B) },
+        regAlpha: v.reg_alpha < 0 ? nil : v.reg_alpha,
+        globalTokens: try count(v.global_tokens, "global_tokens"),
+        globalSeqs: try count(v.global_seqs, "global_seqs"),
+        globalRegTokens: try count(v.global_reg_tokens, "global_reg_tokens"),
+        dpSize: try dimension(v.dp_size, "dp_size"),
+        step: v.step)
+}
