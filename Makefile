@@ -1,7 +1,8 @@
 # libaepo build, install, test, bench and demo.
 #   make                 build build/lib/libaepo.so (static Swift stdlib, SONAME libaepo.so.0)
 #   make install PREFIX=/usr/local
-#   make test            Swift unit tests, C smoke tests (plain, C++, ASan/UBSan), pytest
+#   make test            Swift unit tests, C smoke tests (plain, C++, ASan/UBSan), pytest,
+#                        the C example trainer (plain and ASan/UBSan)
 #   make bench           speed table against numpy / PyTorch, also bench/results.json
 #   make demo            a short training run showing entropy control
 #   make example         the C example trainer, build/example/aepo_train, against the staged install

@@ -101,8 +101,8 @@ static int parse_settings(int argc, char **argv, settings *s) {
     s->log_every = 1;
     if (argc < 3) return -1;
     s->config_path = argv[1];
-    if (parse_int(argv[2], 1, &s->steps) != 0) {
-        fprintf(stderr, "aepo_train: STEPS must be an integer >= 1, got '%s'\n", argv[2]);
+    if (parse_int(argv[2], 1, &s->steps) != 0 || s->steps > 100000000) {
+        fprintf(stderr, "aepo_train: STEPS must be an integer in [1, 10^8], got '%s'\n", argv[2]);
         return -1;
     }
     for (i = 3; i < argc; i += 2) {
@@ -417,18 +417,19 @@ int main(int argc, char **argv) {
     if (cfg.out_dir != NULL) {
         char path[4096];
         FILE *f;
+        int written;
         if (mkdir(cfg.out_dir, 0777) != 0 && errno != EEXIST) {
             fprintf(stderr, "aepo_train: cannot create %s: %s\n", cfg.out_dir, strerror(errno));
             goto done;
         }
         snprintf(path, sizeof path, "%s/config.json", cfg.out_dir);
         f = fopen(path, "w");
-        if (f == NULL || fputs(effective, f) < 0 || fputc('\n', f) == EOF) {
+        written = f != NULL && fputs(effective, f) >= 0 && fputc('\n', f) != EOF;
+        if (f != NULL && fclose(f) != 0) written = 0;
+        if (!written) {
             fprintf(stderr, "aepo_train: cannot write %s\n", path);
-            if (f) fclose(f);
             goto done;
         }
-        fclose(f);
         snprintf(path, sizeof path, "%s/metrics.csv", cfg.out_dir);
         csv = fopen(path, "w");
         if (csv == NULL) {
