@@ -102,6 +102,10 @@ def test_two_gloo_ranks_match_one_process_on_the_whole_batch(tmp_path):
         # The loss: each rank's micro-batch sum is its share times dp_size; their mean is the loss.
         mean_loss = [(a + b) / 2 for a, b in zip(r0["losses"], r1["losses"])]
         err = rel(mean_loss, one["losses"])
+        print(f"{m}: loss rel diff {err:.2e}, statistic rel diff {rel(r0['stats'], one['stats']):.2e}, "
+              f"gradient rel diff {max(rel(a, b) for a, b in zip(r0['first_grad'], one['first_grad'])):.2e}, "
+              f"parameters rel diff {max(rel(a, b) for a, b in zip(r0['params'], one['params'])):.2e}, "
+              f"temperatures {temps}")
         assert err <= 1e-6, f"{m}: loss rel diff {err:.3e}"
         # The gradient after DDP's averaging equals the one-process gradient.
         for g0, g1, g in zip(r0["first_grad"], r1["first_grad"], one["first_grad"]):

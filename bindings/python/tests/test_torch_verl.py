@@ -58,7 +58,8 @@ def tensors(dtype=torch.float32):
 
 
 def check_metrics(metrics):
-    assert set(metrics) == set(METRICS)
+    assert set(metrics) == set(METRICS) | {"aepo/nll"}
+    assert abs(metrics["aepo/nll"] - 14.7 / 7) <= 1e-7  # -(sum of log_prob over the mask) / 7
     for k, want in METRICS.items():
         assert isinstance(metrics[k], float) and abs(metrics[k] - want) <= 1e-7 * want, (k, metrics[k], want)
 
@@ -132,6 +133,11 @@ def test_global_batch_info_makes_shards_add_up(mode):
         grads.append(lp_r.grad)
     assert abs(sum(losses) / 2 - whole.item()) <= 1e-6 * abs(whole.item())
     assert torch.allclose(torch.cat(grads) / 2, lp.grad, rtol=1e-6, atol=0)
+    # An empty micro-batch contributes nothing.
+    lp_e = lp.detach()[:1].clone().requires_grad_(True)
+    empty, m_e = at.verl_policy_loss(olp[:1], lp_e, adv[:1], torch.zeros(1, 4, dtype=torch.bool), mode, cfg)
+    empty.backward()
+    assert empty.item() == 0 and torch.all(lp_e.grad == 0) and m_e["aepo/nll"] == 0
     # Without the global info dp_size > 1 is refused, as verl's agg_loss does.
     with pytest.raises(aepo.AepoError):
         at.verl_policy_loss(olp[:1], lp.detach()[:1], adv[:1], mask[:1], mode,

@@ -122,8 +122,10 @@ def verl_policy_loss(old_log_prob, log_prob, advantages, response_mask, loss_agg
     ``response_mask`` are [B, L]; ``rollout_is_weights`` [B, L] multiplies the per-token loss
     before aggregation. ``config`` is verl's actor config (attribute or dict access; None
     means verl's defaults). Returns ``(pg_loss, metrics)``: the loss as a 0-dim tensor whose
-    gradient reaches ``log_prob``, and verl's metric names ``actor/pg_clipfrac``,
-    ``actor/ppo_kl``, ``actor/pg_clipfrac_lower`` (floats).
+    gradient reaches ``log_prob``, and the metrics (floats) under verl's names
+    ``actor/pg_clipfrac``, ``actor/ppo_kl``, ``actor/pg_clipfrac_lower``, plus ``aepo/nll``,
+    the micro-batch's token-mean of -log_prob: verl averages metrics over micro-batches and
+    ranks, which gives the AEPO reference's entropy statistic for the controller.
     """
     require_float(log_prob, "log_prob")
     common_device(("log_prob", log_prob), ("old_log_prob", old_log_prob), ("advantages", advantages),
@@ -143,4 +145,16 @@ def verl_policy_loss(old_log_prob, log_prob, advantages, response_mask, loss_agg
             raise
         raise type(e)(f"{verl}: {e}", argument=verl, index=e.index, status=e.status) from None
     return loss, {"actor/pg_clipfrac": m["pg_clipfrac"], "actor/ppo_kl": m["ppo_kl"],
-                  "actor/pg_clipfrac_lower": m["pg_clipfrac_lower"]}
+                  "actor/pg_clipfrac_lower": m["pg_clipfrac_lower"], "aepo/nll": _nll(log_prob, response_mask)}
+
+
+def _nll(log_prob, response_mask):
+    """The micro-batch's token-mean of -log_prob (0 for an empty micro-batch): the AEPO reference's
+    entropy statistic, which verl's mean over micro-batches and ranks then reproduces."""
+    valid = response_mask != 0
+    n = int(valid.sum())
+    if n == 0:
+        return 0.0
+    return -float(torch.where(valid, log_prob.detach(), torch.zeros((), dtype=log_prob.dtype,
+                                                                       device=log_prob.device)).sum(
+        dtype=torch.float64)) / n
