@@ -25,8 +25,8 @@ __all__ = [
     "Decision", "EntropyController",
     "LogitsStats", "logits_backward", "logits_stats",
     "LossResult", "PolicyLoss", "RegSelection", "compute_advantages", "select_regularizer",
-    "AepoError", "BufferTooSmallError", "ConfigError", "DeviceError", "DTypeError", "InternalError", "InvalidValueError",
-    "NonFiniteError", "NullPointerError", "OutOfMemoryError", "ShapeError", "StateError",
+    "AepoError", "BufferTooSmallError", "ConfigError", "DeviceError", "DTypeError", "InternalError",
+    "InvalidValueError", "NonFiniteError", "NullPointerError", "OutOfMemoryError", "ShapeError", "StateError",
     "Sampler", "SampleResult",
     "FusedLMHead",
 ]

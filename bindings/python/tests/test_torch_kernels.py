@@ -193,8 +193,8 @@ def test_fused_loss_and_grad_adds_into_W_grad():
         r = head.loss_and_grad(X, W, targets, None, old_logp, adv, mask, bias=b, grad_W=acc_W, grad_bias=acc_b)
         assert r[2] is acc_W and r[3] is acc_b and r[0] == value
         assert torch.allclose(acc_W, 1 + dW, rtol=0, atol=1e-7) and torch.equal(acc_b, db)
-    want, grads = fused_reference(X, W, b, targets, mask, old_logp, adv,
-                                  {"loss": {"clip_ratio_high": 0.2, "entropy_coeff": 0.0, "loss_agg_mode": "token-mean"}})
+    plain = {"loss": {"clip_ratio_high": 0.2, "entropy_coeff": 0.0, "loss_agg_mode": "token-mean"}}
+    want, grads = fused_reference(X, W, b, targets, mask, old_logp, adv, plain)
     assert abs(value - want) <= 1e-6 * abs(want)
     assert max_rel(dX, grads[0]) <= 1e-5 and max_rel(dW, grads[1]) <= 1e-5 and max_rel(db, grads[2]) <= 1e-5
     assert isinstance(value, float) and metrics["n_tokens"] == int(mask.sum())

@@ -66,8 +66,8 @@ def test_non_numeric_dtype_elsewhere():
     raises(aepo.DTypeError, "targets", at.logits_stats, logits, torch.zeros(3), 1.0)
     raises(aepo.DTypeError, "mask", at.logits_stats, logits, None, 1.0, mask=torch.ones(3))
     with at.FusedLMHead() as head:
-        raises(aepo.DTypeError, "W", head, torch.zeros(3, 4), torch.zeros(5, 4, dtype=torch.int8), torch.zeros(3,
-                                                                                                             dtype=torch.long))
+        ids = torch.zeros(3, dtype=torch.long)
+        raises(aepo.DTypeError, "W", head, torch.zeros(3, 4), torch.zeros(5, 4, dtype=torch.int8), ids)
     g = good()
     raises(aepo.DTypeError, "log_prob", at.verl_policy_loss, g["old_logp"], g["logp"].long(), g["advantages"],
            g["mask"])

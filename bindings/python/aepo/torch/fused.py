@@ -9,7 +9,7 @@ states and the head weight, without an [N, V] logits tensor, with autograd.
 - ``head.loss_and_grad(...)`` is the same without autograd: it returns the gradients and can
   add dW into ``W.grad`` in place.
 """
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 from torch.autograd.function import once_differentiable

@@ -151,7 +151,7 @@ def verl_policy_loss(old_log_prob, log_prob, advantages, response_mask, loss_agg
 def _nll(log_prob, response_mask):
     """The micro-batch's token-mean of -log_prob (0 for an empty micro-batch): the AEPO reference's
     entropy statistic, which verl's mean over micro-batches and ranks then reproduces."""
-    valid = response_mask != 0
+    valid = torch.as_tensor(response_mask, device=log_prob.device) != 0
     n = int(valid.sum())
     if n == 0:
         return 0.0
