@@ -370,44 +370,36 @@ public struct FusedHead: Sendable {
         let T = temperature
         let tg = inp.targets
         let minRows = max(1, Self.minElementsPerThread / max(V, 1))
+        let partials = try FusedScratch<TokenPartials>.allocate(cn, what: "loss partial sums", knob: "fused.chunk_n")
+        defer { partials.free() }
         rows.valid.withUnsafeBufferPointer { valid in
-            var tokenStart = 0
             forEachBlock(nValid, cn) { s in
                 let m = s.count
                 let x = work.rowsOfX(s, valid)
                 let z = work.z
                 logitsBlock(inp, x: x, m: m, v0: 0, width: V, into: z)
-                // Row statistics: log p, H and lse of every row of the block (NaN marks a row
-                // whose logits overflowed).
+                // One pass per row while it is in cache: log p, H and lse, the loss engine's
+                // token kernel on that token, then G in place of the logits (whole rows, so
+                // the point updates go in place too). NaN in lseRow marks a row whose logits
+                // overflowed. Masked tokens keep their zero gradients.
                 parallelRanges(count: m, threads: threads, minPerThread: minRows) { range in
                     for i in range {
                         let r = valid[s.lowerBound + i]
                         let zr = z + i * V
                         var a = SoftmaxRowAccumulator(temperature: T, logpAtT1: false)
                         a.add(zr, count: V)
-                        if a.nonFinite || a.allNegativeInfinity { lseRow.base[i] = .nan; continue }
+                        if a.nonFinite || a.allNegativeInfinity {
+                            lseRow.base[i] = .nan
+                            (partials.base + i).initialize(to: TokenPartials())
+                            continue
+                        }
                         lp[r] = Float(a.logp(targetLogit: zr[Int(tg[r])]))
                         ent[r] = Float(a.entropy)
                         lseRow.base[i] = a.lse
-                    }
-                }
-                for i in 0..<m where lseRow.base[i].isNaN {
-                    work.failure = overflowFailure(valid[s.lowerBound + i])
-                    return false
-                }
-                // The loss engine's token kernel over the tokens up to this block's last row
-                // (masked tokens in between get zero gradients).
-                let last = s.upperBound == nValid ? n : valid[s.upperBound - 1] + 1
-                total.add(engine.accumulate(batch, plan, TokenBlock(range: tokenStart..<last, logp: lp + tokenStart,
-                                                                    entropy: ent + tokenStart, grad: gl + tokenStart,
-                                                                    gradEntropy: gh + tokenStart)))
-                tokenStart = last
-                // G in place of the logits; whole rows, so the point updates go in place too.
-                parallelRanges(count: m, threads: threads, minPerThread: minRows) { range in
-                    for i in range {
-                        let r = valid[s.lowerBound + i]
-                        let zr = z + i * V
-                        var g = SoftmaxRowGradient(temperature: T, lse: lseRow.base[i], entropy: ent[r],
+                        (partials.base + i).initialize(to: engine.accumulate(
+                            batch, plan, TokenBlock(range: r..<(r + 1), logp: lp + r, entropy: ent + r, grad: gl + r,
+                                                    gradEntropy: gh + r)))
+                        var g = SoftmaxRowGradient(temperature: T, lse: a.lse, entropy: ent[r],
                                                    gradLogp: gl[r], gradEntropy: gh[r])
                         g.write(zr, zr, count: V, start: 0)
                         let fix = g.fixups(target: gl[r] != 0 ? Int(tg[r]) : -1)
@@ -415,6 +407,13 @@ public struct FusedHead: Sendable {
                             zr[f.column] = Float(Double(zr[f.column]) + f.delta)
                         }
                     }
+                }
+                for i in 0..<m {
+                    if lseRow.base[i].isNaN {
+                        work.failure = overflowFailure(valid[s.lowerBound + i])
+                        return false
+                    }
+                    total.add(partials.base[i])
                 }
                 gradientProducts(inp, g: z, m: m, v0: 0, width: V, x: x, dx: work.rowsOfDX(s, valid, dX?.baseAddress),
                                  firstChunk: true, dW: dW?.baseAddress)
