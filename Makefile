@@ -27,7 +27,7 @@ SOURCES := $(shell find Sources include -type f) Package.swift exports.map Makef
 CSMOKE := $(wildcard Tests/c/smoke_*.c)
 CWARN := -Wall -Wextra -Werror -pedantic
 
-.PHONY: all lib deps venv install uninstall-stage stage test test-swift test-c test-python \
+.PHONY: all lib deps venv install stage test test-swift test-c test-python test-demo \
         check-exports bench demo clean
 
 all: lib
@@ -64,7 +64,7 @@ stage: lib
 	@rm -rf $(STAGE)
 	@$(call INSTALL_TO,$(STAGE))
 
-test: deps lib test-swift stage check-exports test-c test-python
+test: deps lib test-swift stage check-exports test-c test-python test-demo
 	@echo "make test: all suites passed"
 
 test-swift:
@@ -78,10 +78,10 @@ test-c: stage
 	@mkdir -p Tests/c/bin
 	@set -e; for src in $(CSMOKE); do \
 	  name=$$(basename $$src .c); \
-	  $(CC) -std=c99 $(CWARN) $$src -o Tests/c/bin/$$name $$($(PKG) --cflags --libs aepo) -Wl,-rpath,$(STAGE)/lib; \
-	  $(CXX) -x c++ -std=c++11 $(CWARN) $$src -o Tests/c/bin/$$name.cxx $$($(PKG) --cflags --libs aepo) -Wl,-rpath,$(STAGE)/lib; \
+	  $(CC) -std=c99 $(CWARN) $$src -o Tests/c/bin/$$name $$($(PKG) --cflags --libs aepo) -lm -Wl,-rpath,$(STAGE)/lib; \
+	  $(CXX) -x c++ -std=c++11 $(CWARN) $$src -o Tests/c/bin/$$name.cxx $$($(PKG) --cflags --libs aepo) -lm -Wl,-rpath,$(STAGE)/lib; \
 	  $(CC) -std=c99 $(CWARN) -g -fsanitize=address,undefined -fno-sanitize-recover=all $$src -o Tests/c/bin/$$name.san \
-	    $$($(PKG) --cflags --libs aepo) -Wl,-rpath,$(STAGE)/lib; \
+	    $$($(PKG) --cflags --libs aepo) -lm -Wl,-rpath,$(STAGE)/lib; \
 	  Tests/c/bin/$$name; \
 	  Tests/c/bin/$$name.cxx > /dev/null; \
 	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 Tests/c/bin/$$name.san > /dev/null; \
@@ -91,17 +91,29 @@ test-c: stage
 test-python: stage
 	@V=$$(scripts/venv.sh) && \
 	  $$V/bin/pip install -q --no-build-isolation --no-deps -e bindings/python && \
-	  AEPO_LIB_PATH=$(STAGE)/lib/$(REAL_SO) $$V/bin/python -m pytest -q bindings/python/tests
+	  AEPO_LIB_PATH=$(STAGE)/lib/$(REAL_SO) PYTHONPATH=$(CURDIR)/bindings/python $$V/bin/python -m pytest -q bindings/python/tests
 
 bench: lib
 	@V=$$(scripts/venv.sh) && \
 	  AEPO_LIB_PATH=$(CURDIR)/$(BUILD)/lib/$(REAL_SO) PYTHONPATH=bindings/python \
 	  $$V/bin/python bench/run.py --threads $(THREADS)
 
-demo: lib
-	@V=$$(scripts/venv.sh) && \
-	  AEPO_LIB_PATH=$(CURDIR)/$(BUILD)/lib/$(REAL_SO) PYTHONPATH=bindings/python \
+demo:
+	@start=$$(date +%s%N); \
+	  scripts/deps.sh && $(MAKE) --no-print-directory lib && V=$$(scripts/venv.sh) && \
+	  echo "demo: set-up (system packages, build, virtualenv) took $$(( ($$(date +%s%N) - start) / 1000000 )) ms" && \
+	  AEPO_LIB_PATH=$(CURDIR)/$(BUILD)/lib/$(REAL_SO) PYTHONPATH=$(CURDIR)/bindings/python \
 	  $$V/bin/python -m aepo.demo $(ARGS)
+
+# The smoke version of the demo that `make test` runs: it must produce every output.
+DEMO_SMOKE := $(BUILD)/demo-smoke
+test-demo: lib
+	@rm -rf $(DEMO_SMOKE)
+	@$(MAKE) --no-print-directory demo ARGS="--steps 3 --targets 1 --quiet --eval-samples 8 --out $(DEMO_SMOKE)"
+	@for f in metrics.csv entropy.png pass_at_k.png summary.json; do \
+	  test -s $(DEMO_SMOKE)/$$f || { echo "test-demo: $(DEMO_SMOKE)/$$f is missing"; exit 1; }; done
+	@test $$(wc -l < $(DEMO_SMOKE)/metrics.csv) -eq 10 || { echo "test-demo: metrics.csv should hold 3 runs x 3 steps"; exit 1; }
+	@echo "test-demo: outputs produced"
 
 clean:
 	rm -rf $(BUILD) $(STATIC_SCRATCH) .build Tests/c/bin

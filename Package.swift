@@ -21,7 +21,10 @@ let package = Package(
         // The public header include/aepo.h as a Clang module, so that every export is an
         // `@c @implementation` checked against its prototype at compile time.
         .systemLibrary(name: "CAepoAPI", path: "Sources/CAepoAPI"),
-        .target(name: "AepoCore", dependencies: ["COpenBLAS"], path: "Sources/AepoCore"),
+        // AVX2 twins of the hottest kernel loops, picked at run time (the library itself stays
+        // baseline x86-64: the instruction set is a per-function attribute, not a flag).
+        .target(name: "CAepoKernels", path: "Sources/CAepoKernels"),
+        .target(name: "AepoCore", dependencies: ["COpenBLAS", "CAepoKernels"], path: "Sources/AepoCore"),
         .target(name: "AepoConfig", dependencies: ["AepoCore", "CJansson"], path: "Sources/AepoConfig"),
         .target(name: "AepoShim", dependencies: ["AepoCore", "AepoConfig", "CAepoAPI"], path: "Sources/AepoShim"),
         .testTarget(name: "AepoTests", dependencies: ["AepoCore", "AepoConfig", "AepoShim", "CAepoAPI"],

@@ -5,12 +5,13 @@ import numpy as np
 from benchlib import Row
 
 
-def _case(B, L, seed=0):
+def _case(B, L, seed=0, padded=True):
+    """Responses of uniform length in [L/8, L], right-padded (as an RL batch is), or none padded."""
     g = np.random.default_rng(seed)
     olp = g.uniform(-3, 0, (B, L)).astype(np.float32)
     lp = (olp + g.uniform(-0.3, 0.3, (B, L))).astype(np.float32)
     adv = g.uniform(-2, 2, B).astype(np.float32)
-    lens = g.integers(L // 8, L + 1, B)
+    lens = g.integers(L // 8, L + 1, B) if padded else np.full(B, L)
     mask = (np.arange(L)[None, :] < lens[:, None]).astype(np.uint8)
     ref = (lp + g.uniform(-0.5, 0.5, (B, L))).astype(np.float32)
     ent = g.uniform(0, 3, (B, L)).astype(np.float32)
@@ -89,6 +90,23 @@ def rows(ctx):
 
     out.append(Row(name=f"loss: vanilla loss+grad+metrics B={B} L={L} token-mean", lib=lib_plain, peer=peer_plain,
                    peer_name=peer_name, extra=check, notes_keys=tuple(check)))
+
+    # The same without padding: every token valid, so no vector can be skipped.
+    lp_f, olp_f, adv_f, mask_f, _, _ = _case(B, L, padded=False)
+
+    def lib_unpadded():
+        return plain.compute(lp_f, olp_f, adv_f, mask_f)
+
+    peer_unpadded = None
+    if torch is not None:
+        u_lp, u_olp = torch.from_numpy(lp_f), torch.from_numpy(olp_f)
+        u_A, u_M = torch.from_numpy(adv_f)[:, None], torch.from_numpy(mask_f.astype(np_.float32))
+
+        def peer_unpadded():
+            return _torch_vanilla(torch, u_lp, u_olp, u_A, u_M, 0.2, 0.2, 3.0)
+
+    out.append(Row(name=f"loss: vanilla, no padding (all {B}x{L} tokens valid)", lib=lib_unpadded,
+                   peer=peer_unpadded, peer_name=peer_name))
     out.append(Row(name=f"loss: vanilla + k3 KL + entropy B={B} L={L}", lib=lib_full, peer=peer_full,
                    peer_name=peer_name))
 

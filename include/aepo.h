@@ -219,7 +219,8 @@ typedef struct aepo_loss_inputs {
  * dp_size 1, step 0) and sets in->struct_size = struct_size. Pass sizeof(*in). */
 AEPO_API int32_t aepo_loss_inputs_init(aepo_loss_inputs *in, size_t struct_size, aepo_error *err);
 
-/* Creates a loss handle from a whole config document (NULL or "" = defaults). */
+/* Creates a loss handle from a whole config document (NULL or "" = defaults). *out is
+ * NULL after a failed call. */
 AEPO_API int32_t aepo_loss_create(const char *json, size_t len, aepo_loss **out, aepo_error *err);
 
 /* Releases a handle; NULL is a no-op. */
@@ -252,7 +253,11 @@ AEPO_API int32_t aepo_loss_config_json(const aepo_loss *h, char *buf, size_t cap
  * Regulariser rows (reg_rows = 1) take advantage 1. Under "replace" they are ordinary rows
  * of the batch. Under "weighted" they form a separate term, reg_alpha * token-mean over
  * regulariser tokens (global_reg_tokens) of the policy loss, and take no part in the KL
- * and entropy terms. */
+ * and entropy terms.
+ *
+ * Everything except finiteness is checked before any output is written. NaN or Inf under
+ * mask = 1 is found in the same pass as the loss, so on AEPO_ERR_NON_FINITE `grad` and
+ * `grad_entropy` may be partly written (loss and metrics are not). */
 AEPO_API int32_t aepo_loss_compute(aepo_loss *h, const aepo_loss_inputs *in, double *loss, float *grad,
                                    float *grad_entropy, double *metrics, size_t metrics_cap,
                                    aepo_error *err);
@@ -264,10 +269,11 @@ AEPO_API int32_t aepo_loss_compute(aepo_loss *h, const aepo_loss_inputs *in, dou
  * advantage.norm_adv_by_std_in_grpo is false; a singleton group uses mean 0 and std 1;
  * a group of equal rewards gets 0. */
 AEPO_API int32_t aepo_loss_advantages(const aepo_loss *h, const float *rewards, const int64_t *group_ids,
-                                      const int64_t *lengths, int64_t n, float *out, aepo_error *err);
+                                      int64_t n, const int64_t *lengths, float *out, aepo_error *err);
 
 /* AEPO regulariser selection over the n regulariser rollouts: their advantages (handle's
- * estimator, within their groups) are compared with regularizer.threshold; the first
+ * estimator, within their groups, as float32) must exceed regularizer.threshold (compared
+ * in float32, like the reference code's fp32 tensor); the first
  * min(k_max, n_positive) positives in input order are kept, then the first floor-half of
  * those when halve = 1. Writes the k chosen row indices (ascending) into indices, and k and
  * n_positive. indices == NULL with cap == 0 only reports k and n_positive; a non-NULL
@@ -278,7 +284,143 @@ AEPO_API int32_t aepo_loss_select_regularizer(const aepo_loss *h, const float *r
                                               int32_t halve, int64_t *indices, size_t cap, int64_t *k,
                                               int64_t *n_positive, aepo_error *err);
 
-/* @@SECTION controller@@ */
+/* ========================================================= entropy controller === */
+/* Once per training step the controller reads an entropy statistic and decides how the
+ * next step draws and weighs its regulariser rollouts: the temperature, the cap k_max and
+ * halving (combine = "replace"), or the weight alpha (combine = "weighted"). It reads the
+ * `controller` section of the config; see docs/CONTROLLER.md.
+ *
+ * TIMING
+ *   - aepo_controller_decision gives the decision for the coming step and does not
+ *     advance. Before any observation it comes from `controller.initial_entropy`, so with
+ *     the default 0 the first decision is T_high.
+ *   - aepo_controller_step / aepo_controller_step_sums record the statistic of the update
+ *     that just finished (training step `step`), advance to step + 1, and write the
+ *     decision for it. Pass AEPO_CONTROLLER_STEP_NEXT as `step` to mean "the step of the
+ *     pending decision" (steps then count 0, 1, 2, ...). A step before the pending
+ *     decision's step is an error; a later one skips ahead. Schedules follow `step`.
+ *
+ * MODES
+ *   - "bang_bang", the reference rule: T_high with the full k_max when the last statistic
+ *     is <= the target, otherwise T_low, with halve = 1 when halve_above_target.
+ *     `hysteresis` h > 0 switches to T_high only at or below target - h and to T_low only
+ *     above target + h, holding the level in between (h = 0 is the reference rule).
+ *   - "adaptive", a PI controller on target - statistic (incremental form, so saturation
+ *     and the rate limit never wind it up). Actuator "temperature": the temperature moves
+ *     within [t_min, t_max] by at most t_rate per step; k_max in full, never halved.
+ *     Actuator "alpha": alpha moves within [0, alpha_max], drawn at t_high while raising
+ *     entropy and at t_low while lowering it.
+ *
+ * STATISTIC
+ *   `controller.statistic` picks what drives the rule: "nll" (the sampled-token negative
+ *   log-likelihood, as in the reference code) or "exact" (the full per-token entropy).
+ *   Every call says which one it passes; passing the other one is AEPO_ERR_INVALID_ARGUMENT
+ *   whose `argument` names the missing statistic ("nll" or "entropy"). A value must be
+ *   finite (else AEPO_ERR_NON_FINITE) and >= 0 (else AEPO_ERR_INVALID_ARGUMENT).
+ *
+ * Every call that fails leaves the controller exactly as it was. */
+
+/* Modes (`controller.mode`); pinned. */
+#define AEPO_CONTROLLER_MODE_BANG_BANG 0
+#define AEPO_CONTROLLER_MODE_ADAPTIVE  1
+#define AEPO_CONTROLLER_MODE_COUNT     2
+
+/* Statistics (`controller.statistic`); pinned. */
+#define AEPO_CONTROLLER_STATISTIC_NLL   0  /* sampled-token NLL: "nll" */
+#define AEPO_CONTROLLER_STATISTIC_EXACT 1  /* exact token entropy: "exact" */
+#define AEPO_CONTROLLER_STATISTIC_COUNT 2
+
+/* Why a decision came out as it did; pinned, new reasons are only appended. */
+#define AEPO_CONTROLLER_REASON_INITIAL            0 /* no observation yet: from initial_entropy */
+#define AEPO_CONTROLLER_REASON_AT_OR_BELOW_TARGET 1 /* bang-bang: statistic <= target, T_high */
+#define AEPO_CONTROLLER_REASON_ABOVE_TARGET       2 /* bang-bang: statistic > target, T_low */
+#define AEPO_CONTROLLER_REASON_HYSTERESIS_HOLD    3 /* bang-bang: inside the band, level held */
+#define AEPO_CONTROLLER_REASON_TRACKING           4 /* adaptive: the actuator moved freely */
+#define AEPO_CONTROLLER_REASON_SATURATED_HIGH     5 /* adaptive: at t_max (or alpha_max at t_high) */
+#define AEPO_CONTROLLER_REASON_SATURATED_LOW      6 /* adaptive: at t_min (or alpha_max at t_low) */
+#define AEPO_CONTROLLER_REASON_RATE_LIMITED       7 /* adaptive: the change was cut to t_rate */
+#define AEPO_CONTROLLER_REASON_COUNT              8
+
+/* `step` value meaning "the step of the pending decision". */
+#define AEPO_CONTROLLER_STEP_NEXT (-1)
+
+/* Static names: the config spelling for modes and statistics ("bang_bang", "exact") and
+ * snake_case for reasons ("at_or_below_target"); "unknown" for other values. */
+AEPO_API const char *aepo_controller_mode_name(int32_t mode);
+AEPO_API const char *aepo_controller_statistic_name(int32_t statistic);
+AEPO_API const char *aepo_controller_reason_name(int32_t reason);
+
+/* One decision. The caller sets struct_size = sizeof(aepo_decision) before a call; the
+ * library fills every field it knows and leaves struct_size, and any later fields of a
+ * newer, larger struct, unchanged. A struct_size below AEPO_DECISION_SIZE_V1 (the size of
+ * this first version) is AEPO_ERR_INVALID_ARGUMENT naming the struct argument. */
+#define AEPO_DECISION_SIZE_V1 80
+typedef struct aepo_decision {
+    size_t struct_size;
+    int64_t step;        /* the training step this decision is for */
+    double temperature;  /* draw the regulariser rollouts at this temperature */
+    double alpha;        /* regulariser weight for combine = "weighted" when the controller
+                            drives it (adaptive, actuator "alpha"); NaN otherwise, meaning
+                            "use regularizer.alpha" */
+    double target;       /* the target of `step` under the schedule */
+    double statistic;    /* the raw statistic the decision was made from */
+    double smoothed;     /* the statistic after EMA smoothing (adaptive); = statistic otherwise */
+    int64_t k_max;       /* cap on regulariser samples, for select_regularizer */
+    int32_t halve;       /* 1: keep the floor-half of the selected positives */
+    int32_t mode;        /* AEPO_CONTROLLER_MODE_* */
+    int32_t reason;      /* AEPO_CONTROLLER_REASON_* */
+    int32_t reserved;    /* 0 */
+} aepo_decision;
+
+/* Creates a controller from a whole config document (NULL or "" means all defaults).
+ * Config errors are AEPO_ERR_CONFIG naming the JSON path; on any failure *out is NULL. */
+AEPO_API int32_t aepo_controller_create(const char *json, size_t len, aepo_controller **out,
+                                        aepo_error *err);
+
+/* Releases a controller; NULL is a no-op. */
+AEPO_API void aepo_controller_free(aepo_controller *ctl);
+
+/* Writes the effective config document the controller runs with (text rule above). */
+AEPO_API int32_t aepo_controller_config_json(const aepo_controller *ctl, char *buf, size_t cap,
+                                             size_t *len, aepo_error *err);
+
+/* Writes the decision for the coming step into *out. Does not advance. */
+AEPO_API int32_t aepo_controller_decision(const aepo_controller *ctl, aepo_decision *out,
+                                          aepo_error *err);
+
+/* Records `value`, the token mean of the statistic `statistic` (AEPO_CONTROLLER_STATISTIC_*)
+ * over the update of training step `step` (or AEPO_CONTROLLER_STEP_NEXT), advances, and
+ * writes the decision for step + 1 into *next (which may be NULL). */
+AEPO_API int32_t aepo_controller_step(aepo_controller *ctl, int32_t statistic, double value,
+                                      int64_t step, aepo_decision *next, aepo_error *err);
+
+/* The same, from a sum over `count` tokens as all-reduced across ranks: the statistic is
+ * sum / count. `count` must be >= 1; errors name "nll_sum" / "entropy_sum" and "count". */
+AEPO_API int32_t aepo_controller_step_sums(aepo_controller *ctl, int32_t statistic, double sum,
+                                           int64_t count, int64_t step, aepo_decision *next,
+                                           aepo_error *err);
+
+/* Writes the controller's state as JSON (text rule above): the pending decision, the
+ * level or actuator, the smoothed statistic, the history, and the controller section of
+ * the config. Reals keep 17 significant digits, so restoring continues bit for bit. */
+AEPO_API int32_t aepo_controller_state_json(const aepo_controller *ctl, char *buf, size_t cap,
+                                            size_t *len, aepo_error *err);
+
+/* Replaces the state with a blob from aepo_controller_state_json (`json` need not be
+ * NUL-terminated). A blob saved under another mode, statistic or (adaptive) actuator, or
+ * one that is malformed, is AEPO_ERR_STATE naming the field, and changes nothing. Other
+ * config keys may differ (a new target or gains); they apply from the next step on. With
+ * an equal config the restored controller gives decisions bit-identical to the one that
+ * saved it. The history keeps the newest `controller.history` entries. */
+AEPO_API int32_t aepo_controller_restore(aepo_controller *ctl, const char *json, size_t len,
+                                         aepo_error *err);
+
+/* History: the last `controller.history` decisions, oldest first, the pending one last. */
+AEPO_API int32_t aepo_controller_history_count(const aepo_controller *ctl, int64_t *count,
+                                               aepo_error *err);
+/* Writes entry `index` (0 = oldest, count - 1 = the pending decision) into *out. */
+AEPO_API int32_t aepo_controller_history(const aepo_controller *ctl, int64_t index,
+                                         aepo_decision *out, aepo_error *err);
 
 /* ============================================================== logits kernels === */
 /* Temperature-consistent log-probs, exact entropy and their gradient, straight from logits
@@ -354,7 +496,63 @@ AEPO_API int32_t aepo_logits_backward(const float *logits, int64_t B, int64_t L,
                                       float *out, int64_t out_stride_b, int64_t out_stride_l,
                                       int64_t threads, aepo_error *err);
 
-/* @@SECTION sampler@@ */
+/* ==================================================================== sampler === */
+/* Seeded temperature sampler: temperature, min-p, top-k, top-p and greedy, drawn with a
+ * counter-based generator (Philox4x32-10), reporting the truncated law it used so that a
+ * trainer can score and replay exactly what was sampled.
+ *
+ * LAW. For a row x of V logits with max m and temperature T, token i has weight
+ * w_i = exp((x_i - m) / T). The truncations act in this order, each on what the previous
+ * one left, and each keeps a prefix of the ranking "larger logit first, lower id first
+ * among equal logits":
+ *   min-p (sampler.min_p; 0 = off)  keeps i when w_i >= min_p, i.e. x_i >= m + T ln(min_p);
+ *   top-k (sampler.top_k; 0 = off)  keeps the first k;
+ *   top-p (sampler.top_p; 1 = off)  keeps i when the mass ranked strictly above i is
+ *                                   < top_p times the mass of what is left.
+ * The token is drawn with probability w_i / Z over the kept set K (Z = sum of w over K).
+ * Greedy (sampler.greedy) returns the argmax, ties to the lowest id.
+ * A logit of -inf means probability 0 (it is never kept or counted); NaN and +inf are
+ * AEPO_ERR_NON_FINITE, and a row with no finite logit is AEPO_ERR_INVALID_ARGUMENT.
+ *
+ * RANDOMNESS. Row i's draw is a pure function of (sampler.seed, step, position,
+ * row_offset + i) and the row's logits: the result does not depend on sampler.threads, on
+ * how a batch is split into calls, or on call order. Calling twice with the same
+ * arguments gives the same tokens.
+ *
+ * TEMPERATURE. `temperature` may point to a per-call temperature that overrides
+ * sampler.temperature (how an entropy controller's T arrives each step); NULL uses the
+ * config. It must be finite and >= 1e-30; T <= 0 is AEPO_ERR_INVALID_ARGUMENT and the
+ * message points to sampler.greedy. Greedy ignores the value but still checks it. */
+
+/* Creates a sampler from the `sampler` section of a whole config document (NULL or ""
+ * means defaults). On success *out owns a new handle; free it with aepo_sampler_free. */
+AEPO_API int32_t aepo_sampler_create(const char *json, size_t len, aepo_sampler **out, aepo_error *err);
+
+/* Releases a sampler and its scratch; NULL is a no-op. */
+AEPO_API void aepo_sampler_free(aepo_sampler *sampler);
+
+/* Writes the effective config document the sampler runs with (every section, normalised). */
+AEPO_API int32_t aepo_sampler_config_json(const aepo_sampler *sampler, char *buf, size_t cap, size_t *len,
+                                          aepo_error *err);
+
+/* Draws one token per row.
+ *   logits   [n, v] floats, row i at logits + i * row_stride (row_stride >= v)
+ *   tokens   [n] int32, the drawn ids                                    (required)
+ *   logp     [n] float, log(w_tok / Z): the log-prob under the truncated, tempered law
+ *            actually used (0 under greedy)                              (NULL: skipped)
+ *   logp_t1  [n] float, log_softmax(x)[tok]: the log-prob under the untruncated T = 1
+ *            policy                          (NULL: skipped, which saves an exp per logit)
+ *   kept     [n] int32, |K|, the number of tokens the truncation kept (1 under greedy)
+ *                                                                        (NULL: skipped)
+ * n, v, row_stride >= 0, v <= INT32_MAX, and v >= 1 when n > 0; step, position and
+ * row_offset >= 0. n == 0 writes nothing. On failure outputs may be partly written; the
+ * error names the lowest failing row in `index`. The sampler keeps scratch between calls
+ * (about 20 bytes per vocabulary entry and thread with top-k or top-p); one handle belongs
+ * to one thread at a time. */
+AEPO_API int32_t aepo_sampler_sample(aepo_sampler *sampler, const float *logits, int64_t n, int64_t v,
+                                     int64_t row_stride, int64_t step, int64_t position, int64_t row_offset,
+                                     const double *temperature, int32_t *tokens, float *logp, float *logp_t1,
+                                     int32_t *kept, aepo_error *err);
 
 /* ================================================================= fused head === */
 /* The fused LM head reads the `fused` section of a config document (chunk_n, chunk_v,

@@ -161,7 +161,8 @@ public enum ConfigCodec {
         return pts
     }
 
-    private static func describe(_ v: UnsafeMutablePointer<json_t>) -> String {
+    /// A JSON value as error messages name it ("the integer 3", "an object").
+    static func describe(_ v: UnsafeMutablePointer<json_t>) -> String {
         switch v.pointee.type {
         case JSON_OBJECT: return "an object"
         case JSON_ARRAY: return "an array"
@@ -175,13 +176,18 @@ public enum ConfigCodec {
         }
     }
 
-    private static func malformed(_ jerr: json_error_t, _ bytes: UnsafeBufferPointer<UInt8>) -> AepoFailure {
+    /// The text of a Jansson error.
+    static func errorText(_ jerr: json_error_t) -> String {
         var e = jerr
-        let text = withUnsafeBytes(of: &e.text) { raw -> String in
+        return withUnsafeBytes(of: &e.text) { raw -> String in
             let b = raw.bindMemory(to: UInt8.self)
             let n = b.firstIndex(of: 0) ?? b.count
             return String(decoding: UnsafeBufferPointer(rebasing: b[0..<n]), as: UTF8.self)
         }
+    }
+
+    private static func malformed(_ jerr: json_error_t, _ bytes: UnsafeBufferPointer<UInt8>) -> AepoFailure {
+        let text = errorText(jerr)
         // Jansson's position is just past the offending token; scan up to its start.
         let pos = max(0, min(Int(jerr.position) - 1, bytes.count))
         let path = JSONPathScanner.path(in: bytes, at: pos)

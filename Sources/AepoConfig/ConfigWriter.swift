@@ -36,8 +36,9 @@ public enum ConfigWriter {
             out += "{\n"
             let keys = d.keys.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
             for (i, k) in keys.enumerated() {
+                guard let child = d[k] else { continue }
                 out += String(repeating: " ", count: indent + 2) + quote(k) + ": "
-                write(d[k]!, indent: indent + 2, into: &out)
+                write(child, indent: indent + 2, into: &out)
                 out += i + 1 < keys.count ? ",\n" : "\n"
             }
             out += String(repeating: " ", count: indent) + "}"

@@ -71,15 +71,21 @@ public struct ScheduleConfig: Equatable, Sendable {
     public init() {}
 }
 
+/// The adaptive controller's settings. The gains are chosen on the plant of issue 5 and
+/// documented, with the reasoning and the measured tracking errors, in docs/CONTROLLER.md.
 public struct AdaptiveConfig: Equatable, Sendable {
     public var actuator = "temperature"
     public var tMin = 0.5
     public var tMax = 2.0
     public var alphaMax = 0.5
-    public var kp = 0.0
-    public var ki = 0.0
+    /// Proportional gain: temperature change per nat of error change.
+    public var kp = 5.0
+    /// Integral gain: temperature change per step per nat of error.
+    public var ki = 1.5
+    /// EMA weight of the previous smoothed statistic; 0 turns smoothing off.
     public var ema = 0.0
-    public var tRate = 0.1
+    /// Largest temperature change per step.
+    public var tRate = 0.3
     public init() {}
 }
 

@@ -200,12 +200,26 @@ public enum ConfigSchema {
         if !(a.tMin < a.tMax) {
             throw .config("controller.adaptive.t_max", "must be greater than controller.adaptive.t_min (\(formatReal(a.tMin))), got \(formatReal(a.tMax))")
         }
+        if c.controller.mode == "adaptive" && a.actuator == "alpha" {
+            try checkAlphaActuator(c.controller)
+        }
         let s = c.controller.schedule
         if (s.kind == "linear" || s.kind == "cosine") && s.endStep < s.startStep {
             throw .config("controller.schedule.end_step", "must be >= controller.schedule.start_step (\(s.startStep)) for a \(s.kind) schedule, got \(s.endStep)")
         }
         if s.kind == "piecewise" && s.points.isEmpty {
             throw .config("controller.schedule.points", "a piecewise schedule needs at least one {\"step\", \"target\"} point")
+        }
+    }
+
+    /// The alpha actuator raises entropy by drawing at t_high and lowers it at t_low, so it
+    /// needs t_low < 1 < t_high (a temperature of 1 leaves entropy unchanged).
+    public static func checkAlphaActuator(_ c: ControllerConfig) throws(AepoFailure) {
+        if !(c.tHigh > 1) {
+            throw .config("controller.t_high", "must be > 1 for the adaptive alpha actuator, which raises entropy by drawing at t_high; got \(formatReal(c.tHigh))")
+        }
+        if !(c.tLow < 1) {
+            throw .config("controller.t_low", "must be < 1 for the adaptive alpha actuator, which lowers entropy by drawing at t_low; got \(formatReal(c.tLow))")
         }
     }
 

@@ -61,6 +61,7 @@ public func aepo_loss_create(_ json: UnsafePointer<CChar>?, _ len: Int,
                              _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
         guard let out else { throw .nullPointer("out") }
+        out.pointee = nil
         let config = try parseConfigArgument(json, len)
         let engine = try PolicyLossEngine(config: config)
         out.pointee = OpaquePointer(Unmanaged.passRetained(LossHandle(engine)).toOpaque())
@@ -185,8 +186,8 @@ public func aepo_loss_compute(_ h: OpaquePointer?, _ input: UnsafePointer<aepo_l
 
 @c @implementation
 public func aepo_loss_advantages(_ h: OpaquePointer?, _ rewards: UnsafePointer<Float>?,
-                                 _ groupIds: UnsafePointer<Int64>?, _ lengths: UnsafePointer<Int64>?,
-                                 _ n: Int64, _ out: UnsafeMutablePointer<Float>?,
+                                 _ groupIds: UnsafePointer<Int64>?, _ n: Int64,
+                                 _ lengths: UnsafePointer<Int64>?, _ out: UnsafeMutablePointer<Float>?,
                                  _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
         let handle = try LossHandle.from(h)

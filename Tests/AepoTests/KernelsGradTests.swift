@@ -8,7 +8,7 @@ struct BackwardRun {
 
     init(_ x: [Float], rows n: Int, vocab v: Int, targets: [Int32], mask: [UInt8]? = nil, temperature: Double,
          lse: [Double], entropy: [Float], gradLogp: [Float]?, gradEntropy: [Float]?, threads: Int = 1,
-         inPlace: Bool = false) throws(AepoFailure) {
+         inPlace: Bool = false, isa: KernelISA = .best) throws(AepoFailure) {
         var o = inPlace ? x : [Float](repeating: .nan, count: n * v)
         var failure: AepoFailure?
         let layout = try LogitsLayout(rows: n, vocab: v)
@@ -23,7 +23,8 @@ struct BackwardRun {
                                 try LogitsKernels.backward(src, layout: layout, targets: targets, mask: m,
                                                            temperature: temperature, lse: lse, entropy: entropy,
                                                            gradLogp: gl, gradEntropy: gh,
-                                                           out: ob.baseAddress!, outLayout: layout, threads: threads)
+                                                           out: ob.baseAddress!, outLayout: layout, threads: threads,
+                                                           isa: isa)
                             }
                         }
                     }
@@ -104,13 +105,15 @@ func gradError(_ got: [Float], _ ref: [Double]) -> Double {
                 let gl = (0..<n).map { _ in Float(rng.normal()) }
                 let gh = (0..<n).map { _ in Float(rng.normal()) }
                 for t in KernelsTests.temperatures {
-                    let fwd = try StatsRun(x, rows: n, vocab: v, targets: targets, temperature: t)
                     for (name, a, b) in [("logp", gl, nil), ("entropy", nil, gh), ("both", gl, gh)] as [(String, [Float]?, [Float]?)] {
-                        let got = try BackwardRun(x, rows: n, vocab: v, targets: targets, temperature: t, lse: fwd.lse,
-                                                  entropy: fwd.entropy, gradLogp: a, gradEntropy: b).out
                         let ref = gradRef(x, rows: n, vocab: v, targets: targets, temperature: t, gradLogp: a, gradEntropy: b)
-                        let e = gradError(got, ref)
-                        if !(e <= worst.err) { worst = (e, "\(name) scale=\(scale) \(shape) T=\(t)") }
+                        for isa in KernelsTests.isas {
+                            let fwd = try StatsRun(x, rows: n, vocab: v, targets: targets, temperature: t, isa: isa)
+                            let got = try BackwardRun(x, rows: n, vocab: v, targets: targets, temperature: t, lse: fwd.lse,
+                                                      entropy: fwd.entropy, gradLogp: a, gradEntropy: b, isa: isa).out
+                            let e = gradError(got, ref)
+                            if !(e <= worst.err) { worst = (e, "\(name) scale=\(scale) \(shape) T=\(t) \(isa)") }
+                        }
                     }
                 }
             }
@@ -134,10 +137,11 @@ func gradError(_ got: [Float], _ ref: [Double]) -> Double {
                 x[second] = x[best] - Float(gaps[0] * t)
                 x[third] = x[best] - Float(gaps[1] * t)
                 for target in [best, second, rng.int(v)] {
-                    let fwd = try StatsRun(x, rows: 1, vocab: v, targets: [Int32(target)], temperature: t)
+                  for isa in KernelsTests.isas {
+                    let fwd = try StatsRun(x, rows: 1, vocab: v, targets: [Int32(target)], temperature: t, isa: isa)
                     for (gl, gh) in [(Float(0.7), Float(-1.3)), (1, 0), (0, 1)] {
                         let got = try BackwardRun(x, rows: 1, vocab: v, targets: [Int32(target)], temperature: t, lse: fwd.lse,
-                                                  entropy: fwd.entropy, gradLogp: [gl], gradEntropy: [gh]).out
+                                                  entropy: fwd.entropy, gradLogp: [gl], gradEntropy: [gh], isa: isa).out
                         let ref = gradRef(x, rows: 1, vocab: v, targets: [Int32(target)], temperature: t,
                                           gradLogp: [gl], gradEntropy: [gh])
                         let e = gradError(got, ref)
@@ -146,8 +150,9 @@ func gradError(_ got: [Float], _ ref: [Double]) -> Double {
                             print("T=\(t) gaps \(gaps) target \(target) g=(\(gl), \(gh)) H=\(fwd.entropy[0]) lse=\(fwd.lse[0]) err \(e)")
                             for j in order.prefix(4) { print("  j=\(j) x=\(x[j]) got=\(got[j]) ref=\(ref[j])") }
                         }
-                        if !(e <= worst.err) { worst = (e, "T=\(t) gaps \(gaps) target \(target) g=(\(gl), \(gh)) lse \(fwd.lse[0])") }
+                        if !(e <= worst.err) { worst = (e, "T=\(t) gaps \(gaps) target \(target) g=(\(gl), \(gh)) lse \(fwd.lse[0]) \(isa)") }
                     }
+                  }
                 }
             }
         }

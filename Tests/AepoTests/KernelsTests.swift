@@ -65,7 +65,7 @@ struct StatsRun {
     var logp: [Float], entropy: [Float], lse: [Double], logpT1: [Float], sums: LogitsSums
 
     init(_ x: [Float], rows n: Int, vocab v: Int, targets: [Int32], mask: [UInt8]? = nil,
-         temperature: Double, threads: Int = 1) throws(AepoFailure) {
+         temperature: Double, threads: Int = 1, isa: KernelISA = .best) throws(AepoFailure) {
         var lp = [Float](repeating: .nan, count: n), h = lp, l = [Double](repeating: .nan, count: n), l1 = lp
         var s = LogitsSums()
         var failure: AepoFailure?
@@ -83,12 +83,12 @@ struct StatsRun {
                                         s = try mask.withUnsafeBufferPointer { (mb) throws(AepoFailure) in
                                             try LogitsKernels.stats(xb.baseAddress!, layout: layout, targets: tb.baseAddress,
                                                                     mask: mb.baseAddress, temperature: temperature,
-                                                                    threads: threads, outputs: outs)
+                                                                    threads: threads, outputs: outs, isa: isa)
                                         }
                                     } else {
                                         s = try LogitsKernels.stats(xb.baseAddress!, layout: layout, targets: tb.baseAddress,
                                                                     mask: nil, temperature: temperature,
-                                                                    threads: threads, outputs: outs)
+                                                                    threads: threads, outputs: outs, isa: isa)
                                     }
                                 } catch { failure = error }
                             }
@@ -138,6 +138,8 @@ func makeRow(_ shape: LogitsShape, vocab v: Int, scale: Double, rng: inout Kerne
 
 @Suite struct KernelsTests {
     static let temperatures = [0.3, 0.7, 1.0, 1.2, 2.0]
+    /// Both implementations of the hot loops when this CPU has AVX2 + FMA, else the SIMD8 one.
+    static let isas: [KernelISA] = KernelISA.best == .simd8 ? [.simd8] : [.simd8, .avx2fma]
 
     /// Done-when 1: logp, entropy (and lse, logp at T = 1) within 1e-5 of float64, scaled by
     /// max(1, |value|), for logit scales up to 50, V from 2 to 256k and the five temperatures.
@@ -155,7 +157,8 @@ func makeRow(_ shape: LogitsShape, vocab v: Int, scale: Double, rng: inout Kerne
                     targets.append(Int32(rng.int(v)))
                 }
                 for t in Self.temperatures {
-                    let run = try StatsRun(x, rows: n, vocab: v, targets: targets, temperature: t)
+                  for isa in Self.isas {
+                    let run = try StatsRun(x, rows: n, vocab: v, targets: targets, temperature: t, isa: isa)
                     for r in 0..<n {
                         let ref = RowRef(Array(x[(r * v)..<((r + 1) * v)]), temperature: t, target: Int(targets[r]))
                         let errs = [("logp", scaledError(run.logp[r], ref.logp)),
@@ -163,10 +166,11 @@ func makeRow(_ shape: LogitsShape, vocab v: Int, scale: Double, rng: inout Kerne
                                     ("lse", scaledError(run.lse[r], ref.lse)),
                                     ("logp_t1", scaledError(run.logpT1[r], ref.logpT1))]
                         for (name, e) in errs where !(e <= worst.err) {
-                            worst = (e, "\(name) V=\(v) scale=\(scale) \(shape) T=\(t) row \(r)")
+                            worst = (e, "\(name) V=\(v) scale=\(scale) \(shape) T=\(t) row \(r) \(isa)")
                         }
                         #expect(run.entropy[r] >= 0)
                     }
+                  }
                 }
             }
         }
@@ -184,13 +188,15 @@ func makeRow(_ shape: LogitsShape, vocab v: Int, scale: Double, rng: inout Kerne
                 let x = makeRow(shape, vocab: v, scale: scale, rng: &rng)
                 let target = Int32(rng.int(v))
                 for t in Self.temperatures {
-                    let run = try StatsRun(x, rows: 1, vocab: v, targets: [target], temperature: t)
+                  for isa in Self.isas {
+                    let run = try StatsRun(x, rows: 1, vocab: v, targets: [target], temperature: t, isa: isa)
                     let ref = RowRef(x, temperature: t, target: Int(target))
                     for (name, got, want) in [("logp", Double(run.logp[0]), ref.logp), ("entropy", Double(run.entropy[0]), ref.entropy),
                                               ("lse", run.lse[0], ref.lse), ("logp_t1", Double(run.logpT1[0]), ref.logpT1)] {
                         let e = scaledError(got, want)
-                        if !(e <= worst.err) { worst = (e, "\(name) scale=\(scale) \(shape) T=\(t)") }
+                        if !(e <= worst.err) { worst = (e, "\(name) scale=\(scale) \(shape) T=\(t) \(isa)") }
                     }
+                  }
                 }
             }
         }
@@ -216,17 +222,21 @@ func makeRow(_ shape: LogitsShape, vocab v: Int, scale: Double, rng: inout Kerne
             (1.3, 1.0907583528, -0.5752478943),
         ]
         for row in table {
-            let run = try StatsRun(x, rows: 1, vocab: 4, targets: [0], temperature: row.t)
+          for isa in Self.isas {
+            let run = try StatsRun(x, rows: 1, vocab: 4, targets: [0], temperature: row.t, isa: isa)
             #expect(abs(Double(run.entropy[0]) - row.h) <= 2e-7, "H at T=\(row.t): \(run.entropy[0]) vs \(row.h)")
             #expect(abs(Double(run.logp[0]) - row.logp0) <= 2e-7, "logp at T=\(row.t): \(run.logp[0]) vs \(row.logp0)")
+          }
         }
         // dH/dz at T = 1 from the backward pass with g_H = 1.
-        let run = try StatsRun(x, rows: 1, vocab: 4, targets: [0], temperature: 1)
-        let g = try BackwardRun(x, rows: 1, vocab: 4, targets: [0], temperature: 1, lse: run.lse, entropy: run.entropy,
-                                gradLogp: nil, gradEntropy: [1]).out
-        let want = [-0.326688139, 0.116700968, 0.130076206, 0.079910965]
-        for j in 0..<4 {
-            #expect(abs(Double(g[j]) - want[j]) <= 2e-7, "dH/dz[\(j)] = \(g[j]), expected \(want[j])")
+        for isa in Self.isas {
+            let run = try StatsRun(x, rows: 1, vocab: 4, targets: [0], temperature: 1, isa: isa)
+            let g = try BackwardRun(x, rows: 1, vocab: 4, targets: [0], temperature: 1, lse: run.lse, entropy: run.entropy,
+                                    gradLogp: nil, gradEntropy: [1], isa: isa).out
+            let want = [-0.326688139, 0.116700968, 0.130076206, 0.079910965]
+            for j in 0..<4 {
+                #expect(abs(Double(g[j]) - want[j]) <= 2e-7, "dH/dz[\(j)] = \(g[j]), expected \(want[j]) (\(isa))")
+            }
         }
     }
 
@@ -277,5 +287,57 @@ func makeRow(_ shape: LogitsShape, vocab v: Int, scale: Double, rng: inout Kerne
             #expect(abs(acc.logp(targetLogit: x[5]) - whole.logp(targetLogit: x[5])) <= 1e-5, "chunk \(chunk): logp")
             #expect(abs(acc.logpAtT1(targetLogit: x[5]) - whole.logpAtT1(targetLogit: x[5])) <= 1e-5)
         }
+    }
+}
+
+/// The AVX2 + FMA loops (CAepoKernels) agree with the SIMD8 loops to a few float32 ulps, for
+/// every length (tails included) and for special values.
+@Suite struct KernelsAVX2Tests {
+    static func close(_ a: Float, _ b: Float, rel: Float = 4e-7) -> Bool {
+        a == b || abs(a - b) <= rel * max(abs(a), abs(b))
+    }
+
+    @Test func avx2AgreesWithSIMD8() throws {
+        guard KernelISA.best == .avx2fma else {
+            print("AVX2/FMA not available on this CPU: only the SIMD8 path runs here")
+            return
+        }
+        var rng = KernelsRNG(seed: 77)
+        var mismatches: [String] = []
+        var worstBackward: Float = 0
+        for n in [1, 5, 8, 9, 15, 16, 17, 31, 32, 33, 100, 1023, 1024] {
+            for scale in [0.5, 8.0, 60.0] {
+                var x = (0..<n).map { _ in Float(scale * rng.normal()) }
+                if n > 3 { x[1] = -.infinity; x[n - 1] = -1e30 }
+                let m = SoftmaxKernels.maxSIMD8(x, n)
+                if SoftmaxKernels.max(x, n, .avx2fma).bitPattern != m.bitPattern { mismatches.append("max n=\(n)") }
+                for invT: Float in [1 / 0.3, 1, 1 / 1.2] {
+                    let a = SoftmaxKernels.expSums(x, n, shift: m, invT: invT, .avx2fma)
+                    let b = SoftmaxKernels.expSumsSIMD8(x, n, shift: m, invT: invT)
+                    if !Self.close(a.sum, b.sum) || !Self.close(a.sumD, b.sumD, rel: 1e-6) {
+                        mismatches.append("expSums n=\(n) scale=\(scale): \(a) vs \(b)")
+                    }
+                    if !Self.close(SoftmaxKernels.expSum(x, n, shift: m, .avx2fma), SoftmaxKernels.expSumSIMD8(x, n, shift: m)) {
+                        mismatches.append("expSum n=\(n)")
+                    }
+                    var o1 = [Float](repeating: 0, count: n), o2 = o1
+                    _ = SoftmaxKernels.backward(x, &o1, n, shift: m, c: 1e-6, invT: invT, a: 0.3, b: -1.1, .avx2fma)
+                    _ = SoftmaxKernels.backwardSIMD8(x, &o2, n, shift: m, c: 1e-6, invT: invT, a: 0.3, b: -1.1)
+                    let scaleOut = o2.map { abs($0) }.max() ?? 0
+                    for j in 0..<n {
+                        let d = abs(o1[j] - o2[j]) / max(scaleOut, .leastNormalMagnitude)
+                        worstBackward = max(worstBackward, d)
+                    }
+                }
+            }
+        }
+        print("AVX2 vs SIMD8: backward max difference \(worstBackward) of the largest entry")
+        #expect(worstBackward <= 1e-6)
+        // NaN is ignored by max and propagates through the sums on both paths.
+        var y: [Float] = (0..<40).map { Float($0) * 0.1 }
+        y[17] = .nan
+        #expect(SoftmaxKernels.max(y, 40, .avx2fma) == SoftmaxKernels.maxSIMD8(y, 40))
+        #expect(SoftmaxKernels.expSums(y, 40, shift: 3.9, invT: 1, .avx2fma).sum.isNaN)
+        #expect(mismatches.isEmpty, "AVX2 and SIMD8 differ: \(mismatches.prefix(10))")
     }
 }

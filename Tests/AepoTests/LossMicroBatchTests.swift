@@ -96,6 +96,33 @@ import Testing
         }
     }
 
+    /// Threads get contiguous row ranges of about equal work, also for a length-sorted batch.
+    @Test func workSplitBalancesSortedLengths() throws {
+        let B = 64, L = 512
+        var mask = [UInt8](repeating: 0, count: B * L)
+        for b in 0..<B { for t in 0..<(8 * (b + 1)) { mask[b * L + t] = 1 } }  // lengths 8...512, sorted
+        let m = buffer(mask)
+        let empty = buffer([Float](repeating: 0, count: B * L)), adv = buffer([Float](repeating: 1, count: B))
+        defer { release(m); release(empty); release(adv) }
+        let batch = LossBatch(rows: B, length: L, logp: empty, oldLogp: empty, advantages: adv, advantagesPerToken: false,
+                              mask: m)
+        let plan = try engine().plan(batch)
+        for parts in [1, 2, 3, 7] {
+            let bounds = PolicyLossEngine.workSplit(plan, parts: parts)
+            #expect(bounds.first == 0 && bounds.last == B && bounds.count == parts + 1)
+            #expect(zip(bounds, bounds.dropFirst()).allSatisfy { $0 <= $1 })
+            let work = zip(bounds, bounds.dropFirst()).map { lo, hi in
+                (lo..<hi).reduce(0) { $0 + plan.rowSpan[$1].count + L / 8 + 1 }
+            }
+            let total = work.reduce(0, +)
+            // Each part is within one row's work of the even share.
+            for w in work { #expect(abs(w - total / parts) <= L + L / 8 + 1, "parts \(parts): \(work)") }
+        }
+        // Equal counts would have given the first half of the rows a quarter of the work.
+        let half = PolicyLossEngine.workSplit(plan, parts: 2)[1]
+        #expect(half > B / 2 + 8, "split at row \(half)")
+    }
+
     /// The token kernel gives the same per-token gradients whatever the block boundaries
     /// (the fused LM head runs it on its own row blocks), and the partial sums add up.
     @Test func tokenKernelOnArbitraryBlocks() throws {

@@ -235,7 +235,7 @@ import Testing
         #expect(aepo_loss_config_json(h.h, nil, 0, &len, &err) == AEPO_OK && len > 0)
         var buf = [CChar](repeating: 0, count: len + 1)
         #expect(aepo_loss_config_json(h.h, &buf, buf.count, &len, &err) == AEPO_OK)
-        let text = String(cString: buf)
+        let text = String(decoding: buf.prefix(len).map { UInt8(bitPattern: $0) }, as: UTF8.self)
         var want = Config()
         want.loss.clipRatioHigh = 0.28
         want.loss.threads = 2
@@ -252,16 +252,16 @@ import Testing
         let groups: [Int64] = [7, 7, 7, 7, 3]
         var out = [Float](repeating: 0, count: 5)
         var err = aepo_error()
-        #expect(aepo_loss_advantages(h.h, rewards, groups, nil, 5, &out, &err) == AEPO_OK)
+        #expect(aepo_loss_advantages(h.h, rewards, groups, 5, nil, &out, &err) == AEPO_OK)
         #expect(relErr(Double(out[0]), 0.866023904) <= 1e-7 && relErr(Double(out[4]), 0.4999995) <= 1e-7)
         var bad = rewards
         bad[2] = .nan
-        #expect(aepo_loss_advantages(h.h, bad, groups, nil, 5, &out, &err) == AEPO_ERR_NON_FINITE)
+        #expect(aepo_loss_advantages(h.h, bad, groups, 5, nil, &out, &err) == AEPO_ERR_NON_FINITE)
         #expect(argument(err) == "rewards" && err.index == 2)
-        #expect(aepo_loss_advantages(h.h, rewards, nil, nil, 5, &out, &err) == AEPO_ERR_NULL_POINTER && argument(err) == "group_ids")
-        #expect(aepo_loss_advantages(h.h, rewards, groups, [3, -1, 2, 2, 2], 5, &out, &err) == AEPO_ERR_INVALID_ARGUMENT)
+        #expect(aepo_loss_advantages(h.h, rewards, nil, 5, nil, &out, &err) == AEPO_ERR_NULL_POINTER && argument(err) == "group_ids")
+        #expect(aepo_loss_advantages(h.h, rewards, groups, 5, [3, -1, 2, 2, 2], &out, &err) == AEPO_ERR_INVALID_ARGUMENT)
         #expect(argument(err) == "lengths" && err.index == 1)
-        #expect(aepo_loss_advantages(h.h, rewards, groups, nil, -2, &out, &err) == AEPO_ERR_SHAPE && argument(err) == "n")
+        #expect(aepo_loss_advantages(h.h, rewards, groups, -2, nil, &out, &err) == AEPO_ERR_SHAPE && argument(err) == "n")
 
         // Selection: positives are rows 0 and 3 (0.866) and the singleton 4 (0.4999995).
         var k: Int64 = -1, np: Int64 = -1

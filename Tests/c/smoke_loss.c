@@ -94,7 +94,7 @@ int main(void) {
     CHECK(loss == 0.0);
 
     /* GRPO advantages: +-0.866023904 and the singleton 0.4999995. */
-    CHECK_STATUS(aepo_loss_advantages(h, rewards, groups, NULL, 5, out, &err), AEPO_OK, &err);
+    CHECK_STATUS(aepo_loss_advantages(h, rewards, groups, 5, NULL, out, &err), AEPO_OK, &err);
     CHECK_NEAR(out[0], 0.866023904, 1e-7);
     CHECK_NEAR(out[1], -0.866023904, 1e-7);
     CHECK_NEAR(out[4], 0.4999995, 1e-7);
@@ -111,7 +111,7 @@ int main(void) {
     aepo_loss_free(NULL);
 
     /* An unimplemented mode is rejected at creation, naming the key. */
-    h = NULL;
+    h = (aepo_loss *)&err; /* any non-NULL value: a failed create stores NULL */
     CHECK_STATUS(aepo_loss_create("{\"loss\": {\"policy_loss\": \"gspo\"}}", 33, &h, &err), AEPO_ERR_CONFIG, &err);
     CHECK(strcmp(err.argument, "loss.policy_loss") == 0 && h == NULL);
     return smoke_finish("smoke_loss");

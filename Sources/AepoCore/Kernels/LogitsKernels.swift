@@ -104,7 +104,7 @@ public enum LogitsKernels {
     public static func stats(_ logits: UnsafePointer<Float>, layout: LogitsLayout,
                              targets: UnsafePointer<Int32>?, mask: UnsafePointer<UInt8>?,
                              temperature: Double, threads: Int, outputs: LogitsStatsOutputs,
-                             wantNLL: Bool = true) throws(AepoFailure) -> LogitsSums {
+                             wantNLL: Bool = true, isa: KernelISA = .best) throws(AepoFailure) -> LogitsSums {
         try checkTemperature(temperature)
         try checkThreads(threads)
         let n = layout.count, vocab = layout.vocab
@@ -117,7 +117,8 @@ public enum LogitsKernels {
         guard n > 0 else { return LogitsSums() }
 
         // Per-row float64 values, summed in row order after the join.
-        guard let scratch = malloc(2 &* n &* MemoryLayout<Double>.stride)?.assumingMemoryBound(to: Double.self) else {
+        let (bytes, overflow) = n.multipliedReportingOverflow(by: 2 * MemoryLayout<Double>.stride)
+        guard !overflow, let scratch = malloc(bytes)?.assumingMemoryBound(to: Double.self) else {
             throw AepoFailure(.outOfMemory, "logits", "could not allocate \(2 * n) doubles of scratch")
         }
         defer { free(scratch) }
@@ -134,7 +135,7 @@ public enum LogitsKernels {
                     continue
                 }
                 let x = logits + layout.offset(ofRow: r)
-                var acc = SoftmaxRowAccumulator(temperature: temperature, logpAtT1: wantT1)
+                var acc = SoftmaxRowAccumulator(temperature: temperature, logpAtT1: wantT1, isa: isa)
                 acc.add(x, count: vocab)
                 if acc.nonFinite || acc.allNegativeInfinity {
                     failures.record(row: r, rowFailure(x, vocab: vocab, row: r))
@@ -182,7 +183,7 @@ public enum LogitsKernels {
                                 lse: UnsafePointer<Double>, entropy: UnsafePointer<Float>?,
                                 gradLogp: UnsafePointer<Float>?, gradEntropy: UnsafePointer<Float>?,
                                 out: UnsafeMutablePointer<Float>, outLayout: LogitsLayout,
-                                threads: Int) throws(AepoFailure) {
+                                threads: Int, isa: KernelISA = .best) throws(AepoFailure) {
         try checkTemperature(temperature)
         try checkThreads(threads)
         guard outLayout.batch == layout.batch, outLayout.rows == layout.rows, outLayout.vocab == layout.vocab else {
@@ -240,7 +241,7 @@ public enum LogitsKernels {
                 }
                 let x = logits + layout.offset(ofRow: r)
                 var g = SoftmaxRowGradient(temperature: temperature, lse: lse[r], entropy: entropy?[r] ?? 0,
-                                           gradLogp: gl, gradEntropy: gh)
+                                           gradLogp: gl, gradEntropy: gh, isa: isa)
                 g.write(x, o, count: vocab, start: 0)
                 let fix = g.fixups(target: gl != 0 ? Int(tg![r]) : -1)
                 if fix.first.column >= 0 { o[fix.first.column] = Float(Double(o[fix.first.column]) + fix.first.delta) }

@@ -1,3 +1,4 @@
+import CAepoKernels
 import Glibc
 
 /// Streaming softmax statistics of one row of tempered logits z = x / T, fed in vocabulary
@@ -31,6 +32,8 @@ public struct SoftmaxRowAccumulator {
     public let invT: Float
     /// Whether the T = 1 sum is tracked (only needed when T != 1 and log p at T = 1 is wanted).
     public let tracksT1: Bool
+    /// Which loops run (see `KernelISA`).
+    public let isa: KernelISA
     /// Running max of the raw logits seen so far.
     public private(set) var maxLogit: Float = -.infinity
     /// S = maxCount + rest: the entries equal to the running max, and everything else.
@@ -45,10 +48,11 @@ public struct SoftmaxRowAccumulator {
     /// up in the sums).
     var sawNaN = false
 
-    public init(temperature: Double, logpAtT1: Bool) {
+    public init(temperature: Double, logpAtT1: Bool, isa: KernelISA = .best) {
         self.temperature = temperature
         self.invT = Float(1 / temperature)
         self.tracksT1 = logpAtT1 && temperature != 1
+        self.isa = isa
     }
 
     /// Adds `count` contiguous logits to the row.
@@ -64,7 +68,7 @@ public struct SoftmaxRowAccumulator {
 
     @inline(__always)
     mutating func addBlock(_ x: UnsafePointer<Float>, _ n: Int) {
-        let m = SoftmaxKernels.max(x, n)
+        let m = SoftmaxKernels.max(x, n, isa)
         if m > maxLogit {
             if maxLogit != -.infinity && m != .infinity {
                 let delta = (Double(maxLogit) - Double(m)) / temperature
@@ -88,20 +92,20 @@ public struct SoftmaxRowAccumulator {
         }
         if m == maxLogit {
             // This block holds the running max: count its e^0 = 1 entries apart.
-            let s = SoftmaxKernels.expSumsCountingMax(x, n, shift: maxLogit, invT: invT)
+            let s = SoftmaxKernels.expSumsCountingMax(x, n, shift: maxLogit, invT: invT, isa)
             maxCount += Double(s.count)
             rest += Double(s.sum)
             sumD += Double(s.sumD)
             if tracksT1 {
-                let s1 = SoftmaxKernels.expSumCountingMax(x, n, shift: maxLogit)
+                let s1 = SoftmaxKernels.expSumCountingMax(x, n, shift: maxLogit, isa)
                 maxCountT1 += Double(s1.count)
                 restT1 += Double(s1.sum)
             }
         } else {
-            let s = SoftmaxKernels.expSums(x, n, shift: maxLogit, invT: invT)
+            let s = SoftmaxKernels.expSums(x, n, shift: maxLogit, invT: invT, isa)
             rest += Double(s.sum)
             sumD += Double(s.sumD)
-            if tracksT1 { restT1 += Double(SoftmaxKernels.expSum(x, n, shift: maxLogit)) }
+            if tracksT1 { restT1 += Double(SoftmaxKernels.expSum(x, n, shift: maxLogit, isa)) }
         }
     }
 
@@ -145,6 +149,17 @@ public struct SoftmaxRowAccumulator {
     }
 }
 
+/// Which implementation of the hot loops runs: the SIMD8 Swift loops below (baseline x86-64),
+/// or their AVX2 + FMA versions in CAepoKernels, picked once per process from the CPU.
+/// The two agree to a few float32 ulps; each is bit-identical for every thread count.
+public enum KernelISA: Sendable {
+    case simd8
+    case avx2fma
+
+    /// The fastest one this CPU runs.
+    public static let best: KernelISA = aepok_cpu_has_avx2() != 0 ? .avx2fma : .simd8
+}
+
 /// The SIMD loops behind the row statistics and the row gradient. Each takes a contiguous
 /// run of floats; tails shorter than 8 are padded to a full vector with a neutral value.
 public enum SoftmaxKernels {
@@ -170,7 +185,37 @@ public enum SoftmaxKernels {
 
     /// Largest of x[0..<n] (NaN ignored), −inf for an empty or all −inf run, +inf if present.
     @inline(__always)
-    public static func max(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    public static func max(_ x: UnsafePointer<Float>, _ n: Int, _ isa: KernelISA) -> Float {
+        isa == .avx2fma ? aepok_avx2_max(x, n) : maxSIMD8(x, n)
+    }
+
+    /// S = Σ e^d and Q = Σ e^d·d over x[0..<n], d = (x − shift) · invT (see `expSumsSIMD8`).
+    @inline(__always)
+    public static func expSums(_ x: UnsafePointer<Float>, _ n: Int, shift: Float, invT: Float, _ isa: KernelISA)
+        -> (sum: Float, sumD: Float) {
+        guard isa == .avx2fma else { return expSumsSIMD8(x, n, shift: shift, invT: invT) }
+        var s: Float = 0, q: Float = 0
+        aepok_avx2_exp_sums(x, n, shift, invT, &s, &q)
+        return (s, q)
+    }
+
+    /// Σ e^(x − shift) over x[0..<n] (see `expSumSIMD8`).
+    @inline(__always)
+    public static func expSum(_ x: UnsafePointer<Float>, _ n: Int, shift: Float, _ isa: KernelISA) -> Float {
+        isa == .avx2fma ? aepok_avx2_exp_sum(x, n, shift) : expSumSIMD8(x, n, shift: shift)
+    }
+
+    /// The gradient of a run of one row (see `backwardSIMD8`); returns the sum of the run.
+    @inline(__always)
+    public static func backward(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int,
+                                shift: Float, c: Float, invT: Float, a: Float, b: Float, _ isa: KernelISA) -> Float {
+        isa == .avx2fma ? aepok_avx2_backward(x, out, n, shift, c, invT, a, b)
+            : backwardSIMD8(x, out, n, shift: shift, c: c, invT: invT, a: a, b: b)
+    }
+
+    /// `max` in SIMD8.
+    @inline(__always)
+    public static func maxSIMD8(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
         let ninf = SIMD8<Float>(repeating: -.infinity)
         var m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf
         var i = 0
@@ -210,7 +255,7 @@ public enum SoftmaxKernels {
     /// S = Σ e^d and Q = Σ e^d·d over x[0..<n], d = (x − shift) · invT, in float32 over
     /// 2 × 8 lanes. Requires x <= shift (shift is the max), shift finite.
     @inline(__always)
-    public static func expSums(_ x: UnsafePointer<Float>, _ n: Int, shift: Float, invT: Float)
+    public static func expSumsSIMD8(_ x: UnsafePointer<Float>, _ n: Int, shift: Float, invT: Float)
         -> (sum: Float, sumD: Float) {
         let sh = SIMD8<Float>(repeating: shift), it = SIMD8<Float>(repeating: invT)
         var s0 = SIMD8<Float>(), s1 = SIMD8<Float>(), q0 = SIMD8<Float>(), q1 = SIMD8<Float>()
@@ -242,7 +287,7 @@ public enum SoftmaxKernels {
 
     /// Σ e^(x − shift) over x[0..<n] (the T = 1 sum).
     @inline(__always)
-    public static func expSum(_ x: UnsafePointer<Float>, _ n: Int, shift: Float) -> Float {
+    public static func expSumSIMD8(_ x: UnsafePointer<Float>, _ n: Int, shift: Float) -> Float {
         let sh = SIMD8<Float>(repeating: shift), one = SIMD8<Float>(repeating: 1)
         var s0 = SIMD8<Float>(), s1 = SIMD8<Float>()
         var i = 0
@@ -263,8 +308,13 @@ public enum SoftmaxKernels {
 
     /// `expSums` with the entries equal to `shift` (e^0 = 1 exactly) left out of the sum and
     /// counted instead.
-    public static func expSumsCountingMax(_ x: UnsafePointer<Float>, _ n: Int, shift: Float, invT: Float)
-        -> (sum: Float, sumD: Float, count: Int) {
+    public static func expSumsCountingMax(_ x: UnsafePointer<Float>, _ n: Int, shift: Float, invT: Float,
+                                          _ isa: KernelISA) -> (sum: Float, sumD: Float, count: Int) {
+        if isa == .avx2fma {
+            var s: Float = 0, q: Float = 0
+            let c = aepok_avx2_exp_sums_counting(x, n, shift, invT, &s, &q)
+            return (s, q, c)
+        }
         let sh = SIMD8<Float>(repeating: shift), it = SIMD8<Float>(repeating: invT)
         var s = SIMD8<Float>(), q = SIMD8<Float>(), c = SIMD8<Int32>()
         var i = 0
@@ -283,7 +333,13 @@ public enum SoftmaxKernels {
     }
 
     /// `expSum` (T = 1) with the entries equal to `shift` counted apart.
-    public static func expSumCountingMax(_ x: UnsafePointer<Float>, _ n: Int, shift: Float) -> (sum: Float, count: Int) {
+    public static func expSumCountingMax(_ x: UnsafePointer<Float>, _ n: Int, shift: Float,
+                                         _ isa: KernelISA) -> (sum: Float, count: Int) {
+        if isa == .avx2fma {
+            var s: Float = 0
+            let c = aepok_avx2_exp_sum_counting(x, n, shift, &s)
+            return (s, c)
+        }
         let sh = SIMD8<Float>(repeating: shift), one = SIMD8<Float>(repeating: 1)
         var s = SIMD8<Float>(), c = SIMD8<Int32>()
         var i = 0
@@ -305,14 +361,13 @@ public enum SoftmaxKernels {
         return (a[0] + a[2]) + (a[1] + a[3])
     }
 
-    /// k · p · (a + b · u) with u = (v − shift) · invT + c clamped at −88 and p = e^u.
+    /// p · (ka + kb · u) with u = (v − shift) · invT + c clamped at −88 and p = e^u.
     @_transparent
     static func grad(_ v: SIMD8<Float>, _ sh: SIMD8<Float>, _ it: SIMD8<Float>, _ c: SIMD8<Float>,
-                     _ k: SIMD8<Float>, _ av: SIMD8<Float>, _ bv: SIMD8<Float>) -> SIMD8<Float> {
+                     _ ka: SIMD8<Float>, _ kb: SIMD8<Float>) -> SIMD8<Float> {
         var u = (v - sh) * it + c
         u.replace(with: SIMD8(repeating: FastMath.expFlushBelow), where: u .< FastMath.expFlushBelow)
-        let p = FastMath.expNonPositiveClamped(u)
-        return (k * p) * (av + bv * u)
+        return FastMath.expNonPositiveClamped(u) * (ka + kb * u)
     }
 
     /// The gradient of a run of one row of L = g_logp · log p(t) + g_H · H with respect to the
@@ -326,17 +381,16 @@ public enum SoftmaxKernels {
     /// top), `c` = shift / T − lse (the part of lse the float shift misses), `a` = g_logp +
     /// g_H · H, `b` = g_H. −inf logits give exactly 0.
     @inline(__always)
-    public static func backward(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int,
-                                shift: Float, c: Float, invT: Float, a: Float, b: Float) -> Float {
+    public static func backwardSIMD8(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int,
+                                     shift: Float, c: Float, invT: Float, a: Float, b: Float) -> Float {
         let sh = SIMD8<Float>(repeating: shift), it = SIMD8<Float>(repeating: invT), cv = SIMD8<Float>(repeating: c)
-        let av = SIMD8<Float>(repeating: a), bv = SIMD8<Float>(repeating: b)
-        let k = SIMD8<Float>(repeating: -invT)
+        let ka = SIMD8<Float>(repeating: -invT * a), kb = SIMD8<Float>(repeating: -invT * b)
         let o = UnsafeMutableRawPointer(out)
         var s0 = SIMD8<Float>(), s1 = SIMD8<Float>()
         var i = 0
         while i &+ 16 <= n {
-            let g0 = grad(load(x, i), sh, it, cv, k, av, bv)
-            let g1 = grad(load(x, i &+ 8), sh, it, cv, k, av, bv)
+            let g0 = grad(load(x, i), sh, it, cv, ka, kb)
+            let g1 = grad(load(x, i &+ 8), sh, it, cv, ka, kb)
             o.storeBytes(of: g0, toByteOffset: i &* 4, as: SIMD8<Float>.self)
             o.storeBytes(of: g1, toByteOffset: (i &+ 8) &* 4, as: SIMD8<Float>.self)
             s0 += g0
@@ -344,13 +398,13 @@ public enum SoftmaxKernels {
             i &+= 16
         }
         if i &+ 8 <= n {
-            let g = grad(load(x, i), sh, it, cv, k, av, bv)
+            let g = grad(load(x, i), sh, it, cv, ka, kb)
             o.storeBytes(of: g, toByteOffset: i &* 4, as: SIMD8<Float>.self)
             s0 += g
             i &+= 8
         }
         if i < n {
-            let g = grad(loadPartial(x, i, n &- i, fill: -.infinity), sh, it, cv, k, av, bv)
+            let g = grad(loadPartial(x, i, n &- i, fill: -.infinity), sh, it, cv, ka, kb)
             for k in 0..<(n &- i) { out[i &+ k] = g[k] }
             s1 += g
         }
@@ -359,17 +413,22 @@ public enum SoftmaxKernels {
 
     /// `backward` whose returned sum leaves out the entries equal to `top`, which it counts.
     public static func backwardExcludingTop(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int,
-                                            top: Float, shift: Float, c: Float, invT: Float, a: Float, b: Float)
-        -> (sum: Float, count: Int) {
+                                            top: Float, shift: Float, c: Float, invT: Float, a: Float, b: Float,
+                                            _ isa: KernelISA) -> (sum: Float, count: Int) {
+        if isa == .avx2fma {
+            var s: Float = 0
+            let k = aepok_avx2_backward_excluding_top(x, out, n, top, shift, c, invT, a, b, &s)
+            return (s, k)
+        }
         let sh = SIMD8<Float>(repeating: shift), it = SIMD8<Float>(repeating: invT), cv = SIMD8<Float>(repeating: c)
-        let av = SIMD8<Float>(repeating: a), bv = SIMD8<Float>(repeating: b)
-        let k = SIMD8<Float>(repeating: -invT), tv = SIMD8<Float>(repeating: top)
+        let ka = SIMD8<Float>(repeating: -invT * a), kb = SIMD8<Float>(repeating: -invT * b)
+        let tv = SIMD8<Float>(repeating: top)
         var s = SIMD8<Float>(), c = SIMD8<Int32>()
         var i = 0
         while i < n {
             let m = min(8, n &- i)
             let v = m == 8 ? load(x, i) : loadPartial(x, i, m, fill: -.infinity)
-            let g = grad(v, sh, it, cv, k, av, bv)
+            let g = grad(v, sh, it, cv, ka, kb)
             if m == 8 {
                 UnsafeMutableRawPointer(out).storeBytes(of: g, toByteOffset: i &* 4, as: SIMD8<Float>.self)
             } else {
@@ -384,8 +443,19 @@ public enum SoftmaxKernels {
     }
 
     /// Index of the first entry of x[0..<n] equal to `v`, or -1.
-    public static func firstIndex(of v: Float, in x: UnsafePointer<Float>, _ n: Int) -> Int {
-        for j in 0..<n where x[j] == v { return j }
+    public static func firstIndex(of v: Float, in x: UnsafePointer<Float>, _ n: Int, _ isa: KernelISA) -> Int {
+        if isa == .avx2fma { return aepok_avx2_first_index(x, n, v) }
+        let vv = SIMD8<Float>(repeating: v)
+        var i = 0
+        while i &+ 8 <= n {
+            // Lanes are -1 where equal: any hit makes the lane minimum negative.
+            if unsafeBitCast(load(x, i) .== vv, to: SIMD8<Int32>.self).min() < 0 { break }
+            i &+= 8
+        }
+        while i < n {
+            if x[i] == v { return i }
+            i &+= 1
+        }
         return -1
     }
 }
@@ -412,6 +482,7 @@ public struct SoftmaxRowGradient {
     public let entropy: Float
     public let gradLogp: Float
     public let gradEntropy: Float
+    public let isa: KernelISA
     let shift: Float, shiftError: Float, invT: Float, a: Float
     /// Running max of x, its first column, how often it occurs, and the sum of every written
     /// entry except those equal to the running max.
@@ -421,7 +492,9 @@ public struct SoftmaxRowGradient {
     var topValue: Float = 0
     var othersSum: Double = 0
 
-    public init(temperature: Double, lse: Double, entropy: Float, gradLogp: Float, gradEntropy: Float) {
+    public init(temperature: Double, lse: Double, entropy: Float, gradLogp: Float, gradEntropy: Float,
+                isa: KernelISA = .best) {
+        self.isa = isa
         self.temperature = temperature
         self.lse = lse
         self.entropy = gradEntropy != 0 ? entropy : 0
@@ -446,9 +519,10 @@ public struct SoftmaxRowGradient {
 
     @inline(__always)
     mutating func writeBlock(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int, _ column: Int) {
-        let m = SoftmaxKernels.max(x, n)
+        let m = SoftmaxKernels.max(x, n, isa)
         if m < top || m == -.infinity || m != m {
-            othersSum += Double(SoftmaxKernels.backward(x, out, n, shift: shift, c: shiftError, invT: invT, a: a, b: gradEntropy))
+            othersSum += Double(SoftmaxKernels.backward(x, out, n, shift: shift, c: shiftError, invT: invT, a: a,
+                                                         b: gradEntropy, isa))
             return
         }
         var first = -1
@@ -457,9 +531,10 @@ public struct SoftmaxRowGradient {
             othersSum += Double(topCount) * Double(topValue)
             top = m
             topCount = 0
-            first = SoftmaxKernels.firstIndex(of: m, in: x, n)
+            first = SoftmaxKernels.firstIndex(of: m, in: x, n, isa)
         }
-        let s = SoftmaxKernels.backwardExcludingTop(x, out, n, top: m, shift: shift, c: shiftError, invT: invT, a: a, b: gradEntropy)
+        let s = SoftmaxKernels.backwardExcludingTop(x, out, n, top: m, shift: shift, c: shiftError, invT: invT, a: a,
+                                                    b: gradEntropy, isa)
         othersSum += Double(s.sum)
         topCount &+= s.count
         if first >= 0 {

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// The policy-loss engine: PPO-clip (verl's `vanilla`) with KL and entropy terms, any of
 /// the five aggregation modes, micro-batch-exact global counts, and the regulariser rows.
 ///
@@ -135,12 +137,27 @@ public struct PolicyLossEngine: Sendable {
         defer { partials.deallocate() }
         partials.initialize(repeating: TokenPartials())
         let threads = Int(config.loss.threads)
-        parallelRanges(count: B, threads: threads, minPerThread: max(1, 16384 / L)) { rows in
-            for b in rows {
-                let lo = b * L
-                let block = TokenBlock(range: lo..<(lo + L), logp: lp + lo, entropy: ent.map { $0 + lo },
-                                       grad: gp.map { $0 + lo }, gradEntropy: ge.map { $0 + lo })
-                partials[b] = accumulate(batch, plan, block)
+        // Rows are cut into contiguous chunks of about equal work (the computed span plus the
+        // zero fill, not the row count), eight per thread, and the threads take chunks from a
+        // shared counter: a batch sorted by length, or a thread the OS parks for a while,
+        // does not leave the others idle. Each row's partial is formed alone and the partials
+        // are added in row order, so the schedule never changes a bit of the result.
+        let workers = min(threads, max(1, B * L / 16384))
+        let bounds = Self.workSplit(plan, parts: workers == 1 ? 1 : 8 * workers)
+        let chunks = bounds.count - 1
+        let next = Atomic<Int>(0)
+        parallelRanges(count: workers, threads: workers) { mine in
+            for _ in mine {
+                while true {
+                    let c = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                    if c >= chunks { break }
+                    for b in bounds[c]..<bounds[c + 1] {
+                        let lo = b * L
+                        let block = TokenBlock(range: lo..<(lo + L), logp: lp + lo, entropy: ent.map { $0 + lo },
+                                               grad: gp.map { $0 + lo }, gradEntropy: ge.map { $0 + lo })
+                        partials[b] = accumulate(batch, plan, block)
+                    }
+                }
             }
         }
         var total = TokenPartials()
@@ -149,19 +166,40 @@ public struct PolicyLossEngine: Sendable {
         return finish(plan, total)
     }
 
+    /// Row boundaries of `parts` contiguous parts of about equal work: a row costs its
+    /// valid span (the vectors computed) plus an eighth of L (the zero fill and overhead).
+    static func workSplit(_ plan: AggregationPlan, parts: Int) -> [Int] {
+        let B = plan.rows
+        guard parts > 1, B > 1 else { return [0, B] }
+        var cost = [Int](repeating: 0, count: B + 1)
+        for b in 0..<B { cost[b + 1] = cost[b] + plan.rowSpan[b].count + plan.length / 8 + 1 }
+        var bounds = [0]
+        var b = 0
+        for p in 1..<parts {
+            let target = cost[B] / parts * p + cost[B] % parts * p / parts
+            while b < B && cost[b + 1] <= target { b += 1 }
+            bounds.append(max(bounds[bounds.count - 1], b))
+        }
+        bounds.append(B)
+        return bounds
+    }
+
     /// Throws the error for the first non-finite valid input, in argument order (logp,
-    /// old_logp, advantages, ref_logp, is_weights, entropy), lowest index first.
+    /// old_logp, advantages, ref_logp, is_weights, entropy), lowest index first. A caller
+    /// that runs `accumulate` on its own blocks calls this when a partial says `nonFinite`
+    /// (with `batch.logp` and `batch.entropy` holding the values the blocks used).
     public func findNonFinite(_ batch: LossBatch, _ plan: AggregationPlan) throws(AepoFailure) {
         let L = batch.length
         let n = batch.rows * L
         func scan(_ name: String, _ buf: UnsafeBufferPointer<Float>?) throws(AepoFailure) {
-            guard let buf else { return }
+            guard let buf, buf.count >= n, batch.mask.count >= n else { return }
             for i in 0..<n where batch.mask[i] == 1 && !buf[i].isFinite {
                 throw .nonFinite(name, index: i, value: Double(buf[i]))
             }
         }
         try scan("logp", batch.logp)
         try scan("old_logp", batch.oldLogp)
+        guard batch.mask.count >= n, plan.isRegRow.count >= batch.rows else { return }
         if batch.advantagesPerToken {
             for i in 0..<n where batch.mask[i] == 1 && !plan.isRegRow[i / L] && !batch.advantages[i].isFinite {
                 throw .nonFinite("advantages", index: i, value: Double(batch.advantages[i]))
@@ -250,6 +288,7 @@ struct Kernel {
     let lo: V
     let hi: V
     let c: V
+    let mode: PolicyLossMode
     let klType: KLType
     let klCoef: Double
     let entCoef: Double
@@ -262,6 +301,7 @@ struct Kernel {
         lo = V(repeating: 1 - l.clipRatioLow)
         hi = V(repeating: 1 + l.clipRatioHigh)
         c = V(repeating: l.clipRatioC)
+        mode = e.mode
         klType = e.klType
         klCoef = l.klLossCoef
         entCoef = l.entropyCoeff
@@ -309,15 +349,23 @@ struct Kernel {
         zeroOutside(grad)
         zeroOutside(gradEnt)
         let from = lo, to = hi
-        if perToken {
-            policyLoop(VanillaAnySign.self, from: from, to: to, lp: lp, grad: grad, advRow: 0, wPol: wPol, acc: &acc)
-        } else if advRow < 0 {
-            policyLoop(VanillaNegative.self, from: from, to: to, lp: lp, grad: grad, advRow: advRow, wPol: wPol, acc: &acc)
-        } else {
-            // A >= 0, and NaN/Inf (flagged below, the values are then discarded).
-            policyLoop(VanillaNonNegative.self, from: from, to: to, lp: lp, grad: grad, advRow: advRow, wPol: wPol, acc: &acc)
-            if !advRow.isFinite && plan.rowTokens[b] > 0 { out.nonFinite = true }
+        // The policy term of the configured mode. (Modes that need batch statistics first,
+        // such as a sequence ratio or a covariance selection, add them to the plan.)
+        switch mode {
+        case .vanilla:
+            if perToken {
+                policyLoop(VanillaAnySign.self, from: from, to: to, lp: lp, grad: grad, advRow: 0, wPol: wPol, acc: &acc)
+            } else if advRow < 0 {
+                policyLoop(VanillaNegative.self, from: from, to: to, lp: lp, grad: grad, advRow: advRow, wPol: wPol,
+                           acc: &acc)
+            } else {
+                // A >= 0, and NaN/Inf (flagged below, the values are then discarded).
+                policyLoop(VanillaNonNegative.self, from: from, to: to, lp: lp, grad: grad, advRow: advRow,
+                           wPol: wPol, acc: &acc)
+                if !advRow.isFinite && plan.rowTokens[b] > 0 { out.nonFinite = true }
+            }
         }
+        // The KL and entropy terms, shared by every mode.
         if from < to && (hasRef || hasEntropy || block.gradEntropy != nil) {
             let ent = block.entropy.map { $0 - base }
             let gKL = klCoef * wAux
@@ -340,8 +388,8 @@ struct Kernel {
         out.clipped += Double(acc.clip.wrappedSum())
         out.clippedLower += Double(acc.low.wrappedSum())
         out.negLogRatio += acc.negD.sum()
-        // Possibly a false alarm (a sum of huge finite values overflowing): `compute` then
-        // rescans and finds nothing to report.
+        // The sums of finite float32 values (and their differences) cannot overflow a double,
+        // so a non-finite sum means a non-finite input.
         if !acc.bad.sum().isFinite { out.nonFinite = true }
     }
 
@@ -396,10 +444,34 @@ struct Kernel {
             return LossMath.keep(gl, flows)
         }
         var i = from
-        while i + 4 <= to {
-            let valid = LossMath.maskLanes(LossMath.maskWord(mask + i, 4))
+        // Two vectors per iteration, in one block: their dependency chains (the exp above
+        // all) interleave. The accumulators see them in order, as one at a time would.
+        while i + 8 <= to {
+            let w0 = LossMath.maskWord(mask + i, 4), w1 = LossMath.maskWord(mask + i + 4, 4)
+            let x0 = LossMath.load(lp + i), o0 = LossMath.load(olp + i)
+            let x1 = LossMath.load(lp + i + 4), o1 = LossMath.load(olp + i + 4)
+            let a0 = Form.perToken ? LossMath.load(adv + i) : nil
+            let a1 = Form.perToken ? LossMath.load(adv + i + 4) : nil
+            let v0 = isw.map { LossMath.load($0 + i) }, v1 = isw.map { LossMath.load($0 + i + 4) }
+            let g0: V, g1: V
+            // Inside a row's span most vectors are fully valid: a copy of the step with a
+            // constant mask drops the masking operations.
+            if w0 == 0x0101_0101 && w1 == 0x0101_0101 {
+                g0 = step(x0, o0, a0, v0, LossMath.M(repeating: true), &acc)
+                g1 = step(x1, o1, a1, v1, LossMath.M(repeating: true), &acc)
+            } else {
+                g0 = step(x0, o0, a0, v0, LossMath.maskLanes(w0), &acc)
+                g1 = step(x1, o1, a1, v1, LossMath.maskLanes(w1), &acc)
+            }
+            if let grad {
+                LossMath.store(g0, grad + i)
+                LossMath.store(g1, grad + i + 4)
+            }
+            i += 8
+        }
+        if i + 4 <= to {
             let g = step(LossMath.load(lp + i), LossMath.load(olp + i), Form.perToken ? LossMath.load(adv + i) : nil,
-                         isw.map { LossMath.load($0 + i) }, valid, &acc)
+                         isw.map { LossMath.load($0 + i) }, LossMath.maskLanes(LossMath.maskWord(mask + i, 4)), &acc)
             if let grad { LossMath.store(g, grad + i) }
             i += 4
         }
@@ -421,44 +493,45 @@ struct Kernel {
                             gKL: Double, wAux: Double, acc: inout Acc) {
         let mask = batch.mask.baseAddress!
         let ref = batch.refLogp?.baseAddress
-        let gH = V(repeating: hasEntropy ? -entCoef * wAux : 0)
+        // dL/dH; +0 (not -0) where the term is off or the row is outside it.
+        let gHs = hasEntropy ? -entCoef * wAux : 0
+        let gH = V(repeating: gHs == 0 ? 0 : gHs)
         let straight = klType.straightThrough
+        // Masked lanes are zeroed on load, which makes every KL value 0 there; the gradient
+        // and dL/dH still need the mask (k1's slope is 1 everywhere).
         @inline(__always)
-        func step(_ i: Int, _ n: Int) {
-            let valid = LossMath.maskLanes(LossMath.maskWord(mask + i, n))
+        func step(_ i: Int, _ n: Int, _ valid: M) {
             if let ref {
-                let x = n == 4 ? LossMath.load(lp + i) : LossMath.loadPartial(lp + i, n)
-                let rv = n == 4 ? LossMath.load(ref + i) : LossMath.loadPartial(ref + i, n)
-                acc.bad += LossMath.keep(rv, valid)
+                let x = LossMath.keep(n == 4 ? LossMath.load(lp + i) : LossMath.loadPartial(lp + i, n), valid)
+                let rv = LossMath.keep(n == 4 ? LossMath.load(ref + i) : LossMath.loadPartial(ref + i, n), valid)
+                acc.bad += rv
                 let delta = x - rv
                 var (v, slope) = K.evaluate(delta)
                 if straight { slope = delta }
-                v.replace(with: 0, where: .!valid)
                 acc.kl += v
                 if let grad, gKL != 0 {
                     var g = n == 4 ? LossMath.load(UnsafePointer(grad + i)) : LossMath.loadPartial(UnsafePointer(grad + i), n)
-                    g += slope * gKL
-                    g.replace(with: 0, where: .!valid)
+                    g = LossMath.keep(g + slope * gKL, valid)
                     if n == 4 { LossMath.store(g, grad + i) } else { LossMath.storePartial(g, grad + i, n) }
                 }
             }
             if let ent {
-                var h = n == 4 ? LossMath.load(ent + i) : LossMath.loadPartial(ent + i, n)
-                h = LossMath.keep(h, valid)
+                let h = LossMath.keep(n == 4 ? LossMath.load(ent + i) : LossMath.loadPartial(ent + i, n), valid)
                 acc.bad += h
                 acc.ent += h
             }
             if let gradEnt {
-                var v = gH
-                v.replace(with: 0, where: .!valid)
+                let v = LossMath.keep(gH, valid)
                 if n == 4 { LossMath.store(v, gradEnt + i) } else { LossMath.storePartial(v, gradEnt + i, n) }
             }
         }
         var i = from
-        while i < to {
-            step(i, min(4, to - i))
+        while i + 4 <= to {
+            let word = LossMath.maskWord(mask + i, 4)
+            if word == 0x0101_0101 { step(i, 4, LossMath.M(repeating: true)) } else { step(i, 4, LossMath.maskLanes(word)) }
             i += 4
         }
+        if i < to { step(i, to - i, LossMath.maskLanes(LossMath.maskWord(mask + i, to - i))) }
     }
 }
 

@@ -29,6 +29,10 @@ enum FastMath {
     /// (ties to even), and the integer sits in the low mantissa bits of the sum.
     @usableFromInline static let roundMagic: Float = 12582912
     @usableFromInline static let roundMagicBits: Int32 = 0x4B40_0000
+    /// roundMagic + 127: the sum then holds n + 127, the biased exponent of 2^n, in its low
+    /// mantissa bits (the low 9 bits of roundMagic's pattern are 0, so a shift by 23 keeps
+    /// exactly those).
+    @usableFromInline static let roundBiased: Float = 12583039
 
     // exp(r) ~ 1 + r + r^2/2 + e3 r^3 + ... + e6 r^6 on [-ln2/2, ln2/2]: e3...e6 are a minimax
     // fit of the relative error with the first three terms pinned, evaluated by Horner.
@@ -55,13 +59,13 @@ enum FastMath {
         var xc = x
         xc.replace(with: SIMD8(repeating: expClampHi), where: x .> expClampHi)
         xc.replace(with: SIMD8(repeating: expClampLo), where: x .< expClampLo)
-        let t = xc * log2e + roundMagic
-        let n = t - roundMagic
+        let t = xc * log2e + roundBiased
+        let n = t - roundBiased
         let r = (xc - n * ln2Hi) - n * ln2Lo
         let y = expPoly(r)
         // n is in [-150, 129]; 2^n is applied as 2^(n>>1) * 2^(n - n>>1), both normal, so
         // overflow gives +inf and underflow rounds once, gradually, to a subnormal or 0.
-        let ni = unsafeBitCast(t, to: SIMD8<Int32>.self) &- roundMagicBits
+        let ni = unsafeBitCast(t, to: SIMD8<Int32>.self) &- (roundMagicBits &+ 127)
         let n1 = ni &>> 1
         let n2 = ni &- n1
         let s1 = unsafeBitCast((n1 &+ 127) &<< 23, to: SIMD8<Float>.self)
@@ -83,13 +87,13 @@ enum FastMath {
     /// that reuse the clamped value (e^x * x is then 0, not NaN, for x = -inf).
     @inline(__always)
     static func expNonPositiveClamped(_ xc: SIMD8<Float>) -> SIMD8<Float> {
-        let t = xc * log2e + roundMagic
-        let n = t - roundMagic
+        let t = xc * log2e + roundBiased
+        let n = t - roundBiased
         let r = (xc - n * ln2Hi) - n * ln2Lo
         let y = expPoly(r)
-        // n is in [-127, 127]: (n + 127) << 23 is 2^n, or +0.0 for n = -127.
-        let scale = (unsafeBitCast(t, to: SIMD8<Int32>.self) &- (roundMagicBits &- 127)) &<< 23
-        return y * unsafeBitCast(scale, to: SIMD8<Float>.self)
+        // n is in [-127, 127] and t holds n + 127 in its low mantissa bits, so bits(t) << 23
+        // is 2^n (the other bits shift out), or +0.0 for n = -127.
+        return y * unsafeBitCast(unsafeBitCast(t, to: SIMD8<Int32>.self) &<< 23, to: SIMD8<Float>.self)
     }
 
     @inline(__always)
@@ -116,11 +120,11 @@ enum FastMath {
         var xc = x
         if x > expClampHi { xc = expClampHi }
         if x < expClampLo { xc = expClampLo }
-        let t = xc * log2e + roundMagic
-        let n = t - roundMagic
+        let t = xc * log2e + roundBiased
+        let n = t - roundBiased
         let r = (xc - n * ln2Hi) - n * ln2Lo
         let y = expPoly(r)
-        let ni = Int32(bitPattern: t.bitPattern) &- roundMagicBits
+        let ni = Int32(bitPattern: t.bitPattern) &- (roundMagicBits &+ 127)
         let n1 = ni &>> 1
         let n2 = ni &- n1
         let s1 = Float(bitPattern: UInt32(bitPattern: (n1 &+ 127) &<< 23))
@@ -132,12 +136,11 @@ enum FastMath {
     @inline(__always)
     static func expNonPositive(_ x: Float) -> Float {
         let xc = x < expFlushBelow ? expFlushBelow : x
-        let t = xc * log2e + roundMagic
-        let n = t - roundMagic
+        let t = xc * log2e + roundBiased
+        let n = t - roundBiased
         let r = (xc - n * ln2Hi) - n * ln2Lo
         let y = expPoly(r)
-        let scale = (Int32(bitPattern: t.bitPattern) &- (roundMagicBits &- 127)) &<< 23
-        return y * Float(bitPattern: UInt32(bitPattern: scale))
+        return y * Float(bitPattern: t.bitPattern &<< 23)
     }
 
     // MARK: log

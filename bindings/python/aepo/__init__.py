@@ -12,16 +12,21 @@ __version__ = _lib.version
 ABI_VERSION = _lib.ABI_VERSION
 library_path = _lib.lib_path
 
+from .controller import Decision, EntropyController
 from .kernels import LogitsStats, logits_backward, logits_stats
-from .fused import FusedLMHead  # noqa: E402
+from .loss import LossResult, PolicyLoss, RegSelection, compute_advantages, select_regularizer
+from .sampler import SampleResult, Sampler
+from .fused import FusedLMHead
 # @@EXPORTS@@
-from .loss import LossResult, PolicyLoss, RegSelection, compute_advantages, select_regularizer  # noqa: E402
 
 __all__ = [
     "__version__", "ABI_VERSION", "library_path",
     "default_config", "default_config_json", "validate_config",
+    "Decision", "EntropyController",
     "LogitsStats", "logits_backward", "logits_stats",
+    "LossResult", "PolicyLoss", "RegSelection", "compute_advantages", "select_regularizer",
     "AepoError", "BufferTooSmallError", "ConfigError", "DTypeError", "InternalError", "InvalidValueError",
     "NonFiniteError", "NullPointerError", "OutOfMemoryError", "ShapeError", "StateError",
+    "Sampler", "SampleResult",
+    "FusedLMHead",
 ]
-__all__ += ["LossResult", "PolicyLoss", "RegSelection", "compute_advantages", "select_regularizer"]  # loss

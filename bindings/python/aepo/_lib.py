@@ -29,6 +29,29 @@ class Error(ctypes.Structure):
     ]
 
 
+class CDecision(ctypes.Structure):
+    """Mirror of ``aepo_decision`` (version 1, 80 bytes)."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("step", c_int64),
+        ("temperature", c_double),
+        ("alpha", c_double),
+        ("target", c_double),
+        ("statistic", c_double),
+        ("smoothed", c_double),
+        ("k_max", c_int64),
+        ("halve", c_int32),
+        ("mode", c_int32),
+        ("reason", c_int32),
+        ("reserved", c_int32),
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self.struct_size = ctypes.sizeof(CDecision)
+
+
 c_int32_p = POINTER(c_int32)
 c_int64_p = POINTER(c_int64)
 c_float_p = POINTER(c_float)
@@ -38,6 +61,7 @@ c_size_t_p = POINTER(c_size_t)
 Error_p = POINTER(Error)
 Handle = c_void_p
 Handle_p = POINTER(c_void_p)
+CDecision_p = POINTER(CDecision)
 
 # name: (restype, [argtypes]). Sections follow include/aepo.h.
 _TABLE = {
@@ -50,7 +74,7 @@ _TABLE = {
     "aepo_default_config_json": (c_int32, [c_char_p, c_size_t, c_size_t_p, Error_p]),
     "aepo_config_validate": (c_int32, [c_char_p, c_size_t, Error_p]),
     "aepo_config_normalize": (c_int32, [c_char_p, c_size_t, c_char_p, c_size_t, c_size_t_p, Error_p]),
-    # @@TABLE loss@@
+    # loss
     "aepo_loss_metric_count": (c_int32, []),
     "aepo_loss_metric_name": (c_char_p, [c_int32]),
     "aepo_loss_inputs_init": (c_int32, [c_void_p, c_size_t, Error_p]),
@@ -59,10 +83,23 @@ _TABLE = {
     "aepo_loss_config_json": (c_int32, [Handle, c_char_p, c_size_t, c_size_t_p, Error_p]),
     "aepo_loss_compute": (c_int32, [Handle, c_void_p, c_double_p, c_float_p, c_float_p, c_double_p, c_size_t,
                                     Error_p]),
-    "aepo_loss_advantages": (c_int32, [Handle, c_float_p, c_int64_p, c_int64_p, c_int64, c_float_p, Error_p]),
+    "aepo_loss_advantages": (c_int32, [Handle, c_float_p, c_int64_p, c_int64, c_int64_p, c_float_p, Error_p]),
     "aepo_loss_select_regularizer": (c_int32, [Handle, c_float_p, c_int64_p, c_int64, c_int64, c_int32, c_int64_p,
                                                c_size_t, c_int64_p, c_int64_p, Error_p]),
-    # @@TABLE controller@@
+    # controller
+    "aepo_controller_mode_name": (c_char_p, [c_int32]),
+    "aepo_controller_statistic_name": (c_char_p, [c_int32]),
+    "aepo_controller_reason_name": (c_char_p, [c_int32]),
+    "aepo_controller_create": (c_int32, [c_char_p, c_size_t, Handle_p, Error_p]),
+    "aepo_controller_free": (None, [Handle]),
+    "aepo_controller_config_json": (c_int32, [Handle, c_char_p, c_size_t, c_size_t_p, Error_p]),
+    "aepo_controller_decision": (c_int32, [Handle, CDecision_p, Error_p]),
+    "aepo_controller_step": (c_int32, [Handle, c_int32, c_double, c_int64, CDecision_p, Error_p]),
+    "aepo_controller_step_sums": (c_int32, [Handle, c_int32, c_double, c_int64, c_int64, CDecision_p, Error_p]),
+    "aepo_controller_state_json": (c_int32, [Handle, c_char_p, c_size_t, c_size_t_p, Error_p]),
+    "aepo_controller_restore": (c_int32, [Handle, c_char_p, c_size_t, Error_p]),
+    "aepo_controller_history_count": (c_int32, [Handle, c_int64_p, Error_p]),
+    "aepo_controller_history": (c_int32, [Handle, c_int64, CDecision_p, Error_p]),
     # logits kernels
     "aepo_logits_stats": (c_int32, [c_float_p, c_int64, c_int64, c_int64, c_int64, c_int64,
                                     c_int32_p, c_uint8_p, c_double, c_int64,
@@ -73,6 +110,13 @@ _TABLE = {
                                        c_float_p, c_float_p, c_float_p, c_int64, c_int64,
                                        c_int64, Error_p]),
     # @@TABLE kernels@@
+    # sampler
+    "aepo_sampler_create": (c_int32, [c_char_p, c_size_t, Handle_p, Error_p]),
+    "aepo_sampler_free": (None, [Handle]),
+    "aepo_sampler_config_json": (c_int32, [Handle, c_char_p, c_size_t, c_size_t_p, Error_p]),
+    "aepo_sampler_sample": (c_int32, [Handle, c_float_p, c_int64, c_int64, c_int64, c_int64, c_int64, c_int64,
+                                      c_double_p, c_int32_p, c_float_p, c_float_p, c_int32_p, Error_p]),
+    # @@TABLE fused@@
     # @@TABLE sampler@@
     # fused head
     "aepo_fused_create": (c_int32, [c_char_p, c_size_t, Handle_p, Error_p]),
@@ -139,9 +183,14 @@ def call(fn, *args):
     err = Error()
     status = fn(*args, ctypes.byref(err))
     if status != 0:
-        raise error_for_status(status, err.message.decode("utf-8", "replace"),
-                               err.argument.decode("utf-8", "replace"), err.index)
+        raise_error(status, err)
     return status
+
+
+def raise_error(status, err):
+    """Raises the exception for a failed call's status and filled-in aepo_error."""
+    raise error_for_status(status, err.message.decode("utf-8", "replace"),
+                           err.argument.decode("utf-8", "replace"), err.index)
 
 
 def read_text(fn, *args):

@@ -52,6 +52,10 @@ def _view(a):
     rows do not overlap, or None when the library cannot read it as it is."""
     if a.dtype != np.float32 or a.ndim not in (2, 3):
         return None
+    if a.size == 0:
+        # numpy reports zero strides for empty arrays; nothing is read, any valid layout does.
+        b, l, v = (1,) + a.shape if a.ndim == 2 else a.shape
+        return b, l, v, l * v, v
     if a.ndim == 2:
         dims = [(1, 0), (a.shape[0], a.strides[0])]
     else:

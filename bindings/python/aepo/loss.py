@@ -194,8 +194,8 @@ class PolicyLoss:
         if ln is not None and ln.shape != (n,):
             raise ShapeError(f"lengths: expected shape ({n},), got {ln.shape}", argument="lengths")
         out = np.empty(n, dtype=np.float32)
-        _lib.call(_lib.lib.aepo_loss_advantages, self._handle(), ptr(r, c_float), ptr(g, c_int64),
-                  ptr(ln, c_int64), n, ptr(out, c_float))
+        _lib.call(_lib.lib.aepo_loss_advantages, self._handle(), ptr(r, c_float), ptr(g, c_int64), n,
+                  ptr(ln, c_int64), ptr(out, c_float))
         return out
 
     def select_regularizer(self, rewards, group_ids, *, k_max, halve):
@@ -215,7 +215,9 @@ class PolicyLoss:
 
 
 def _ids(group_ids, n):
-    g = int_in(group_ids, "group_ids", np.int64, ndim=1)
+    raw = np.asarray(group_ids)
+    # An empty list arrives as float64; it holds no non-integer value.
+    g = np.zeros(0, np.int64) if raw.size == 0 and raw.ndim == 1 else int_in(raw, "group_ids", np.int64, ndim=1)
     if g.shape != (n,):
         raise ShapeError(f"group_ids: expected shape ({n},), got {g.shape}", argument="group_ids")
     return g

@@ -188,3 +188,46 @@ def test_errors_name_argument_and_row(rng):
     with pytest.raises(aepo.NonFiniteError) as e:
         aepo.logits_backward(x, t, 1.0, s.lse, s.entropy, np.array([1, 1, np.inf, 1]))
     assert e.value.argument == "grad_logp" and e.value.index == 2
+
+
+def test_layouts_that_need_a_copy(rng):
+    """A transposed last axis or overlapping rows are read through one copy, with the same results."""
+    base = rng.standard_normal((12, 7)).astype(np.float32)
+    t = rng.integers(0, 7, 12)
+    want = aepo.logits_stats(base, t, 0.9)
+    got = aepo.logits_stats(np.asfortranarray(base), t, 0.9)          # last axis not contiguous
+    assert np.array_equal(want.logp, got.logp) and np.array_equal(want.entropy, got.entropy)
+    flat = rng.standard_normal(20).astype(np.float32)
+    windows = np.lib.stride_tricks.sliding_window_view(flat, 7)[:12]  # rows overlap
+    s = aepo.logits_stats(windows, t, 0.9)
+    np.testing.assert_allclose(s.logp, reference(np.array(windows), t, 0.9)[0], atol=1e-6)
+    with pytest.raises(aepo.ShapeError, match="out"):
+        aepo.logits_backward(base, t, 0.9, want.lse, want.entropy, np.ones(12), out=np.zeros((7, 12), np.float32).T)
+
+
+def test_edge_shapes():
+    """V = 1, empty batches, and logits near the float32 limits."""
+    x = np.array([[3.0], [-5.0]], np.float32)
+    s = aepo.logits_stats(x, [0, 0], 0.5, logp_t1=True)
+    assert np.all(s.logp == 0) and np.all(s.entropy == 0) and np.all(s.logp_t1 == 0)
+    assert list(s.lse) == [6.0, -10.0]
+    assert np.all(aepo.logits_backward(x, [0, 0], 0.5, s.lse, s.entropy, [1, 1], [1, 1]) == 0)
+    for shape in [(0, 5), (3, 0, 5), (0, 4, 5)]:
+        e = aepo.logits_stats(np.zeros(shape, np.float32), np.zeros(shape[:-1], int), 1.0)
+        assert e.count == 0 and e.entropy_sum == 0 and e.entropy.shape == shape[:-1]
+        g = aepo.logits_backward(np.zeros(shape, np.float32), np.zeros(shape[:-1], int), 1.0, e.lse, e.entropy,
+                                 np.ones(shape[:-1]))
+        assert g.shape == shape
+    with pytest.raises(aepo.ShapeError, match="V"):
+        aepo.logits_stats(np.zeros((3, 0), np.float32), np.zeros(3, int), 1.0)
+    # The forward pass works relative to the row max, so even logits at the float32 limit
+    # give exact log-probs and entropy.
+    big = np.array([[3.4e38, 3.4e38, -3.4e38]], np.float32)
+    s = aepo.logits_stats(big, [1], 0.3)
+    assert s.logp[0] == pytest.approx(-np.log(2), abs=1e-6) and s.entropy[0] == pytest.approx(np.log(2), abs=1e-6)
+    # The backward pass reads lse back (float64), so it needs |lse| well below 1e9.
+    large = np.array([[1e6, 1e6, -1e6, 1e6 - 0.6]], np.float32)
+    s = aepo.logits_stats(large, [1], 0.3)
+    g = aepo.logits_backward(large, [1], 0.3, s.lse, s.entropy, [1], [1])
+    ref = torch_grad(large, [1], 0.3, [1.0], [1.0])
+    assert np.max(np.abs(g - ref)) <= 1e-5 * np.max(np.abs(ref))

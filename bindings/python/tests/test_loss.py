@@ -238,6 +238,15 @@ def test_select_regularizer_and_splice():
     assert s.splice(np.zeros(8), np.ones(11)).tolist() == [1, 1, 1, 0, 0, 0, 0, 0]
 
 
+def test_empty_inputs():
+    assert aepo.compute_advantages([], []).shape == (0,)
+    s = aepo.select_regularizer([], [], k_max=60, halve=True)
+    assert s.k == 0 and s.n_positive == 0 and s.indices.shape == (0,)
+    with aepo.PolicyLoss() as pl:
+        r = pl.compute(np.zeros((0, 5)), np.zeros((0, 5)), np.zeros(0), np.zeros((0, 5), np.uint8), global_tokens=3)
+    assert r.loss == 0 and r.grad.shape == (0, 5) and r.metrics["n_tokens"] == 0
+
+
 def test_weighted_metrics_report_the_regulariser():
     case = random_case(np.random.default_rng(3), garbage=False)
     with aepo.PolicyLoss({"regularizer": {"combine": "weighted"}}) as pl:

@@ -1,0 +1,161 @@
+/// The names and codes the entropy controller shares with the C API. Raw values are the
+/// pinned `AEPO_CONTROLLER_*` codes of `include/aepo.h`: they are never renumbered, and
+/// new cases are only ever appended.
+
+/// A closed set of cases with one spelling each (the config's, or the C name function's).
+public protocol NamedCases: CaseIterable {
+    var name: String { get }
+}
+
+extension NamedCases {
+    /// The case spelled `name`, if any.
+    public init?(name: String) {
+        guard let c = Self.allCases.first(where: { $0.name == name }) else { return nil }
+        self = c
+    }
+}
+
+/// Which control rule runs (`controller.mode`).
+public enum ControllerMode: Int32, Sendable, NamedCases {
+    /// The reference rule: T_high at or below the target, T_low with halving above it.
+    case bangBang = 0
+    /// A PI controller that moves the temperature (or alpha) continuously.
+    case adaptive = 1
+
+    /// The config spelling ("bang_bang", "adaptive").
+    public var name: String {
+        switch self {
+        case .bangBang: return "bang_bang"
+        case .adaptive: return "adaptive"
+        }
+    }
+}
+
+/// Which entropy statistic drives the controller (`controller.statistic`).
+public enum ControllerStatistic: Int32, Sendable, NamedCases {
+    /// The sampled-token negative log-likelihood, the reference code's statistic.
+    case nll = 0
+    /// The exact per-token entropy of the full distribution.
+    case exact = 1
+
+    /// The config spelling ("nll", "exact").
+    public var name: String {
+        switch self {
+        case .nll: return "nll"
+        case .exact: return "exact"
+        }
+    }
+
+    /// How the statistic is called where a caller passes it (`nll`, `entropy`), which is
+    /// also the argument that errors name.
+    public var argumentName: String {
+        switch self {
+        case .nll: return "nll"
+        case .exact: return "entropy"
+        }
+    }
+}
+
+/// What the adaptive controller moves (`controller.adaptive.actuator`).
+public enum ControllerActuator: Sendable, NamedCases {
+    /// The regulariser temperature, continuously within [t_min, t_max].
+    case temperature
+    /// The regulariser weight alpha within [0, alpha_max]; the temperature is t_high while
+    /// raising entropy and t_low while lowering it.
+    case alpha
+
+    public var name: String {
+        switch self {
+        case .temperature: return "temperature"
+        case .alpha: return "alpha"
+        }
+    }
+}
+
+/// Why a decision came out the way it did.
+public enum ControllerReason: Int32, Sendable, NamedCases {
+    /// No statistic has been observed yet; the decision comes from `initial_entropy`.
+    case initial = 0
+    /// Bang-bang: the statistic was at or below the target, so T_high and the full k_max.
+    case atOrBelowTarget = 1
+    /// Bang-bang: the statistic was above the target, so T_low (halved when configured).
+    case aboveTarget = 2
+    /// Bang-bang: the statistic was inside the hysteresis band; the previous level holds.
+    case hysteresisHold = 3
+    /// Adaptive: the actuator moved freely.
+    case tracking = 4
+    /// Adaptive: the actuator sits at its upper bound (t_max, or alpha_max at t_high).
+    case saturatedHigh = 5
+    /// Adaptive: the actuator sits at its lower bound (t_min, or alpha_max at t_low).
+    case saturatedLow = 6
+    /// Adaptive: the temperature change was cut to `t_rate`.
+    case rateLimited = 7
+
+    public var name: String {
+        switch self {
+        case .initial: return "initial"
+        case .atOrBelowTarget: return "at_or_below_target"
+        case .aboveTarget: return "above_target"
+        case .hysteresisHold: return "hysteresis_hold"
+        case .tracking: return "tracking"
+        case .saturatedHigh: return "saturated_high"
+        case .saturatedLow: return "saturated_low"
+        case .rateLimited: return "rate_limited"
+        }
+    }
+}
+
+/// What the trainer should do in one training step.
+///
+/// Equality is bitwise on every real, so two decisions compare equal exactly when they
+/// are bit-identical (and a NaN `alpha` equals a NaN `alpha`).
+public struct ControllerDecision: Sendable, CustomStringConvertible {
+    /// The training step this decision is for.
+    public var step: Int64
+    /// The temperature to draw the regulariser rollouts at.
+    public var temperature: Double
+    /// The cap on regulariser samples (select_regularizer's k_max).
+    public var kMax: Int64
+    /// Keep only the floor-half of the selected positives.
+    public var halve: Bool
+    /// The regulariser weight for `combine = "weighted"` when the controller drives it
+    /// (adaptive mode, alpha actuator); NaN otherwise, meaning "use regularizer.alpha".
+    public var alpha: Double
+    /// The entropy target of `step` under the schedule.
+    public var target: Double
+    /// The raw statistic the decision was made from (`initial_entropy` before any).
+    public var statistic: Double
+    /// The statistic after EMA smoothing (adaptive mode); equal to `statistic` otherwise.
+    public var smoothed: Double
+    public var mode: ControllerMode
+    public var reason: ControllerReason
+
+    public init(step: Int64, temperature: Double, kMax: Int64, halve: Bool, alpha: Double,
+                target: Double, statistic: Double, smoothed: Double, mode: ControllerMode,
+                reason: ControllerReason) {
+        self.step = step
+        self.temperature = temperature
+        self.kMax = kMax
+        self.halve = halve
+        self.alpha = alpha
+        self.target = target
+        self.statistic = statistic
+        self.smoothed = smoothed
+        self.mode = mode
+        self.reason = reason
+    }
+
+    public var description: String {
+        "step \(step): T=\(temperature) k_max=\(kMax) halve=\(halve) alpha=\(alpha) target=\(target) "
+            + "statistic=\(statistic) smoothed=\(smoothed) \(mode.name)/\(reason.name)"
+    }
+}
+
+extension ControllerDecision: Equatable {
+    public static func == (a: ControllerDecision, b: ControllerDecision) -> Bool {
+        a.step == b.step && a.temperature.bitPattern == b.temperature.bitPattern && a.kMax == b.kMax
+            && a.halve == b.halve && a.alpha.bitPattern == b.alpha.bitPattern
+            && a.target.bitPattern == b.target.bitPattern && a.statistic.bitPattern == b.statistic.bitPattern
+            && a.smoothed.bitPattern == b.smoothed.bitPattern && a.mode == b.mode && a.reason == b.reason
+    }
+}

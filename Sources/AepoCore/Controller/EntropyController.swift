@@ -1,0 +1,286 @@
+/// The entropy controller: once per training step it reads an entropy statistic and
+/// decides the temperature, the regulariser cap and halving (or the weight alpha) for the
+/// next step.
+///
+/// Timing (API.md §4):
+/// - `decision` is the decision for the coming step. Before any observation it comes from
+///   `initial_entropy`, so with the default 0 the first decision is T_high.
+/// - `observe` records the statistic of the update that just finished (step k, by default
+///   the step of the pending decision), advances to step k + 1, and returns the decision
+///   for it. A call that throws leaves the controller exactly as it was.
+///
+/// Modes:
+/// - `bang_bang` is the reference rule (aepo-method.md §1.4, §3.2): T_high with the full
+///   k_max when the last statistic is <= the target, otherwise T_low, halved when
+///   `halve_above_target`. With `hysteresis` h > 0 it switches to T_high only at or below
+///   target - h and to T_low only above target + h, holding its level in between; h = 0
+///   is exactly the reference comparison.
+/// - `adaptive` is a PI controller on e = target - smoothed statistic, in incremental
+///   (velocity) form: u += kp * (e - e_prev) + ki * e. Its state is the applied actuator
+///   itself, so saturation and the rate limit can never wind the integral up. The change
+///   per step is limited to `t_rate` and the actuator is clamped to its range.
+///   - actuator `temperature`: u is the temperature, within [t_min, t_max]; k_max is used
+///     in full and never halved.
+///   - actuator `alpha`: u is a temperature-equivalent excursion x in
+///     [t_low - 1, t_high - 1]. x > 0 draws at t_high with alpha = alpha_max * x/(t_high-1);
+///     x < 0 draws at t_low with alpha = alpha_max * x/(t_low-1). The regulariser's effect
+///     (T - 1) * alpha/alpha_max then equals x, so the same gains serve both actuators.
+///   The actuator starts from neutral (T = 1 clamped to the range, or alpha = 0), and
+///   `initial_entropy` acts as the observation before step 0.
+///
+/// Numerical properties: every decision is a deterministic function of the config and the
+/// sequence of observations (no clocks, no randomness), so a restored state continues
+/// bit for bit. Temperatures stay exactly inside their bounds.
+public struct EntropyController: Sendable {
+    public let config: ControllerConfig
+    public let mode: ControllerMode
+    public let statistic: ControllerStatistic
+    public let actuator: ControllerActuator
+    public let schedule: TargetSchedule
+
+    public internal(set) var state: ControllerState
+    public internal(set) var history: DecisionHistory
+
+    /// Builds a controller; the section is checked by the config schema first (bounds and
+    /// cross-field rules), so a config built in code gets the same errors as JSON.
+    public init(_ config: ControllerConfig) throws(AepoFailure) {
+        var whole = Config()
+        whole.controller = config
+        try ConfigSchema.validate(whole)
+        let mode: ControllerMode = try Self.named(config.mode, "controller.mode")
+        let statistic: ControllerStatistic = try Self.named(config.statistic, "controller.statistic")
+        let actuator: ControllerActuator = try Self.named(config.adaptive.actuator, "controller.adaptive.actuator")
+        self.config = config
+        self.mode = mode
+        self.statistic = statistic
+        self.actuator = actuator
+        self.schedule = try TargetSchedule(target: config.target, schedule: config.schedule)
+        self.history = DecisionHistory(capacity: Int(clamping: config.history))
+
+        var s = ControllerState(
+            step: 0, observations: 0, statistic: config.initialEntropy, smoothed: config.initialEntropy,
+            high: true, actuator: 0, error: 0,
+            decision: ControllerDecision(step: 0, temperature: 1, kMax: 0, halve: false, alpha: .nan, target: 0,
+                                         statistic: 0, smoothed: 0, mode: mode, reason: .initial))
+        if mode == .adaptive && actuator == .temperature {
+            s.actuator = min(max(1, config.adaptive.tMin), config.adaptive.tMax)
+        }
+        // The placeholder decision above is replaced by the first real one.
+        s.decision = Self.decide(&s, step: 0, initial: true, config: config, mode: mode, actuator: actuator,
+                                 schedule: schedule)
+        self.state = s
+        history.append(s.decision)
+    }
+
+    private static func named<T: NamedCases>(_ value: String, _ path: String) throws(AepoFailure) -> T {
+        guard let v = T(name: value) else {
+            throw .config(path, "unknown value \"\(value)\"; expected one of "
+                + T.allCases.map { "\"\($0.name)\"" }.joined(separator: ", "))
+        }
+        return v
+    }
+
+    /// The decision for the coming step (does not advance).
+    public var decision: ControllerDecision { state.decision }
+
+    /// Records a statistic (a token mean) for the step that just finished.
+    ///
+    /// - Parameters:
+    ///   - kind: which statistic `value` is; it must be the one `controller.statistic` picks.
+    ///   - value: finite and >= 0.
+    ///   - step: the step the statistic belongs to, >= the pending decision's step and
+    ///     < Int64.max; nil means the pending decision's step.
+    /// - Returns: the decision for `step + 1`.
+    @discardableResult
+    public mutating func observe(_ kind: ControllerStatistic, value: Double,
+                                 step: Int64? = nil) throws(AepoFailure) -> ControllerDecision {
+        try checkKind(kind)
+        let name = kind.argumentName
+        if !value.isFinite {
+            throw AepoFailure(.nonFinite, name, "\(name) is \(value); the statistic must be finite and >= 0")
+        }
+        if value < 0 {
+            throw .invalid(name, "is \(value); the statistic must be finite and >= 0")
+        }
+        return try advance(with: value, step: step)
+    }
+
+    /// Records a statistic given as a sum over `count` tokens, as all-reduced across ranks;
+    /// the statistic is `sum / count`.
+    @discardableResult
+    public mutating func observe(_ kind: ControllerStatistic, sum: Double, count: Int64,
+                                 step: Int64? = nil) throws(AepoFailure) -> ControllerDecision {
+        try checkKind(kind)
+        let name = kind.argumentName + "_sum"
+        if !sum.isFinite {
+            throw AepoFailure(.nonFinite, name, "\(name) is \(sum); the sum must be finite and >= 0")
+        }
+        if sum < 0 {
+            throw .invalid(name, "is \(sum); the sum must be finite and >= 0")
+        }
+        if count < 1 {
+            throw .invalid("count", "is \(count); the number of tokens behind \(name) must be >= 1")
+        }
+        return try advance(with: sum / Double(count), step: step)
+    }
+
+    private func checkKind(_ kind: ControllerStatistic) throws(AepoFailure) {
+        guard kind == statistic else {
+            let want = statistic.argumentName
+            throw .invalid(want, "missing; controller.statistic is \"\(statistic.name)\", so the controller needs "
+                + "\(want) (or \(want)_sum with count), but got only \(kind.argumentName)")
+        }
+    }
+
+    private mutating func advance(with value: Double, step: Int64?) throws(AepoFailure) -> ControllerDecision {
+        let k = step ?? state.step
+        if k < 0 {
+            throw .invalid("step", "is \(k); a step must be >= 0")
+        }
+        if k < state.step {
+            throw .invalid("step", "is \(k), before the pending decision's step \(state.step); steps never go "
+                + "backwards (restore a saved state to rewind)")
+        }
+        if k == Int64.max {
+            throw .invalid("step", "is \(k); it must be < \(Int64.max) so that a next step exists")
+        }
+        var s = state
+        let ema = mode == .adaptive ? config.adaptive.ema : 0
+        s.statistic = value
+        if s.observations == 0 || ema == 0 {
+            s.smoothed = value
+        } else {
+            let m = ema * s.smoothed + (1 - ema) * value
+            s.smoothed = m.isFinite ? m : value
+        }
+        s.observations = s.observations == Int64.max ? Int64.max : s.observations + 1
+        s.step = k + 1
+        s.decision = Self.decide(&s, step: k + 1, initial: false, config: config, mode: mode,
+                                 actuator: actuator, schedule: schedule)
+        state = s
+        history.append(s.decision)
+        return s.decision
+    }
+
+    /// The rule itself: updates the level or actuator in `s` and returns the decision for
+    /// `step` from `s.statistic` / `s.smoothed`.
+    static func decide(_ s: inout ControllerState, step: Int64, initial: Bool, config c: ControllerConfig,
+                       mode: ControllerMode, actuator: ControllerActuator,
+                       schedule: TargetSchedule) -> ControllerDecision {
+        let r = schedule.target(at: step)
+        switch mode {
+        case .bangBang:
+            let y = s.statistic
+            var reason: ControllerReason
+            if y <= r - c.hysteresis {
+                s.high = true
+                reason = .atOrBelowTarget
+            } else if y > r + c.hysteresis {
+                s.high = false
+                reason = .aboveTarget
+            } else {
+                reason = .hysteresisHold
+            }
+            if initial { reason = .initial }
+            return ControllerDecision(step: step, temperature: s.high ? c.tHigh : c.tLow, kMax: c.kMax,
+                                      halve: !s.high && c.halveAboveTarget, alpha: .nan, target: r,
+                                      statistic: y, smoothed: s.smoothed, mode: mode, reason: reason)
+        case .adaptive:
+            let a = c.adaptive
+            let e = r - s.smoothed
+            // Both statistic and target are >= 0, so e and e - e_prev are finite except for
+            // inputs near the largest double; a gain of 0 contributes exactly 0 even then.
+            let p = a.kp == 0 ? 0 : a.kp * (e - s.error)
+            let i = a.ki == 0 ? 0 : a.ki * e
+            var raw = p + i
+            if raw.isNaN { raw = 0 }
+            var delta = raw
+            var reason: ControllerReason = .tracking
+            if delta > a.tRate {
+                delta = a.tRate
+                reason = .rateLimited
+            } else if delta < -a.tRate {
+                delta = -a.tRate
+                reason = .rateLimited
+            }
+            let (lo, hi) = actuatorRange(c, actuator)
+            var u = s.actuator + delta
+            if u >= hi {
+                u = hi
+                if raw > 0 { reason = .saturatedHigh }
+            } else if u <= lo {
+                u = lo
+                if raw < 0 { reason = .saturatedLow }
+            }
+            if initial { reason = .initial }
+            s.actuator = u
+            s.error = e
+            var temperature = u
+            var alpha = Double.nan
+            if actuator == .alpha {
+                if u > 0 {
+                    temperature = c.tHigh
+                    alpha = a.alphaMax * (u / hi)
+                } else if u < 0 {
+                    temperature = c.tLow
+                    alpha = a.alphaMax * (u / lo)
+                } else {
+                    temperature = c.tHigh
+                    alpha = 0
+                }
+            }
+            return ControllerDecision(step: step, temperature: temperature, kMax: c.kMax, halve: false,
+                                      alpha: alpha, target: r, statistic: s.statistic, smoothed: s.smoothed,
+                                      mode: mode, reason: reason)
+        }
+    }
+
+    /// The range of the adaptive actuator: the temperature, or the temperature-equivalent
+    /// excursion for the alpha actuator.
+    static func actuatorRange(_ c: ControllerConfig, _ actuator: ControllerActuator) -> (Double, Double) {
+        switch actuator {
+        case .temperature: return (c.adaptive.tMin, c.adaptive.tMax)
+        case .alpha: return (c.tLow - 1, c.tHigh - 1)
+        }
+    }
+}
+
+/// Everything the controller remembers between steps.
+public struct ControllerState: Sendable, Equatable {
+    /// The step the pending decision is for.
+    public var step: Int64
+    /// How many statistics have been observed.
+    public var observations: Int64
+    /// The last raw statistic (`initial_entropy` before any).
+    public var statistic: Double
+    /// The EMA of the statistic (adaptive mode; equal to `statistic` otherwise).
+    public var smoothed: Double
+    /// Bang-bang level: true for T_high.
+    public var high: Bool
+    /// Adaptive actuator: the temperature, or the temperature-equivalent excursion for the
+    /// alpha actuator.
+    public var actuator: Double
+    /// The error of the last adaptive decision (target - smoothed).
+    public var error: Double
+    /// The pending decision.
+    public var decision: ControllerDecision
+
+    public init(step: Int64, observations: Int64, statistic: Double, smoothed: Double, high: Bool,
+                actuator: Double, error: Double, decision: ControllerDecision) {
+        self.step = step
+        self.observations = observations
+        self.statistic = statistic
+        self.smoothed = smoothed
+        self.high = high
+        self.actuator = actuator
+        self.error = error
+        self.decision = decision
+    }
+
+    public static func == (a: ControllerState, b: ControllerState) -> Bool {
+        a.step == b.step && a.observations == b.observations && a.statistic.bitPattern == b.statistic.bitPattern
+            && a.smoothed.bitPattern == b.smoothed.bitPattern && a.high == b.high
+            && a.actuator.bitPattern == b.actuator.bitPattern && a.error.bitPattern == b.error.bitPattern
+            && a.decision == b.decision
+    }
+}

@@ -1,0 +1,220 @@
+import AepoConfig
+import AepoCore
+import CAepoAPI
+
+// The entropy controller's exports: validate every argument, call the core, report.
+
+/// What an `aepo_controller *` points to.
+final class ControllerHandle {
+    /// The whole normalised document the handle was created from.
+    let config: Config
+    var controller: EntropyController
+
+    init(config: Config, controller: EntropyController) {
+        self.config = config
+        self.controller = controller
+    }
+}
+
+@c @implementation
+public func aepo_controller_mode_name(_ mode: Int32) -> UnsafePointer<CChar>? {
+    ControllerNames.mode(mode)
+}
+
+@c @implementation
+public func aepo_controller_statistic_name(_ statistic: Int32) -> UnsafePointer<CChar>? {
+    ControllerNames.statistic(statistic)
+}
+
+@c @implementation
+public func aepo_controller_reason_name(_ reason: Int32) -> UnsafePointer<CChar>? {
+    ControllerNames.reason(reason)
+}
+
+@c @implementation
+public func aepo_controller_create(_ json: UnsafePointer<CChar>?, _ len: Int,
+                                   _ out: UnsafeMutablePointer<OpaquePointer?>?,
+                                   _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        guard let out else { throw .nullPointer("out") }
+        out.pointee = nil
+        let config = try parseConfigArgument(json, len)
+        let controller = try EntropyController(config.controller)
+        let handle = ControllerHandle(config: config, controller: controller)
+        out.pointee = OpaquePointer(Unmanaged.passRetained(handle).toOpaque())
+    }
+}
+
+@c @implementation
+public func aepo_controller_free(_ ctl: OpaquePointer?) {
+    guard let ctl else { return }
+    Unmanaged<ControllerHandle>.fromOpaque(UnsafeRawPointer(ctl)).release()
+}
+
+@c @implementation
+public func aepo_controller_config_json(_ ctl: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int,
+                                        _ len: UnsafeMutablePointer<Int>?,
+                                        _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        let h = try controllerHandle(ctl)
+        try writeText(ConfigWriter.emit(h.config), buf, cap, len)
+    }
+}
+
+@c @implementation
+public func aepo_controller_decision(_ ctl: OpaquePointer?, _ out: UnsafeMutablePointer<aepo_decision>?,
+                                     _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        let h = try controllerHandle(ctl)
+        let o = try decisionOutput(out, "out")
+        writeDecision(h.controller.decision, o)
+    }
+}
+
+@c @implementation
+public func aepo_controller_step(_ ctl: OpaquePointer?, _ statistic: Int32, _ value: Double, _ step: Int64,
+                                 _ next: UnsafeMutablePointer<aepo_decision>?,
+                                 _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        let h = try controllerHandle(ctl)
+        let kind = try statisticArgument(statistic)
+        let s = try stepArgument(step)
+        let o: UnsafeMutablePointer<aepo_decision>? = next == nil ? nil : try decisionOutput(next, "next")
+        let d = try h.controller.observe(kind, value: value, step: s)
+        if let o { writeDecision(d, o) }
+    }
+}
+
+@c @implementation
+public func aepo_controller_step_sums(_ ctl: OpaquePointer?, _ statistic: Int32, _ sum: Double, _ count: Int64,
+                                      _ step: Int64, _ next: UnsafeMutablePointer<aepo_decision>?,
+                                      _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        let h = try controllerHandle(ctl)
+        let kind = try statisticArgument(statistic)
+        let s = try stepArgument(step)
+        let o: UnsafeMutablePointer<aepo_decision>? = next == nil ? nil : try decisionOutput(next, "next")
+        let d = try h.controller.observe(kind, sum: sum, count: count, step: s)
+        if let o { writeDecision(d, o) }
+    }
+}
+
+@c @implementation
+public func aepo_controller_state_json(_ ctl: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int,
+                                       _ len: UnsafeMutablePointer<Int>?,
+                                       _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        let h = try controllerHandle(ctl)
+        try writeText(ControllerStateCodec.encode(h.controller), buf, cap, len)
+    }
+}
+
+@c @implementation
+public func aepo_controller_restore(_ ctl: OpaquePointer?, _ json: UnsafePointer<CChar>?, _ len: Int,
+                                    _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        let h = try controllerHandle(ctl)
+        guard let json else { throw .nullPointer("json") }
+        if len < 0 { throw .shape("len", "must be >= 0, got \(len)") }
+        let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(json).assumingMemoryBound(to: UInt8.self), count: len)
+        let snapshot = try ControllerStateCodec.decode(bytes)
+        try h.controller.restore(snapshot)
+    }
+}
+
+@c @implementation
+public func aepo_controller_history_count(_ ctl: OpaquePointer?, _ count: UnsafeMutablePointer<Int64>?,
+                                          _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        let h = try controllerHandle(ctl)
+        guard let count else { throw .nullPointer("count") }
+        count.pointee = Int64(h.controller.history.count)
+    }
+}
+
+@c @implementation
+public func aepo_controller_history(_ ctl: OpaquePointer?, _ index: Int64, _ out: UnsafeMutablePointer<aepo_decision>?,
+                                    _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        let h = try controllerHandle(ctl)
+        let n = h.controller.history.count
+        guard index >= 0 && index < Int64(n) else {
+            throw .invalid("index", n == 0 ? "is \(index), but the history is empty"
+                                           : "is \(index); expected 0 ... \(n - 1) (the history holds \(n) decisions)")
+        }
+        let o = try decisionOutput(out, "out")
+        writeDecision(h.controller.history[Int(index)], o)
+    }
+}
+
+// MARK: - helpers
+
+func controllerHandle(_ p: OpaquePointer?) throws(AepoFailure) -> ControllerHandle {
+    guard let p else { throw .nullPointer("ctl") }
+    return Unmanaged<ControllerHandle>.fromOpaque(UnsafeRawPointer(p)).takeUnretainedValue()
+}
+
+func statisticArgument(_ code: Int32) throws(AepoFailure) -> ControllerStatistic {
+    guard let k = ControllerStatistic(rawValue: code) else {
+        throw .invalid("statistic", "is \(code); expected AEPO_CONTROLLER_STATISTIC_NLL (0) or "
+            + "AEPO_CONTROLLER_STATISTIC_EXACT (1)")
+    }
+    return k
+}
+
+func stepArgument(_ step: Int64) throws(AepoFailure) -> Int64? {
+    if step == Int64(AEPO_CONTROLLER_STEP_NEXT) { return nil }
+    if step < 0 {
+        throw .invalid("step", "is \(step); expected a step >= 0, or AEPO_CONTROLLER_STEP_NEXT (-1) for the "
+            + "pending decision's step")
+    }
+    return step
+}
+
+/// Checks a caller's decision struct: non-NULL, and struct_size at least this version's
+/// size. Reads only the leading size field.
+func decisionOutput(_ p: UnsafeMutablePointer<aepo_decision>?, _ name: String) throws(AepoFailure)
+    -> UnsafeMutablePointer<aepo_decision> {
+    guard let p else { throw .nullPointer(name) }
+    let size = UnsafeRawPointer(p).load(as: Int.self)
+    let need = MemoryLayout<aepo_decision>.size
+    if size < need {
+        throw .invalid(name, "struct_size is \(size); set it to sizeof(aepo_decision) (at least \(need))")
+    }
+    return p
+}
+
+func writeDecision(_ d: ControllerDecision, _ out: UnsafeMutablePointer<aepo_decision>) {
+    var c = aepo_decision()
+    c.struct_size = UnsafeRawPointer(out).load(as: Int.self)
+    c.step = d.step
+    c.temperature = d.temperature
+    c.alpha = d.alpha
+    c.target = d.target
+    c.statistic = d.statistic
+    c.smoothed = d.smoothed
+    c.k_max = d.kMax
+    c.halve = d.halve ? 1 : 0
+    c.mode = d.mode.rawValue
+    c.reason = d.reason.rawValue
+    c.reserved = 0
+    out.pointee = c
+}
+
+/// Static names of the controller's codes.
+enum ControllerNames {
+    nonisolated(unsafe) static let modes = ControllerMode.allCases.map { StaticText.intern($0.name) }
+    nonisolated(unsafe) static let statistics = ControllerStatistic.allCases.map { StaticText.intern($0.name) }
+    nonisolated(unsafe) static let reasons = ControllerReason.allCases.map { StaticText.intern($0.name) }
+    nonisolated(unsafe) static let unknown = StaticText.intern("unknown")
+
+    static func mode(_ c: Int32) -> UnsafePointer<CChar> {
+        c >= 0 && Int(c) < modes.count ? modes[Int(c)] : unknown
+    }
+    static func statistic(_ c: Int32) -> UnsafePointer<CChar> {
+        c >= 0 && Int(c) < statistics.count ? statistics[Int(c)] : unknown
+    }
+    static func reason(_ c: Int32) -> UnsafePointer<CChar> {
+        c >= 0 && Int(c) < reasons.count ? reasons[Int(c)] : unknown
+    }
+}

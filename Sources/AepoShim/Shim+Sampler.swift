@@ -1,0 +1,66 @@
+import AepoConfig
+import AepoCore
+import CAepoAPI
+
+/// What an `aepo_sampler *` points to: the whole document it was created from (for
+/// aepo_sampler_config_json) and the core sampler built from its `sampler` section.
+final class SamplerHandle {
+    let config: Config
+    let sampler: Sampler
+
+    init(config: Config) throws(AepoFailure) {
+        self.config = config
+        sampler = try Sampler(config.sampler)
+    }
+
+    static func from(_ p: OpaquePointer?, argument: String = "sampler") throws(AepoFailure) -> SamplerHandle {
+        guard let p else { throw .nullPointer(argument) }
+        return Unmanaged<SamplerHandle>.fromOpaque(UnsafeRawPointer(p)).takeUnretainedValue()
+    }
+}
+
+@c @implementation
+public func aepo_sampler_create(_ json: UnsafePointer<CChar>?, _ len: Int, _ out: UnsafeMutablePointer<OpaquePointer?>?,
+                                _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        guard let out else { throw .nullPointer("out") }
+        out.pointee = nil
+        let handle = try SamplerHandle(config: parseConfigArgument(json, len))
+        out.pointee = OpaquePointer(Unmanaged.passRetained(handle).toOpaque())
+    }
+}
+
+@c @implementation
+public func aepo_sampler_free(_ sampler: OpaquePointer?) {
+    guard let sampler else { return }
+    Unmanaged<SamplerHandle>.fromOpaque(UnsafeRawPointer(sampler)).release()
+}
+
+@c @implementation
+public func aepo_sampler_config_json(_ sampler: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int,
+                                     _ len: UnsafeMutablePointer<Int>?,
+                                     _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        let h = try SamplerHandle.from(sampler)
+        try writeText(ConfigWriter.emit(h.config), buf, cap, len)
+    }
+}
+
+@c @implementation
+public func aepo_sampler_sample(_ sampler: OpaquePointer?, _ logits: UnsafePointer<Float>?, _ n: Int64, _ v: Int64,
+                                _ rowStride: Int64, _ step: Int64, _ position: Int64, _ rowOffset: Int64,
+                                _ temperature: UnsafePointer<Double>?, _ tokens: UnsafeMutablePointer<Int32>?,
+                                _ logp: UnsafeMutablePointer<Float>?, _ logpT1: UnsafeMutablePointer<Float>?,
+                                _ kept: UnsafeMutablePointer<Int32>?,
+                                _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        let h = try SamplerHandle.from(sampler)
+        guard let logits else { throw .nullPointer("logits") }
+        guard let tokens else { throw .nullPointer("tokens") }
+        // Int64 and Int are the same width on every platform this library builds for.
+        try h.sampler.sample(logits: logits, rows: Int(n), vocab: Int(v), rowStride: Int(rowStride),
+                             step: step, position: position, rowOffset: rowOffset,
+                             temperature: temperature?.pointee, tokens: tokens,
+                             logp: logp, logpT1: logpT1, kept: kept)
+    }
+}

@@ -1,0 +1,59 @@
+/* Cost of one aepo_controller_step in C, without any binding in between.
+ *   make stage && cc -O2 -std=c99 bench/controller_step.c -o /tmp/controller_step \
+ *       $(PKG_CONFIG_PATH=build/stage/lib/pkgconfig pkg-config --cflags --libs aepo) \
+ *       -Wl,-rpath,$PWD/build/stage/lib && /tmp/controller_step
+ * Prints the median over 7 runs of 1e6 steps for bang-bang and adaptive mode. */
+#define _POSIX_C_SOURCE 199309L
+#include <aepo.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void run(const char *name, const char *json) {
+    enum { STEPS = 1000000, RUNS = 7 };
+    double t[RUNS];
+    aepo_controller *ctl = NULL;
+    aepo_decision d;
+    aepo_error err;
+    int r;
+    long i;
+    memset(&d, 0, sizeof d);
+    d.struct_size = sizeof d;
+    if (aepo_controller_create(json, strlen(json), &ctl, &err) != AEPO_OK) {
+        fprintf(stderr, "%s\n", err.message);
+        exit(1);
+    }
+    for (r = 0; r < RUNS; r++) {
+        double t0 = now();
+        for (i = 0; i < STEPS; i++) {
+            double y = 0.5 + 0.01 * (double)((i * 7919) % 13 - 6);
+            if (aepo_controller_step(ctl, AEPO_CONTROLLER_STATISTIC_NLL, y, AEPO_CONTROLLER_STEP_NEXT, &d, &err)) {
+                fprintf(stderr, "%s\n", err.message);
+                exit(1);
+            }
+        }
+        t[r] = (now() - t0) / STEPS;
+    }
+    qsort(t, RUNS, sizeof t[0], cmp);
+    printf("%-10s %6.1f ns per step (median of %d x %d steps; min %.1f, max %.1f)\n", name, t[RUNS / 2] * 1e9,
+           RUNS, STEPS, t[0] * 1e9, t[RUNS - 1] * 1e9);
+    aepo_controller_free(ctl);
+}
+
+int main(void) {
+    run("bang_bang", "{\"controller\": {\"mode\": \"bang_bang\"}}");
+    run("adaptive", "{\"controller\": {\"mode\": \"adaptive\"}}");
+    return 0;
+}

@@ -1,0 +1,237 @@
+"""The entropy controller: once per training step it reads an entropy statistic and decides
+the temperature, k_max and halving (or the weight alpha) of the next step's regulariser.
+
+Timing (see docs/CONTROLLER.md)::
+
+    ctl = aepo.EntropyController({"controller": {"target": 0.6}})
+    d = ctl.decision()                     # step 0; before any observation: T_high
+    for step in range(num_steps):
+        ...                                # draw regulariser rollouts at d.temperature,
+                                           # select min(d.k_max, n_pos), halve if d.halve
+        d = ctl.step(nll=statistic_of_this_update, step=step)   # decision for step + 1
+"""
+import ctypes
+import json
+import math
+import operator
+from typing import List, NamedTuple, Optional
+
+from . import _lib
+from .config import config_bytes
+from .errors import DTypeError, InvalidValueError, StateError
+
+STATISTIC_NLL = 0
+STATISTIC_EXACT = 1
+STEP_NEXT = -1
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+
+
+def _names(fn, count):
+    return [fn(i).decode() for i in range(count)]
+
+
+_MODE_NAMES = _names(_lib.lib.aepo_controller_mode_name, 2)
+_REASON_NAMES = _names(_lib.lib.aepo_controller_reason_name, 8)
+
+
+class Decision(NamedTuple):
+    """What the trainer should do in training step ``step``.
+
+    ``alpha`` is the regulariser weight for ``combine = "weighted"`` when the controller
+    drives it (adaptive mode, actuator "alpha"), and None otherwise (use regularizer.alpha).
+    ``mode`` is "bang_bang" or "adaptive"; ``reason`` is one of "initial",
+    "at_or_below_target", "above_target", "hysteresis_hold", "tracking", "saturated_high",
+    "saturated_low", "rate_limited".
+    """
+
+    step: int
+    temperature: float
+    k_max: int
+    halve: bool
+    alpha: Optional[float]
+    target: float
+    statistic: float
+    smoothed: float
+    mode: str
+    reason: str
+
+    @classmethod
+    def _from_c(cls, d):
+        alpha = None if math.isnan(d.alpha) else d.alpha
+        mode = _MODE_NAMES[d.mode] if 0 <= d.mode < len(_MODE_NAMES) else f"unknown({d.mode})"
+        reason = _REASON_NAMES[d.reason] if 0 <= d.reason < len(_REASON_NAMES) else f"unknown({d.reason})"
+        return cls(d.step, d.temperature, d.k_max, bool(d.halve), alpha, d.target, d.statistic, d.smoothed,
+                   mode, reason)
+
+
+def _as_float(x, name):
+    if isinstance(x, (str, bytes)):
+        raise DTypeError(f"{name}: expected a number, got {type(x).__name__}", argument=name)
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        raise DTypeError(f"{name}: expected a number, got {type(x).__name__}", argument=name) from None
+
+
+def _as_int64(x, name):
+    if isinstance(x, bool):
+        raise DTypeError(f"{name}: expected an integer, got bool", argument=name)
+    try:
+        v = operator.index(x)
+    except TypeError:
+        item = getattr(x, "item", None)
+        v = item() if callable(item) else None
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise DTypeError(f"{name}: expected an integer, got {type(x).__name__}", argument=name) from None
+    if not _INT64_MIN <= v <= _INT64_MAX:
+        raise InvalidValueError(f"{name}: {v} does not fit in a 64-bit integer", argument=name)
+    return v
+
+
+class EntropyController:
+    """The controller handle, built from the ``controller`` section of a config document.
+
+    ``controller.statistic`` picks what drives it: "nll" (pass ``nll=`` or ``nll_sum=`` with
+    ``count=``) or "exact" (pass ``entropy=`` or ``entropy_sum=`` with ``count=``). Sums are
+    what a trainer all-reduces across ranks; the statistic is ``sum / count``.
+    """
+
+    def __init__(self, cfg=None):
+        data = config_bytes(cfg)
+        h = _lib.Handle()
+        _lib.call(_lib.lib.aepo_controller_create, data, len(data), ctypes.byref(h))
+        self._h = h
+        # Reused by step(), the per-training-step call: one instance belongs to one thread.
+        self._d = _lib.CDecision()
+        self._err = _lib.Error()
+        self._dp = ctypes.byref(self._d)
+        self._errp = ctypes.byref(self._err)
+        self._config = json.loads(_lib.read_text(_lib.lib.aepo_controller_config_json, self._h))
+        self._statistic = self._config["controller"]["statistic"]
+
+    # lifetime
+
+    def close(self):
+        """Releases the handle; calling it again does nothing."""
+        h, self._h = getattr(self, "_h", None), None
+        if h is not None and h.value:
+            _lib.lib.aepo_controller_free(h)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+    def _handle(self):
+        if self._h is None:
+            raise InvalidValueError("EntropyController: the controller is closed", argument="self")
+        return self._h
+
+    # queries
+
+    @property
+    def config(self):
+        """The whole normalised config document the controller runs with."""
+        return json.loads(json.dumps(self._config))
+
+    @property
+    def statistic(self):
+        """``controller.statistic``: "nll" or "exact"."""
+        return self._statistic
+
+    def decision(self) -> Decision:
+        """The decision for the coming step (does not advance)."""
+        d = _lib.CDecision()
+        _lib.call(_lib.lib.aepo_controller_decision, self._handle(), ctypes.byref(d))
+        return Decision._from_c(d)
+
+    def history(self) -> List[Decision]:
+        """The last ``controller.history`` decisions, oldest first; the last is the pending one."""
+        h = self._handle()
+        n = ctypes.c_int64(0)
+        _lib.call(_lib.lib.aepo_controller_history_count, h, ctypes.byref(n))
+        out = []
+        d = _lib.CDecision()
+        for i in range(n.value):
+            _lib.call(_lib.lib.aepo_controller_history, h, i, ctypes.byref(d))
+            out.append(Decision._from_c(d))
+        return out
+
+    # stepping
+
+    def step(self, *, entropy=None, nll=None, entropy_sum=None, nll_sum=None, count=None, step=None) -> Decision:
+        """Records the statistic of the update that just finished, advances, and returns the
+        decision for the next step.
+
+        Pass the statistic ``controller.statistic`` picks, as a token mean (``nll=`` /
+        ``entropy=``) or as a sum with its token count (``nll_sum=`` / ``entropy_sum=`` with
+        ``count=``). The other statistic may be passed too (for logging) and is ignored;
+        passing only the other one is an error. ``step`` is the training step the statistic
+        belongs to (default: the pending decision's step); the returned decision is for
+        ``step + 1``. A call that raises leaves the controller unchanged.
+        """
+        h = self._handle()
+        if self._statistic == "nll":
+            want, value, total, code = "nll", nll, nll_sum, STATISTIC_NLL
+            others = {"entropy": entropy, "entropy_sum": entropy_sum}
+        else:
+            want, value, total, code = "entropy", entropy, entropy_sum, STATISTIC_EXACT
+            others = {"nll": nll, "nll_sum": nll_sum}
+        if value is None and total is None:
+            given = [k for k, v in others.items() if v is not None]
+            got = f", but got only {' and '.join(given)}" if given else ""
+            raise InvalidValueError(
+                f"{want}: missing; controller.statistic is \"{self._statistic}\", so step() needs {want}= "
+                f"(or {want}_sum= with count=){got}", argument=want)
+        if value is not None and total is not None:
+            raise InvalidValueError(f"{want}: pass either {want}= or {want}_sum= with count=, not both",
+                                    argument=want)
+        s = STEP_NEXT if step is None else _as_int64(step, "step")
+        if step is not None and s < 0:
+            raise InvalidValueError(f"step: is {s}; a step must be >= 0", argument="step")
+        if total is not None:
+            if count is None:
+                raise InvalidValueError(f"count: missing; {want}_sum= needs the token count it sums over",
+                                        argument="count")
+            status = _lib.lib.aepo_controller_step_sums(h, code, _as_float(total, f"{want}_sum"),
+                                                        _as_int64(count, "count"), s, self._dp, self._errp)
+        else:
+            if count is not None:
+                raise InvalidValueError(f"count: goes with {want}_sum=, not with a mean {want}=", argument="count")
+            status = _lib.lib.aepo_controller_step(h, code, _as_float(value, want), s, self._dp, self._errp)
+        if status != 0:
+            _lib.raise_error(status, self._err)
+        return Decision._from_c(self._d)
+
+    # checkpoints
+
+    def state_dict(self) -> dict:
+        """The controller's state as a JSON-serialisable dict (reals kept exactly)."""
+        return json.loads(_lib.read_text(_lib.lib.aepo_controller_state_json, self._handle()))
+
+    def load_state_dict(self, state) -> None:
+        """Restores a state from :meth:`state_dict` (a dict or its JSON text). Resuming with the
+        same config continues bit for bit. A state from another mode, statistic or actuator, or
+        a malformed one, raises :class:`aepo.StateError` and changes nothing."""
+        h = self._handle()
+        if isinstance(state, (str, bytes, bytearray)):
+            data = state.encode() if isinstance(state, str) else bytes(state)
+        elif isinstance(state, dict):
+            try:
+                data = json.dumps(state, allow_nan=False).encode()
+            except (TypeError, ValueError) as e:
+                raise StateError(f"state: not JSON-serialisable: {e}", argument="state") from None
+        else:
+            raise StateError(f"state: expected a dict or JSON text, got {type(state).__name__}", argument="state")
+        _lib.call(_lib.lib.aepo_controller_restore, h, data, len(data))
+
+    def __repr__(self):
+        if self._h is None:
+            return "EntropyController(closed)"
+        c = self._config["controller"]
+        return f"EntropyController(mode={c['mode']!r}, statistic={c['statistic']!r}, next={self.decision()})"

@@ -1,0 +1,242 @@
+import json
+import math
+
+import numpy as np
+import pytest
+
+import aepo
+from aepo import EntropyController
+
+
+def plant_run(cfg, seed, steps=400):
+    """The fixed plant of issue 5 (see docs/CONTROLLER.md), with numpy's Gaussian noise.
+    Returns the mean |observed - target| over the second half."""
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal(steps)
+    errors = []
+    h = 0.5
+    with EntropyController(cfg) as ctl:
+        alpha_max = ctl.config["controller"]["adaptive"]["alpha_max"]
+        for t in range(steps):
+            d = ctl.decision()
+            w = d.alpha / alpha_max if d.alpha is not None else (d.k_max // 2 if d.halve else d.k_max) / d.k_max
+            u = (d.temperature - 1.0) * w
+            nxt = h - 0.02 * (h - 0.1) + 0.08 * u * (1.6 - h) + 0.01 * noise[t]
+            y = nxt + 0.02 * u
+            if t >= steps // 2:
+                errors.append(abs(y - d.target))
+            ctl.step(nll=y)
+            h = nxt
+    return float(np.mean(errors))
+
+
+def test_first_decision_is_t_high_from_initial_entropy():
+    with EntropyController() as ctl:
+        d = ctl.decision()
+        assert d == aepo.Decision(step=0, temperature=1.2, k_max=60, halve=False, alpha=None, target=0.5,
+                                  statistic=0.0, smoothed=0.0, mode="bang_bang", reason="initial")
+        # decision() does not advance
+        assert ctl.decision() == d
+
+
+def test_bang_bang_known_decisions():
+    with EntropyController() as ctl:
+        d = ctl.step(nll=0.7)
+        assert (d.step, d.temperature, d.k_max, d.halve, d.reason) == (1, 0.8, 60, True, "above_target")
+        d = ctl.step(nll=0.5)  # a tie is at-or-below
+        assert (d.step, d.temperature, d.halve, d.reason) == (2, 1.2, False, "at_or_below_target")
+        d = ctl.step(nll=math.nextafter(0.5, 1.0))
+        assert d.temperature == 0.8 and d.halve
+
+
+def test_bang_bang_matches_a_transcription_of_the_reference_rule(rng):
+    trace = np.concatenate([rng.uniform(0.3, 0.7, 200), [0.5, 0.5, 0.0, 0.5]])
+    h_prev = 0.0
+    with EntropyController({"controller": {"k_max": 7}}) as ctl:
+        for h in trace:
+            d = ctl.decision()
+            t_ref = 1.2 if h_prev <= 0.5 else 0.8
+            for kept in (0, 1, 6, 7, 8, 100):
+                k_ref = min(7, kept) if h_prev <= 0.5 else min(7, kept) // 2
+                k = min(d.k_max, kept) // 2 if d.halve else min(d.k_max, kept)
+                assert k == k_ref
+            assert d.temperature == t_ref
+            ctl.step(nll=float(h))
+            h_prev = float(h)
+
+
+def test_exact_statistic_and_all_reduced_sums():
+    cfg = {"controller": {"statistic": "exact", "mode": "adaptive"}}
+    with EntropyController(cfg) as ctl:
+        assert ctl.statistic == "exact"
+        d = ctl.step(entropy_sum=np.float64(123.0), count=np.int64(300))
+        assert d.statistic == 123.0 / 300.0
+        # the other statistic may come along for logging; it is ignored
+        d = ctl.step(entropy=0.41, nll=9.0)
+        assert d.statistic == 0.41
+        d = ctl.step(entropy_sum=np.float32(30.0), count=100, nll=1.0)
+        assert d.statistic == pytest.approx(0.3)
+
+
+def test_adaptive_holds_the_target_on_the_plant_and_beats_bang_bang():
+    for target in (0.3, 0.6, 1.0):
+        a = plant_run({"controller": {"mode": "adaptive", "target": target}}, seed=3)
+        b = plant_run({"controller": {"mode": "bang_bang", "target": target}}, seed=3)
+        print(f"target {target}: adaptive {a:.5f}, bang-bang 1.2/0.8 {b:.5f}")
+        assert a <= 0.02
+        assert a < b
+    pts = [{"step": 0, "target": 0.4}, {"step": 150, "target": 0.8}, {"step": 250, "target": 0.5},
+           {"step": 320, "target": 0.7}]
+    schedule = {"kind": "piecewise", "points": pts}
+    a = plant_run({"controller": {"mode": "adaptive", "target": 0.4, "schedule": schedule}}, seed=3)
+    b = plant_run({"controller": {"mode": "bang_bang", "target": 0.4, "schedule": schedule}}, seed=3)
+    print(f"piecewise: adaptive {a:.5f}, bang-bang 1.2/0.8 {b:.5f}")
+    assert a <= 0.02 and a < b
+
+
+def test_alpha_actuator_returns_alpha():
+    cfg = {"controller": {"mode": "adaptive", "adaptive": {"actuator": "alpha"}}}
+    with EntropyController(cfg) as ctl:
+        d = ctl.decision()
+        assert d.alpha is not None and 0 <= d.alpha <= 0.5
+        d = ctl.step(nll=0.9)
+        assert d.temperature == 0.8 and d.alpha > 0 and d.mode == "adaptive"
+
+
+def test_step_argument_and_schedules():
+    pts = [{"step": 10, "target": 0.3}, {"step": 20, "target": 0.7}]
+    cfg = {"controller": {"schedule": {"kind": "piecewise", "points": pts}}}
+    with EntropyController(cfg) as ctl:
+        assert ctl.step(nll=0.4).step == 1
+        d = ctl.step(nll=0.4, step=9)
+        assert (d.step, d.target, d.temperature) == (10, 0.3, 0.8)
+        d = ctl.step(nll=0.6, step=np.int64(19))
+        assert (d.step, d.target, d.temperature) == (20, 0.7, 1.2)
+        before = ctl.state_dict()
+        with pytest.raises(aepo.InvalidValueError) as e:
+            ctl.step(nll=0.5, step=3)
+        assert e.value.argument == "step"
+        with pytest.raises(aepo.InvalidValueError):
+            ctl.step(nll=0.5, step=-1)
+        with pytest.raises(aepo.DTypeError):
+            ctl.step(nll=0.5, step=2.5)
+        assert ctl.state_dict() == before
+
+
+@pytest.mark.parametrize("kwargs, exc, argument", [
+    ({"nll": float("nan")}, aepo.NonFiniteError, "nll"),
+    ({"nll": float("inf")}, aepo.NonFiniteError, "nll"),
+    ({"nll": -0.1}, aepo.InvalidValueError, "nll"),
+    ({"nll_sum": 10.0, "count": 0}, aepo.InvalidValueError, "count"),
+    ({"nll_sum": 10.0, "count": -5}, aepo.InvalidValueError, "count"),
+    ({"nll_sum": float("nan"), "count": 4}, aepo.NonFiniteError, "nll_sum"),
+    ({"nll_sum": 10.0}, aepo.InvalidValueError, "count"),
+    ({"nll": 0.5, "count": 4}, aepo.InvalidValueError, "count"),
+    ({"nll": 0.5, "nll_sum": 3.0, "count": 4}, aepo.InvalidValueError, "nll"),
+    ({"entropy": 0.5}, aepo.InvalidValueError, "nll"),
+    ({"entropy_sum": 5.0, "count": 10}, aepo.InvalidValueError, "nll"),
+    ({}, aepo.InvalidValueError, "nll"),
+    ({"nll": "0.5"}, aepo.DTypeError, "nll"),
+])
+def test_bad_input_is_rejected_and_changes_nothing(kwargs, exc, argument):
+    with EntropyController({"controller": {"mode": "adaptive"}}) as ctl:
+        for y in (0.42, 0.55, 0.61):
+            ctl.step(nll=y)
+        before = ctl.state_dict()
+        history = ctl.history()
+        with pytest.raises(exc) as e:
+            ctl.step(**kwargs)
+        assert e.value.argument == argument, str(e.value)
+        assert argument in str(e.value)
+        assert ctl.state_dict() == before
+        assert ctl.history() == history
+        assert ctl.step(nll=0.5).step == 4
+
+
+def test_error_classes_subclass_builtins():
+    with EntropyController() as ctl:
+        with pytest.raises(FloatingPointError):
+            ctl.step(nll=float("nan"))
+        with pytest.raises(ValueError):
+            ctl.step(nll=-1.0)
+        with pytest.raises(ValueError, match="controller.statistic is \"nll\""):
+            ctl.step(entropy=0.3)
+
+
+@pytest.mark.parametrize("cfg, path", [
+    ({"controller": {"adaptive": {"t_min": 2.0, "t_max": 2.0}}}, "controller.adaptive.t_max"),
+    ({"controller": {"schedule": {"kind": "piecewise",
+                                  "points": [{"step": 5, "target": 0.3}, {"step": 5, "target": 0.4}]}}},
+     "controller.schedule.points[1].step"),
+    ({"controller": {"mode": "pid"}}, "controller.mode"),
+    ({"controller": {"mode": "adaptive", "t_low": 1.0, "adaptive": {"actuator": "alpha"}}}, "controller.t_low"),
+])
+def test_bad_configs(cfg, path):
+    with pytest.raises(aepo.ConfigError) as e:
+        EntropyController(cfg)
+    assert e.value.argument == path
+
+
+def test_state_dict_round_trip_continues_bit_for_bit(rng):
+    cfg = {"controller": {"mode": "adaptive", "target": 0.6, "adaptive": {"ema": 0.2}}}
+    trace = rng.uniform(0.3, 0.9, 300)
+    with EntropyController(cfg) as whole:
+        expected = [whole.step(nll=float(y)) for y in trace]
+    with EntropyController(cfg) as first:
+        for y in trace[:120]:
+            first.step(nll=float(y))
+        state = json.loads(json.dumps(first.state_dict()))  # what a checkpoint stores
+    with EntropyController(cfg) as resumed:
+        resumed.load_state_dict(state)
+        got = [resumed.step(nll=float(y)) for y in trace[120:]]
+        assert resumed.state_dict()["step"] == 300
+    # bitwise: compare the float bit patterns, not only ==
+    assert [tuple(np.float64(v).tobytes() if isinstance(v, float) else v for v in d) for d in got] == \
+           [tuple(np.float64(v).tobytes() if isinstance(v, float) else v for v in d) for d in expected[120:]]
+
+
+def test_load_state_dict_rejects_incompatible_and_malformed_states():
+    with EntropyController({"controller": {"mode": "adaptive"}}) as a:
+        a.step(nll=0.3)
+        state = a.state_dict()
+    with EntropyController() as b:
+        b.step(nll=0.7)
+        before = b.state_dict()
+        with pytest.raises(aepo.StateError) as e:
+            b.load_state_dict(state)
+        assert e.value.argument == "config.mode"
+        bad = dict(before, step=-3)
+        with pytest.raises(aepo.StateError) as e:
+            b.load_state_dict(bad)
+        assert e.value.argument == "step"
+        with pytest.raises(aepo.StateError):
+            b.load_state_dict("{")
+        with pytest.raises(aepo.StateError):
+            b.load_state_dict(dict(before, statistic=float("nan")))
+        assert b.state_dict() == before
+        b.load_state_dict(json.dumps(before))  # JSON text works too
+        assert b.state_dict() == before
+
+
+def test_history_and_lifetime():
+    ctl = EntropyController({"controller": {"history": 3}})
+    for y in (0.4, 0.6, 0.45, 0.7):
+        ctl.step(nll=y)
+    hist = ctl.history()
+    assert [d.step for d in hist] == [2, 3, 4]
+    assert hist[-1] == ctl.decision()
+    assert "bang_bang" in repr(ctl)
+    ctl.close()
+    ctl.close()
+    assert repr(ctl) == "EntropyController(closed)"
+    with pytest.raises(aepo.AepoError):
+        ctl.decision()
+
+
+def test_config_is_the_effective_document():
+    with EntropyController({"controller": {"target": 0.75}}) as ctl:
+        cfg = ctl.config
+        assert cfg == aepo.validate_config({"controller": {"target": 0.75}})
+        assert cfg["controller"]["adaptive"]["kp"] == 5.0
+        assert cfg["controller"]["adaptive"]["ki"] == 1.5
+        assert cfg["controller"]["adaptive"]["t_rate"] == 0.3
