@@ -13,7 +13,20 @@
 /// the closed interval. Each estimator is its own type so the KL loop is specialised per
 /// estimator, with no switch inside it.
 protocol KLForm {
+    /// False only for `KLNone`: the kernel then compiles without the term.
+    static var active: Bool { get }
     static func evaluate(_ delta: LossMath.V) -> (value: LossMath.V, slope: LossMath.V)
+}
+
+extension KLForm {
+    static var active: Bool { true }
+}
+
+/// No reference log-probs: no KL term.
+enum KLNone: KLForm {
+    static var active: Bool { false }
+    @inline(__always)
+    static func evaluate(_ delta: LossMath.V) -> (value: LossMath.V, slope: LossMath.V) { (LossMath.V(), LossMath.V()) }
 }
 
 enum KLk1: KLForm {

@@ -277,9 +277,9 @@ public struct TokenPartials: Sendable {
     }
 }
 
-/// The token kernel with its loop invariants hoisted. Each row segment runs one policy
-/// loop (the whole AEPO path) and, only when a KL or entropy term is present, a second loop
-/// specialised on the KL estimator that adds its gradient in place.
+/// The token kernel with its loop invariants hoisted. Each row segment runs one loop,
+/// specialised on the sign case of the advantage and on the KL estimator (none for the
+/// AEPO path), that computes the policy, KL and entropy terms together.
 struct Kernel {
     typealias V = LossMath.V
     typealias M = LossMath.M
@@ -349,38 +349,59 @@ struct Kernel {
         zeroOutside(grad)
         zeroOutside(gradEnt)
         let from = lo, to = hi
-        // The policy term of the configured mode. (Modes that need batch statistics first,
-        // such as a sequence ratio or a covariance selection, add them to the plan.)
+        guard from < to else { return finishSegment(b, wPol: wPol, wAux: wAux, plan: plan, acc: acc, out: &out) }
+        let io = SegmentIO(lp: lp, grad: grad, gradEnt: gradEnt, ent: hasEntropy ? block.entropy.map { $0 - base } : nil,
+                           wPol: wPol, gKL: klCoef * wAux,
+                           gH: { let g = hasEntropy ? -entCoef * wAux : 0; return g == 0 ? 0 : g }())
+        // The policy term of the configured mode, with the KL and entropy terms in the same
+        // pass. (Modes that need batch statistics first, such as a sequence ratio or a
+        // covariance selection, add them to the plan.)
         switch mode {
         case .vanilla:
-            if perToken {
-                policyLoop(VanillaAnySign.self, from: from, to: to, lp: lp, grad: grad, advRow: 0, wPol: wPol, acc: &acc)
-            } else if advRow < 0 {
-                policyLoop(VanillaNegative.self, from: from, to: to, lp: lp, grad: grad, advRow: advRow, wPol: wPol,
-                           acc: &acc)
-            } else {
-                // A >= 0, and NaN/Inf (flagged below, the values are then discarded).
-                policyLoop(VanillaNonNegative.self, from: from, to: to, lp: lp, grad: grad, advRow: advRow,
-                           wPol: wPol, acc: &acc)
-                if !advRow.isFinite && plan.rowTokens[b] > 0 { out.nonFinite = true }
-            }
-        }
-        // The KL and entropy terms, shared by every mode.
-        if from < to && (hasRef || hasEntropy || block.gradEntropy != nil) {
-            let ent = block.entropy.map { $0 - base }
-            let gKL = klCoef * wAux
             if !hasRef {
-                auxLoop(KLk1.self, from: from, to: to, lp: lp, ent: ent, grad: grad, gradEnt: gradEnt,
-                        gKL: gKL, wAux: wAux, acc: &acc)
+                vanilla(KLNone.self, b, from, to, io, perToken: perToken, advRow: advRow, plan: plan, acc: &acc, out: &out)
             } else {
                 switch klType.base {
-                case .k1: auxLoop(KLk1.self, from: from, to: to, lp: lp, ent: ent, grad: grad, gradEnt: gradEnt, gKL: gKL, wAux: wAux, acc: &acc)
-                case .abs: auxLoop(KLAbs.self, from: from, to: to, lp: lp, ent: ent, grad: grad, gradEnt: gradEnt, gKL: gKL, wAux: wAux, acc: &acc)
-                case .k2: auxLoop(KLk2.self, from: from, to: to, lp: lp, ent: ent, grad: grad, gradEnt: gradEnt, gKL: gKL, wAux: wAux, acc: &acc)
-                case .k3: auxLoop(KLk3.self, from: from, to: to, lp: lp, ent: ent, grad: grad, gradEnt: gradEnt, gKL: gKL, wAux: wAux, acc: &acc)
+                case .k1: vanilla(KLk1.self, b, from, to, io, perToken: perToken, advRow: advRow, plan: plan, acc: &acc, out: &out)
+                case .abs: vanilla(KLAbs.self, b, from, to, io, perToken: perToken, advRow: advRow, plan: plan, acc: &acc, out: &out)
+                case .k2: vanilla(KLk2.self, b, from, to, io, perToken: perToken, advRow: advRow, plan: plan, acc: &acc, out: &out)
+                case .k3: vanilla(KLk3.self, b, from, to, io, perToken: perToken, advRow: advRow, plan: plan, acc: &acc, out: &out)
                 }
             }
         }
+        finishSegment(b, wPol: wPol, wAux: wAux, plan: plan, acc: acc, out: &out)
+    }
+
+    /// Per-segment pointers (rebased so that index t is flat token t) and weights.
+    struct SegmentIO {
+        var lp: UnsafePointer<Float>
+        var grad: UnsafeMutablePointer<Float>?
+        var gradEnt: UnsafeMutablePointer<Float>?
+        var ent: UnsafePointer<Float>?
+        var wPol: Double
+        var gKL: Double
+        var gH: Double
+    }
+
+    /// The vanilla policy loop for the sign case of the row's advantage.
+    @inline(__always)
+    func vanilla<K: KLForm>(_ k: K.Type, _ b: Int, _ from: Int, _ to: Int, _ io: SegmentIO, perToken: Bool,
+                            advRow: Double, plan: AggregationPlan, acc: inout Acc, out: inout TokenPartials) {
+        if perToken {
+            policyLoop(VanillaAnySign.self, k, from: from, to: to, io: io, advRow: 0, acc: &acc)
+        } else if advRow < 0 {
+            policyLoop(VanillaNegative.self, k, from: from, to: to, io: io, advRow: advRow, acc: &acc)
+        } else {
+            // A >= 0, and NaN/Inf (flagged here, the values are then discarded).
+            policyLoop(VanillaNonNegative.self, k, from: from, to: to, io: io, advRow: advRow, acc: &acc)
+            if !advRow.isFinite && plan.rowTokens[b] > 0 { out.nonFinite = true }
+        }
+    }
+
+    /// Adds a segment's lane sums to the partials.
+    @inline(__always)
+    func finishSegment(_ b: Int, wPol: Double, wAux: Double, plan: AggregationPlan, acc: Acc,
+                       out: inout TokenPartials) {
         let s = acc.loss.sum()
         if plan.inRegTerm[b] { out.reg += wPol * s } else { out.policy += wPol * s }
         if hasRef { out.kl += wAux * acc.kl.sum() }
@@ -393,22 +414,29 @@ struct Kernel {
         if !acc.bad.sum().isFinite { out.nonFinite = true }
     }
 
-    /// The PPO-clip term: accumulates l * is_weight and the clip metrics, writes dL/dlogp.
-    /// `Form` is the per-token sign case of the advantage (see `VanillaForm`).
+    /// One pass over a segment: the PPO-clip term (l * is_weight and the clip metrics), the
+    /// KL term of estimator `K` and the entropy term; writes dL/dlogp and dL/dH. `Form` is
+    /// the sign case of the advantage (see `VanillaForm`).
     @inline(__always)
-    func policyLoop<Form: VanillaForm>(_: Form.Type, from: Int, to: Int, lp: UnsafePointer<Float>,
-                                       grad: UnsafeMutablePointer<Float>?, advRow: Double, wPol: Double,
-                                       acc: inout Acc) {
+    func policyLoop<Form: VanillaForm, K: KLForm>(_: Form.Type, _: K.Type, from: Int, to: Int, io: SegmentIO,
+                                                  advRow: Double, acc: inout Acc) {
         let mask = batch.mask.baseAddress!
         let olp = batch.oldLogp.baseAddress!
         let adv = batch.advantages.baseAddress!
         let isw = batch.isWeights?.baseAddress
+        let ref = K.active ? batch.refLogp?.baseAddress : nil
+        let lp = io.lp, ent = io.ent, grad = io.grad, gradEnt = io.gradEnt
         let negRow = V(repeating: -advRow)
         let l3Row = negRow * c
-        // Masked lanes are zeroed on load (logp = old_logp = 0, so r = 1, which is neither
-        // clipped nor dual-clipped): only the loss and the gradient need the mask again.
+        let wPol = io.wPol, gKL = io.gKL
+        let gH = V(repeating: io.gH)
+        let straight = klType.straightThrough
+        // Masked lanes are zeroed on load (logp = old_logp = ref = 0, so r = 1, which is
+        // neither clipped nor dual-clipped, and every KL value is 0): only the loss and the
+        // gradients need the mask again.
         @inline(__always)
-        func step(_ xIn: V, _ oIn: V, _ aIn: V?, _ wIn: V?, _ valid: M, _ acc: inout Acc) -> V {
+        func step(_ xIn: V, _ oIn: V, _ aIn: V?, _ wIn: V?, _ rIn: V?, _ hIn: V?, _ valid: M,
+                  _ acc: inout Acc) -> (g: V, gh: V) {
             let x = LossMath.keep(xIn, valid)
             let o = LossMath.keep(oIn, valid)
             var negA = negRow
@@ -441,7 +469,27 @@ struct Kernel {
             LossMath.count(&acc.clip, t.clipped)
             if Form.hasDual { LossMath.count(&acc.low, t.dual) }
             acc.negD -= d
-            return LossMath.keep(gl, flows)
+            var g = LossMath.keep(gl, flows)
+            if K.active, let rIn {
+                let rv = LossMath.keep(rIn, valid)
+                acc.bad += rv
+                let dk = x - rv
+                var (v, slope) = K.evaluate(dk)
+                if straight { slope = dk }
+                acc.kl += v
+                g += LossMath.keep(slope * gKL, valid)
+            }
+            if let hIn {
+                let h = LossMath.keep(hIn, valid)
+                acc.bad += h
+                acc.ent += h
+            }
+            return (g, LossMath.keep(gH, valid))
+        }
+        @inline(__always)
+        func put(_ r: (g: V, gh: V), _ i: Int) {
+            if let grad { LossMath.store(r.g, grad + i) }
+            if let gradEnt { LossMath.store(r.gh, gradEnt + i) }
         }
         var i = from
         // Two vectors per iteration, in one block: their dependency chains (the exp above
@@ -453,85 +501,39 @@ struct Kernel {
             let a0 = Form.perToken ? LossMath.load(adv + i) : nil
             let a1 = Form.perToken ? LossMath.load(adv + i + 4) : nil
             let v0 = isw.map { LossMath.load($0 + i) }, v1 = isw.map { LossMath.load($0 + i + 4) }
-            let g0: V, g1: V
+            let r0 = ref.map { LossMath.load($0 + i) }, r1 = ref.map { LossMath.load($0 + i + 4) }
+            let h0 = ent.map { LossMath.load($0 + i) }, h1 = ent.map { LossMath.load($0 + i + 4) }
+            let g0: (g: V, gh: V), g1: (g: V, gh: V)
             // Inside a row's span most vectors are fully valid: a copy of the step with a
             // constant mask drops the masking operations.
             if w0 == 0x0101_0101 && w1 == 0x0101_0101 {
-                g0 = step(x0, o0, a0, v0, LossMath.M(repeating: true), &acc)
-                g1 = step(x1, o1, a1, v1, LossMath.M(repeating: true), &acc)
+                g0 = step(x0, o0, a0, v0, r0, h0, LossMath.M(repeating: true), &acc)
+                g1 = step(x1, o1, a1, v1, r1, h1, LossMath.M(repeating: true), &acc)
             } else {
-                g0 = step(x0, o0, a0, v0, LossMath.maskLanes(w0), &acc)
-                g1 = step(x1, o1, a1, v1, LossMath.maskLanes(w1), &acc)
+                g0 = step(x0, o0, a0, v0, r0, h0, LossMath.maskLanes(w0), &acc)
+                g1 = step(x1, o1, a1, v1, r1, h1, LossMath.maskLanes(w1), &acc)
             }
-            if let grad {
-                LossMath.store(g0, grad + i)
-                LossMath.store(g1, grad + i + 4)
-            }
+            put(g0, i)
+            put(g1, i + 4)
             i += 8
         }
         if i + 4 <= to {
             let g = step(LossMath.load(lp + i), LossMath.load(olp + i), Form.perToken ? LossMath.load(adv + i) : nil,
-                         isw.map { LossMath.load($0 + i) }, LossMath.maskLanes(LossMath.maskWord(mask + i, 4)), &acc)
-            if let grad { LossMath.store(g, grad + i) }
+                         isw.map { LossMath.load($0 + i) }, ref.map { LossMath.load($0 + i) },
+                         ent.map { LossMath.load($0 + i) }, LossMath.maskLanes(LossMath.maskWord(mask + i, 4)), &acc)
+            put(g, i)
             i += 4
         }
         if i < to {
             let n = to - i
-            let valid = LossMath.maskLanes(LossMath.maskWord(mask + i, n))
             let g = step(LossMath.loadPartial(lp + i, n), LossMath.loadPartial(olp + i, n),
                          Form.perToken ? LossMath.loadPartial(adv + i, n) : nil,
-                         isw.map { LossMath.loadPartial($0 + i, n) }, valid, &acc)
-            if let grad { LossMath.storePartial(g, grad + i, n) }
+                         isw.map { LossMath.loadPartial($0 + i, n) }, ref.map { LossMath.loadPartial($0 + i, n) },
+                         ent.map { LossMath.loadPartial($0 + i, n) }, LossMath.maskLanes(LossMath.maskWord(mask + i, n)),
+                         &acc)
+            if let grad { LossMath.storePartial(g.g, grad + i, n) }
+            if let gradEnt { LossMath.storePartial(g.gh, gradEnt + i, n) }
         }
-    }
-
-    /// The KL and entropy terms: accumulates their values, adds kl_loss_coef * W * dKL/dlogp
-    /// to the gradient in place, and writes dL/dH.
-    @inline(__always)
-    func auxLoop<K: KLForm>(_: K.Type, from: Int, to: Int, lp: UnsafePointer<Float>, ent: UnsafePointer<Float>?,
-                            grad: UnsafeMutablePointer<Float>?, gradEnt: UnsafeMutablePointer<Float>?,
-                            gKL: Double, wAux: Double, acc: inout Acc) {
-        let mask = batch.mask.baseAddress!
-        let ref = batch.refLogp?.baseAddress
-        // dL/dH; +0 (not -0) where the term is off or the row is outside it.
-        let gHs = hasEntropy ? -entCoef * wAux : 0
-        let gH = V(repeating: gHs == 0 ? 0 : gHs)
-        let straight = klType.straightThrough
-        // Masked lanes are zeroed on load, which makes every KL value 0 there; the gradient
-        // and dL/dH still need the mask (k1's slope is 1 everywhere).
-        @inline(__always)
-        func step(_ i: Int, _ n: Int, _ valid: M) {
-            if let ref {
-                let x = LossMath.keep(n == 4 ? LossMath.load(lp + i) : LossMath.loadPartial(lp + i, n), valid)
-                let rv = LossMath.keep(n == 4 ? LossMath.load(ref + i) : LossMath.loadPartial(ref + i, n), valid)
-                acc.bad += rv
-                let delta = x - rv
-                var (v, slope) = K.evaluate(delta)
-                if straight { slope = delta }
-                acc.kl += v
-                if let grad, gKL != 0 {
-                    var g = n == 4 ? LossMath.load(UnsafePointer(grad + i)) : LossMath.loadPartial(UnsafePointer(grad + i), n)
-                    g = LossMath.keep(g + slope * gKL, valid)
-                    if n == 4 { LossMath.store(g, grad + i) } else { LossMath.storePartial(g, grad + i, n) }
-                }
-            }
-            if let ent {
-                let h = LossMath.keep(n == 4 ? LossMath.load(ent + i) : LossMath.loadPartial(ent + i, n), valid)
-                acc.bad += h
-                acc.ent += h
-            }
-            if let gradEnt {
-                let v = LossMath.keep(gH, valid)
-                if n == 4 { LossMath.store(v, gradEnt + i) } else { LossMath.storePartial(v, gradEnt + i, n) }
-            }
-        }
-        var i = from
-        while i + 4 <= to {
-            let word = LossMath.maskWord(mask + i, 4)
-            if word == 0x0101_0101 { step(i, 4, LossMath.M(repeating: true)) } else { step(i, 4, LossMath.maskLanes(word)) }
-            i += 4
-        }
-        if i < to { step(i, to - i, LossMath.maskLanes(LossMath.maskWord(mask + i, to - i))) }
     }
 }
 
