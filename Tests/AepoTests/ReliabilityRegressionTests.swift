@@ -53,4 +53,54 @@ import Testing
         #expect(rc == AEPO_ERR_CONFIG)
         #expect(h == nil)
     }
+
+    /// A per-sequence advantage of -Inf took the A < 0 branch, which did not flag it, and
+    /// the call succeeded with a meaningless loss. Every non-finite advantage of a row with
+    /// valid tokens is AEPO_ERR_NON_FINITE naming the row.
+    @Test(arguments: [-Float.infinity, Float.infinity, Float.nan])
+    func nonFiniteRowAdvantageFails(_ a: Float) throws {
+        let h = try LossShimTests.Handle()
+        var c = anchorCase()
+        c.advantages = [1, a]
+        let r = LossShimTests().compute(h.h, c)
+        #expect(r.status == AEPO_ERR_NON_FINITE)
+        #expect(LossShimTests.argument(r.err) == "advantages" && r.err.index == 1)
+    }
+
+    /// B = 2^40 rows of length 0 (no buffer is B long with per-token advantages) made the
+    /// aggregation plan allocate per row and trap; rows of length 0 need no per-row state.
+    @Test func hugeBatchOfEmptyRowsAllocatesNothing() throws {
+        let h = try LossShimTests.Handle()
+        var input = aepo_loss_inputs()
+        var err = aepo_error()
+        #expect(aepo_loss_inputs_init(&input, MemoryLayout<aepo_loss_inputs>.size, &err) == AEPO_OK)
+        input.B = 1 << 40
+        input.L = 0
+        input.adv_per_token = 1
+        input.global_tokens = 10
+        var loss = -1.0
+        var metrics = [Double](repeating: -1, count: Int(AEPO_LOSS_METRIC_COUNT))
+        let rc = aepo_loss_compute(h.h, &input, &loss, nil, nil, &metrics, metrics.count, &err)
+        #expect(rc == AEPO_OK, "\(LossShimTests.message(err))")
+        #expect(loss == 0 && metrics[Int(AEPO_LOSS_METRIC_N_TOKENS)] == 0)
+        // Without global counts the empty batch is the documented error, not a trap.
+        input.global_tokens = -1
+        #expect(aepo_loss_compute(h.h, &input, &loss, nil, nil, nil, 0, &err) == AEPO_ERR_INVALID_ARGUMENT)
+    }
+
+    /// Finite inputs whose gradient does not fit a float (|A| near FLT_MAX times a ratio
+    /// above 1) wrote -Inf into grad and returned AEPO_OK. The overflow is now
+    /// AEPO_ERR_NON_FINITE naming grad and the token; a gradient just inside the range
+    /// (which trips the same cheap in-loop test) still succeeds.
+    @Test func gradientOverflowIsReported() throws {
+        let h = try LossShimTests.Handle(#"{"loss": {"loss_agg_mode": "token-sum", "clip_ratio_high": 10}}"#)
+        var c = LossCase(B: 1, L: 2, logp: [0, 0], oldLogp: [0, 0], advantages: [3.4e38], mask: [1, 1])
+        var r = LossShimTests().compute(h.h, c)
+        #expect(r.status == AEPO_OK, "\(LossShimTests.message(r.err))")
+        #expect(r.grad[0] == -3.4e38 && r.grad[1] == -3.4e38)
+        c.logp = [0, 1]
+        r = LossShimTests().compute(h.h, c)
+        #expect(r.status == AEPO_ERR_NON_FINITE)
+        #expect(LossShimTests.argument(r.err) == "grad" && r.err.index == 1, "\(LossShimTests.message(r.err))")
+    }
 }

@@ -426,9 +426,12 @@ public struct FusedHead: Sendable {
         if let db = dbias { biasSums.addInto(db) }
         if total.nonFinite {
             try engine.findNonFinite(batch, plan)
-            throw AepoFailure(.internal, "logp", "the loss kernel saw a non-finite value that no input explains")
+            try engine.checkGradients(UnsafeBufferPointer(start: gl, count: n), UnsafeBufferPointer(start: gh, count: n),
+                                      n: n, argument: "loss")
         }
-        return engine.finish(plan, total)
+        let result = engine.finish(plan, total)
+        try engine.checkResult(result)
+        return result
     }
 
     // MARK: pieces

@@ -162,8 +162,44 @@ public struct PolicyLossEngine: Sendable {
         }
         var total = TokenPartials()
         for b in 0..<B { total.add(partials[b]) }
-        if total.nonFinite { try findNonFinite(batch, plan) }
-        return finish(plan, total)
+        if total.nonFinite {
+            try findNonFinite(batch, plan)
+            try checkGradients(grad.map { UnsafeBufferPointer($0) }, gradEntropy.map { UnsafeBufferPointer($0) },
+                               n: n, argument: "grad")
+        }
+        let result = finish(plan, total)
+        try checkResult(result)
+        return result
+    }
+
+    /// After a pass whose partials say `nonFinite` and whose inputs are all finite: the
+    /// flag also goes up when a gradient comes near or beyond the float32 range (see
+    /// `policyLoop`), so look at the gradients written. A non-finite one is an overflow,
+    /// reported as AEPO_ERR_NON_FINITE naming `argument` (the output, or "loss" where the
+    /// gradient is internal); otherwise the flag was only a near miss and the call goes on.
+    public func checkGradients(_ grad: UnsafeBufferPointer<Float>?, _ gradEntropy: UnsafeBufferPointer<Float>?,
+                               n: Int, argument: String) throws(AepoFailure) {
+        for (buf, what, name) in [(grad, "dLoss/dlogp", argument),
+                                  (gradEntropy, "dLoss/dentropy", argument == "grad" ? "grad_entropy" : argument)] {
+            guard let buf, buf.count >= n else { continue }
+            for i in 0..<n where !buf[i].isFinite {
+                throw AepoFailure(.nonFinite, name,
+                                  "\(name): \(what) of token \(i) overflows float32 although every input is finite; "
+                                  + "scale down the advantages, is_weights or the loss weights (dp_size, loss_scale_factor, "
+                                  + "the coefficients)", index: i)
+            }
+        }
+    }
+
+    /// The loss and metrics of finite inputs are finite unless a config coefficient or
+    /// weight is so large (or loss_scale_factor so small) that a double overflows.
+    public func checkResult(_ r: LossResult) throws(AepoFailure) {
+        guard r.loss.isFinite, r.metrics.allSatisfy({ $0.isFinite }) else {
+            let what = r.loss.isFinite ? "metric \(r.metrics.firstIndex { !$0.isFinite } ?? -1)" : "the loss"
+            throw AepoFailure(.nonFinite, "loss",
+                              "loss: \(what) overflows although every input is finite; the loss weights (dp_size, "
+                              + "loss_scale_factor, the coefficients of the config) are out of scale")
+        }
     }
 
     /// Row boundaries of `parts` contiguous parts of about equal work: a row costs its
@@ -353,6 +389,8 @@ struct Kernel {
         let io = SegmentIO(lp: lp, grad: grad, gradEnt: gradEnt, ent: hasEntropy ? block.entropy.map { $0 - base } : nil,
                            wPol: wPol, gKL: klCoef * wAux,
                            gH: { let g = hasEntropy ? -entCoef * wAux : 0; return g == 0 ? 0 : g }())
+        // dL/dH is one value per row: flag it when it does not fit a float (see policyLoop).
+        if gradEnt != nil && !Float(io.gH).isFinite { out.nonFinite = true }
         // The policy term of the configured mode, with the KL and entropy terms in the same
         // pass. (Modes that need batch statistics first, such as a sequence ratio or a
         // covariance selection, add them to the plan.)
@@ -389,11 +427,14 @@ struct Kernel {
                             advRow: Double, plan: AggregationPlan, acc: inout Acc, out: inout TokenPartials) {
         if perToken {
             policyLoop(VanillaAnySign.self, k, from: from, to: to, io: io, advRow: 0, acc: &acc)
-        } else if advRow < 0 {
-            policyLoop(VanillaNegative.self, k, from: from, to: to, io: io, advRow: advRow, acc: &acc)
         } else {
-            // A >= 0, and NaN/Inf (flagged here, the values are then discarded).
-            policyLoop(VanillaNonNegative.self, k, from: from, to: to, io: io, advRow: advRow, acc: &acc)
+            if advRow < 0 {
+                policyLoop(VanillaNegative.self, k, from: from, to: to, io: io, advRow: advRow, acc: &acc)
+            } else {
+                policyLoop(VanillaNonNegative.self, k, from: from, to: to, io: io, advRow: advRow, acc: &acc)
+            }
+            // NaN, +Inf and -Inf (which takes the A < 0 branch) are flagged here; the values
+            // are then discarded.
             if !advRow.isFinite && plan.rowTokens[b] > 0 { out.nonFinite = true }
         }
     }
@@ -479,6 +520,11 @@ struct Kernel {
                 acc.kl += v
                 g += LossMath.keep(slope * gKL, valid)
             }
+            // A gradient of finite inputs can still overflow float32 (|A| near 3e38, or huge
+            // loss weights). Scaled by 2^897 any |g| >= 2^127 becomes Inf and flags the
+            // segment; compute then looks at the gradients written (a near miss below
+            // FLT_MAX costs that look and nothing else).
+            acc.bad += g * V(repeating: 0x1p897)
             if let hIn {
                 let h = LossMath.keep(hIn, valid)
                 acc.bad += h
