@@ -441,7 +441,9 @@ AEPO_API int32_t aepo_controller_history(const aepo_controller *ctl, int64_t ind
  * MASKS. mask may be NULL (all ones). Rows with mask = 0 are not read at all: their
  * logits and targets may hold anything (NaN, -100). Under mask = 1, logits may hold -inf
  * (a banned token) but not NaN or +inf, a row must not be all -inf, and targets must lie in
- * [0, V). Errors name the argument and the row (err->index is the row).
+ * [0, V). Where targets are read (for logp, logp_t1 or nll_sum), a target whose logit is
+ * -inf is AEPO_ERR_INVALID_ARGUMENT: its log-prob would be -inf. Errors name the argument
+ * and the row (err->index is the row).
  *
  * THREADS. threads in [1, 256] splits the rows over plain pthreads for the call; every
  * result is bit-identical for every thread count. */
@@ -461,7 +463,10 @@ AEPO_API int32_t aepo_controller_history(const aepo_controller *ctl, int64_t ind
  *   entropy_sum, nll_sum     double: sum of H and of -logp over rows with mask = 1, added
  *                            in row order (ready to all-reduce)
  *   count                    int64: the number of rows with mask = 1
- * On failure, outputs of rows before the failing one may be written. */
+ * Finite logits too far apart for float32 at T (a log-prob or (x - max) / T beyond
+ * +-3.4e38) are AEPO_ERR_NON_FINITE naming the output (logp, logp_t1) or logits, with the
+ * row in err->index: never a silent -inf. On failure, outputs of rows before the failing
+ * one may be written. */
 AEPO_API int32_t aepo_logits_stats(const float *logits, int64_t B, int64_t L, int64_t V,
                                    int64_t stride_b, int64_t stride_l,
                                    const int32_t *targets, const uint8_t *mask,
@@ -487,7 +492,9 @@ AEPO_API int32_t aepo_logits_stats(const float *logits, int64_t B, int64_t L, in
  * the logits in place. Any other overlap of out and logits is AEPO_ERR_INVALID_ARGUMENT.
  * A row whose mask is 0, or whose upstream gradients are both 0, gets a zero output row
  * and nothing else of it is read (its target is not checked). Every active row is
- * validated before anything is written. */
+ * validated before anything is written; the one error found while writing is a gradient
+ * that overflows float32 although the inputs are finite (AEPO_ERR_NON_FINITE naming "out"
+ * with the row in err->index; other rows may then be written). */
 AEPO_API int32_t aepo_logits_backward(const float *logits, int64_t B, int64_t L, int64_t V,
                                       int64_t stride_b, int64_t stride_l,
                                       const int32_t *targets, const uint8_t *mask,

@@ -80,8 +80,11 @@ public enum LogitsKernels {
         }
     }
 
-    /// Describes the first NaN or +inf of a row, or its all −inf state.
-    static func rowFailure(_ x: UnsafePointer<Float>, vocab: Int, row: Int, argument: String = "logits") -> AepoFailure {
+    /// Describes the first NaN or +inf of a row, or its all −inf state, or (a row of finite
+    /// logits whose sums still overflowed) that the row is out of float range at `temperature`.
+    static func rowFailure(_ x: UnsafePointer<Float>, vocab: Int, row: Int, argument: String = "logits",
+                           temperature: Double = 1) -> AepoFailure {
+        var anyFinite = false
         for j in 0..<vocab {
             let v = x[j]
             if v.isNaN || v == .infinity {
@@ -89,8 +92,21 @@ public enum LogitsKernels {
                                    "\(argument) row \(row) has \(v) at column \(j) under mask = 1; logits must be finite or -inf",
                                    index: row)
             }
+            if v.isFinite { anyFinite = true }
+        }
+        if anyFinite {
+            return AepoFailure(.nonFinite, argument,
+                               "\(argument) row \(row) is finite, but (x - max) / T overflows float32 at temperature \(temperature); "
+                               + "rescale the logits", index: row)
         }
         return .invalid(argument, "row \(row) is all -inf under mask = 1", index: row)
+    }
+
+    /// A per-row output of finite logits that does not fit a float.
+    static func outputOverflow(_ name: String, _ r: Int, _ value: Double, _ temperature: Double) -> AepoFailure {
+        AepoFailure(.nonFinite, name,
+                    "\(name)[\(r)] is \(value) at temperature \(temperature), beyond float32, although the logits are finite; "
+                    + "the logits of the row are too far apart (rescale them)", index: r)
     }
 
     /// Statistics of every row of `logits` with mask = 1 (all rows when `mask` is nil).
@@ -138,7 +154,7 @@ public enum LogitsKernels {
                 var acc = SoftmaxRowAccumulator(temperature: temperature, logpAtT1: wantT1, isa: isa)
                 acc.add(x, count: vocab)
                 if acc.nonFinite || acc.allNegativeInfinity {
-                    failures.record(row: r, rowFailure(x, vocab: vocab, row: r))
+                    failures.record(row: r, rowFailure(x, vocab: vocab, row: r, temperature: temperature))
                     return
                 }
                 let h = acc.entropy
@@ -147,10 +163,31 @@ public enum LogitsKernels {
                 outputs.lse?[r] = acc.lse
                 if let tg {
                     let xt = x[Int(tg[r])]
+                    // A banned token (-inf) has probability 0: its log-prob would be -inf.
+                    guard xt != -.infinity else {
+                        failures.record(row: r, .invalid("targets", "targets[\(r)] = \(tg[r]) has the logit -inf (a banned "
+                            + "token, probability 0), so log p(target) is -inf; mask the row or fix the target", index: r))
+                        return
+                    }
                     let lp = acc.logp(targetLogit: xt)
                     rowNLL[r] = -lp
-                    outputs.logp?[r] = Float(lp)
-                    outputs.logpT1?[r] = Float(acc.logpAtT1(targetLogit: xt))
+                    // Finite logits far apart (a target near -FLT_MAX, the max near +FLT_MAX)
+                    // give a log-prob beyond float32: an error, never a silent -inf.
+                    if let out = outputs.logp {
+                        guard Float(lp).isFinite else {
+                            failures.record(row: r, outputOverflow("logp", r, lp, temperature))
+                            return
+                        }
+                        out[r] = Float(lp)
+                    }
+                    if let out = outputs.logpT1 {
+                        let lp1 = acc.logpAtT1(targetLogit: xt)
+                        guard Float(lp1).isFinite else {
+                            failures.record(row: r, outputOverflow("logp_t1", r, lp1, 1))
+                            return
+                        }
+                        out[r] = Float(lp1)
+                    }
                 } else {
                     rowNLL[r] = 0
                 }
@@ -231,6 +268,7 @@ public enum LogitsKernels {
             }
         }
 
+        let failures = FirstFailure()
         parallelRanges(count: n, threads: threads, minPerThread: max(1, minElementsPerThread / vocab)) { range in
             for r in range {
                 let o = out + outLayout.offset(ofRow: r)
@@ -246,8 +284,22 @@ public enum LogitsKernels {
                 let fix = g.fixups(target: gl != 0 ? Int(tg![r]) : -1)
                 if fix.first.column >= 0 { o[fix.first.column] = Float(Double(o[fix.first.column]) + fix.first.delta) }
                 if fix.second.column >= 0 { o[fix.second.column] = Float(Double(o[fix.second.column]) + fix.second.delta) }
+                // The row's running sums see every written entry: a non-finite one (an
+                // overflow of finite inputs, e.g. a tiny T or an lse that is not the row's)
+                // shows there, and the row is then checked entry by entry.
+                if !(g.othersSum.isFinite && g.topValue.isFinite && fix.first.delta.isFinite && fix.second.delta.isFinite) {
+                    for j in 0..<vocab where !o[j].isFinite {
+                        failures.record(row: r, AepoFailure(
+                            .nonFinite, "out",
+                            "out row \(r) column \(j) is \(o[j]) although the inputs are finite: the gradient overflows float32 "
+                            + "(temperature \(temperature), lse \(lse[r])); lse and entropy must come from aepo_logits_stats",
+                            index: r))
+                        return
+                    }
+                }
             }
         }
+        if let f = failures.failure { throw f }
     }
 
     static func nonFiniteValue(_ name: String, _ r: Int, _ v: Float) -> AepoFailure {

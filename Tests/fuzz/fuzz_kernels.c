@@ -1,0 +1,240 @@
+/* Fuzzes the logits kernels, aepo_logits_stats and aepo_logits_backward, over strided
+ * [B, L, V] views with shapes, strides, values, masks, targets, temperatures, thread counts
+ * and optional outputs decoded from the input. Backward runs either on the lse and entropy
+ * that stats produced (the contract's use) or on decoded ones, and writes into a separate
+ * view, in place, or into a buffer that overlaps the logits.
+ *
+ * Invariants beyond fz_check:
+ *   - stats: on success every written output is finite, masked rows are 0, entropy >= 0,
+ *     log p <= 0, count is the number of rows with mask = 1; NaN or +Inf in a row with
+ *     mask = 1, an all -Inf row, a mask value other than 0/1, a target out of [0, V) or on a
+ *     -Inf logit where targets are needed fail; a failure names a row inside [0, B*L);
+ *   - backward: on success every output element is finite and rows with mask = 0 or zero
+ *     upstream gradients are 0; NaN/Inf upstream gradients under mask = 1 fail; a partial
+ *     overlap of out and logits fails;
+ *   - the results of stats do not depend on the thread count (compared bit for bit). */
+#include "fuzz.h"
+
+typedef struct view {
+    int64_t B, L, V, sb, sl;
+    int64_t extent; /* elements, or -1 when it does not fit FZ_MAX_ELEMS */
+} view;
+
+static int64_t extent_of(const view *v) {
+    int64_t n = fz_elems(v->B, v->L), e;
+    if (n < 0 || v->V < 0 || v->sb < 0 || v->sl < 0) return -1;
+    if (n == 0) return 0;
+    if (v->V > FZ_MAX_ELEMS) return -1;
+    e = v->V;
+    if (v->B > 1) {
+        if (v->sb > FZ_MAX_ELEMS) return -1;
+        e += (v->B - 1) * v->sb;
+    }
+    if (v->L > 1) {
+        if (v->sl > FZ_MAX_ELEMS) return -1;
+        e += (v->L - 1) * v->sl;
+    }
+    return e <= FZ_MAX_ELEMS ? e : -1;
+}
+
+static int64_t row_offset(const view *v, int64_t r) {
+    int64_t b = v->L > 0 ? r / v->L : 0, l = v->L > 0 ? r % v->L : 0;
+    return (v->B > 1 ? b * v->sb : 0) + (v->L > 1 ? l * v->sl : 0);
+}
+
+/* Rows of the view overlap (then the library must refuse it). */
+static int rows_overlap(const view *v) {
+    int64_t n = v->B * v->L, i, j;
+    if (n <= 1) return 0;
+    for (i = 0; i < n; i++)
+        for (j = i + 1; j < n; j++) {
+            int64_t a = row_offset(v, i), b = row_offset(v, j);
+            if (a < b + v->V && b < a + v->V) return 1;
+        }
+    return 0;
+}
+
+static void decode_view(fz *f, view *v) {
+    v->B = fz_size(f, 3);
+    v->L = fz_size(f, 4);
+    v->V = fz_size(f, 12);
+    switch (fz_below(f, 6)) {
+    case 0: v->sl = v->V; v->sb = v->L * v->V; break;                      /* contiguous */
+    case 1: v->sl = v->V + fz_below(f, 3); v->sb = v->L * v->sl + fz_below(f, 5); break; /* padded */
+    case 2: v->sb = v->V; v->sl = v->B * v->V; break;                      /* batch-minor */
+    case 3: v->sl = v->V; v->sb = (v->L + 1) * v->V; break;                /* shifted logits[:, :-1] */
+    case 4: v->sb = fz_size(f, 20); v->sl = fz_size(f, 20); break;
+    default: v->sb = fz_size(f, 2) - 1; v->sl = fz_size(f, 2) - 1; break;  /* small, possibly negative */
+    }
+    v->extent = extent_of(v);
+}
+
+static double decode_temperature(fz *f) {
+    uint8_t c = fz_u8(f);
+    if (c < 200) return 0.25 + (double)(c % 16) / 8.0;
+    return fz_double(f, 1e-3, 4.0);
+}
+
+static int64_t decode_threads(fz *f) {
+    uint8_t c = fz_u8(f);
+    if (c < 240) return 1 + c % 4;
+    return FZ_EDGE_SIZES[c % FZ_N_EDGE_SIZES] % 1000;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    fz f = fz_make(data, size);
+    view v, o;
+    aepo_error eb, *e;
+    uint32_t flags;
+    int64_t n, i, j, threads;
+    double T;
+    float *logits = NULL, *logp = NULL, *ent = NULL, *lpt1 = NULL, *outbuf = NULL, *gl = NULL, *gh = NULL;
+    double *lse = NULL, hsum = -1, nllsum = -1;
+    int64_t count = -1;
+    int32_t *targets = NULL;
+    uint8_t *mask = NULL;
+    int32_t rc;
+    int need_targets, must_fail = 0;
+
+    decode_view(&f, &v);
+    flags = fz_u32(&f);
+    n = fz_elems(v.B, v.L);
+    if (v.extent >= 0 && !(flags & 1)) {
+        logits = (float *)fz_alloc(v.extent, sizeof(float), 0);
+        for (i = 0; i < v.extent; i++) logits[i] = (flags & 2) ? fz_float(&f, -8.0f, 8.0f) : fz_finite(&f, -8.0f, 8.0f);
+        if ((flags & 4) && v.extent > 0) logits[fz_below(&f, 255) % v.extent] = -INFINITY;
+    }
+    if (n >= 0) {
+        if (!(flags & 8)) targets = fz_targets(&f, n, v.V);
+        if (!(flags & 16)) mask = fz_mask(&f, n, flags & 32);
+        if (flags & 64) logp = (float *)fz_alloc(n, sizeof(float), 0);
+        if (flags & 128) ent = (float *)fz_alloc(n, sizeof(float), 0);
+        if (!(flags & 256)) lse = (double *)fz_alloc(n, sizeof(double), 0);
+        if (flags & 512) lpt1 = (float *)fz_alloc(n, sizeof(float), 0);
+    }
+    T = decode_temperature(&f);
+    threads = decode_threads(&f);
+    if (getenv("AEPO_FUZZ_TRACE")) fprintf(stderr, "B=%lld L=%lld V=%lld sb=%lld sl=%lld T=%g threads=%lld flags=%x\n", (long long)v.B, (long long)v.L, (long long)v.V, (long long)v.sb, (long long)v.sl, T, (long long)threads, flags);
+
+    /* ---- stats ---- */
+    e = fz_err(&f, &eb);
+    rc = aepo_logits_stats(logits, v.B, v.L, v.V, v.sb, v.sl, targets, mask, T, threads, logp, ent, lse, lpt1,
+                           (flags & 1024) ? NULL : &hsum, (flags & 2048) ? NULL : &nllsum,
+                           (flags & 4096) ? NULL : &count, e);
+    fz_check("aepo_logits_stats", rc, e);
+
+    need_targets = logp || lpt1 || !(flags & 2048);
+    if (!(T > 0) || !isfinite(T)) must_fail = 1;
+    if (n > 0 && v.extent >= 0 && logits && !rows_overlap(&v) && v.V > 0) {
+        for (i = 0; i < n; i++) {
+            int any_finite = 0;
+            const float *x = logits + row_offset(&v, i);
+            if (mask && mask[i] > 1) { must_fail = 1; continue; }
+            if (mask && mask[i] == 0) continue;
+            for (j = 0; j < v.V; j++) {
+                if (isnan(x[j]) || x[j] == INFINITY) must_fail = 1;
+                if (isfinite(x[j])) any_finite = 1;
+            }
+            if (!any_finite) must_fail = 1;
+            if (need_targets && targets && (targets[i] < 0 || targets[i] >= v.V || x[targets[i]] == -INFINITY))
+                must_fail = 1;
+        }
+    }
+    if (must_fail) FZ_ASSERT(rc != AEPO_OK, "logits_stats succeeded on input it must reject");
+    if (rc != AEPO_OK && e && e->index != -1)
+        FZ_ASSERT(e->index >= 0 && n >= 0 && e->index < n, "stats error names row %lld of %lld", (long long)e->index,
+                  (long long)n);
+
+    if (rc == AEPO_OK) {
+        int64_t valid = 0;
+        for (i = 0; i < n; i++) {
+            int on = !mask || mask[i] == 1;
+            valid += on;
+            if (logp) FZ_ASSERT(isfinite(logp[i]) && logp[i] <= 1e-4f * (1 + fabsf(logp[i])) && (on || logp[i] == 0),
+                                "logp[%lld] = %g", (long long)i, logp[i]);
+            if (ent) FZ_ASSERT(isfinite(ent[i]) && ent[i] >= -1e-4f && (on || ent[i] == 0), "entropy[%lld] = %g",
+                               (long long)i, ent[i]);
+            if (lse) FZ_ASSERT(isfinite(lse[i]) && (on || lse[i] == 0), "lse[%lld] = %g", (long long)i, lse[i]);
+            if (lpt1) FZ_ASSERT(isfinite(lpt1[i]) && (on || lpt1[i] == 0), "logp_t1[%lld] = %g", (long long)i, lpt1[i]);
+        }
+        if (!(flags & 4096)) FZ_ASSERT(count == (n > 0 ? valid : 0), "count %lld, %lld valid rows", (long long)count,
+                                       (long long)valid);
+        if (!(flags & 1024)) FZ_ASSERT(isfinite(hsum), "entropy_sum %g", hsum);
+        if (!(flags & 2048)) FZ_ASSERT(isfinite(nllsum), "nll_sum %g", nllsum);
+
+        /* The same call with another thread count gives the same bits. */
+        if (n > 0 && logp && lse && (flags & 0x10000)) {
+            float *logp2 = (float *)fz_alloc(n, sizeof(float), 0);
+            double *lse2 = (double *)fz_alloc(n, sizeof(double), 0);
+            double hsum2 = 0, nll2 = 0;
+            int32_t rc2 = aepo_logits_stats(logits, v.B, v.L, v.V, v.sb, v.sl, targets, mask, T,
+                                            threads == 1 ? 3 : 1, logp2, NULL, lse2, NULL, &hsum2, &nll2, NULL, NULL);
+            FZ_ASSERT(rc2 == AEPO_OK, "stats failed with another thread count");
+            FZ_ASSERT(memcmp(logp, logp2, (size_t)n * sizeof(float)) == 0 &&
+                      memcmp(lse, lse2, (size_t)n * sizeof(double)) == 0,
+                      "stats depends on the thread count");
+            if (!(flags & 1024)) FZ_ASSERT(memcmp(&hsum, &hsum2, sizeof hsum) == 0, "entropy_sum depends on threads");
+            free(logp2);
+            free(lse2);
+        }
+    }
+
+    /* ---- backward ---- */
+    if (!(flags & 0x20000) || n < 0) goto done;
+    if (rc != AEPO_OK && lse) /* no stats result: decoded lse values */
+        for (i = 0; i < n; i++) lse[i] = fz_double(&f, -2.0, 12.0);
+    if (rc != AEPO_OK && ent)
+        for (i = 0; i < n; i++) ent[i] = fz_float(&f, 0.0f, 3.0f);
+    if (!(flags & 0x40000)) gl = fz_floats(&f, n, -2.0f, 2.0f, 0);
+    if (flags & 0x80000) gh = fz_floats(&f, n, -2.0f, 2.0f, 0);
+    if (flags & 0x100000) for (i = 0; gl && i < n; i++) if (fz_u8(&f) < 64) gl[i] = 0;
+
+    o = v;
+    switch ((flags >> 21) & 3) {
+    case 0: /* a separate view, its own strides */
+        if (fz_bit(&f)) { o.sl = o.V + fz_below(&f, 3); o.sb = o.L * o.sl; }
+        o.extent = extent_of(&o);
+        outbuf = (o.extent >= 0 && !(flags & 0x800000)) ? (float *)fz_alloc(o.extent, sizeof(float), 0) : NULL;
+        break;
+    case 1: /* in place */
+        outbuf = logits;
+        break;
+    default: /* overlapping the logits, shifted by one element */
+        o.extent = extent_of(&o);
+        outbuf = NULL;
+        if (logits && v.extent > 1 && o.extent >= 0) {
+            float *big = (float *)fz_alloc(v.extent + 1, sizeof(float), 0);
+            memcpy(big, logits, (size_t)v.extent * sizeof(float));
+            free(logits);
+            logits = big;
+            outbuf = logits + 1;
+        }
+        break;
+    }
+    e = fz_err(&f, &eb);
+    rc = aepo_logits_backward(logits, v.B, v.L, v.V, v.sb, v.sl, targets, mask, T, lse, ent, gl, gh, outbuf, o.sb,
+                              o.sl, threads, e);
+    fz_check("aepo_logits_backward", rc, e);
+    if (((flags >> 21) & 3) >= 2 && outbuf && n > 0 && !rows_overlap(&v) && v.V > 0)
+        FZ_ASSERT(rc != AEPO_OK, "backward accepted out overlapping logits by one element");
+    if (rc == AEPO_OK && outbuf && n > 0) {
+        for (i = 0; i < n; i++) {
+            const float *row = outbuf + row_offset(&o, i);
+            int zero = (mask && mask[i] == 0) || ((!gl || gl[i] == 0) && (!gh || gh[i] == 0));
+            if (!zero) {
+                FZ_ASSERT(!gl || isfinite(gl[i]), "backward succeeded with grad_logp[%lld] = %g", (long long)i, gl[i]);
+                FZ_ASSERT(!gh || isfinite(gh[i]), "backward succeeded with grad_entropy[%lld] = %g", (long long)i, gh[i]);
+            }
+            for (j = 0; j < v.V; j++) {
+                FZ_ASSERT(isfinite(row[j]), "out row %lld column %lld is %g", (long long)i, (long long)j, row[j]);
+                if (zero) FZ_ASSERT(row[j] == 0, "out row %lld is not zero", (long long)i);
+            }
+        }
+    }
+
+done:
+    free(logits);
+    if (((flags >> 21) & 3) == 0) free(outbuf);
+    free(logp); free(ent); free(lpt1); free(lse); free(gl); free(gh); free(targets); free(mask);
+    return 0;
+}
