@@ -599,9 +599,12 @@ AEPO_API int32_t aepo_sampler_sample(aepo_sampler *sampler, const float *logits,
  * fit are AEPO_ERR_SHAPE; a mask value other than 0/1, a target out of range under mask = 1,
  * and outputs that overlap an input or each other are AEPO_ERR_INVALID_ARGUMENT; NaN or Inf
  * in X (under mask = 1), W or bias is AEPO_ERR_NON_FINITE with the flat index in err->index.
- * The one error found during the pass (outputs may then be partly written): a logits row
- * that overflows float32 although X, W and bias are finite, AEPO_ERR_NON_FINITE naming X
- * with the row in err->index. */
+ * The errors found during or after the pass (outputs may then be partly written): a logits
+ * row that overflows float32 although X, W and bias are finite, AEPO_ERR_NON_FINITE naming X
+ * with the row in err->index; and an output that is not finite after the call (a value that
+ * overflows float32, lse or entropy that are not the forward results of these rows, or
+ * dW / dbias holding NaN or Inf before the call), AEPO_ERR_NON_FINITE naming the output with
+ * the flat index. A successful call never leaves NaN or Inf in an output. */
 
 /* Creates a fused-head handle from a whole config document (NULL or "" = defaults). A zero
  * chunk or a temperature <= 0 is AEPO_ERR_CONFIG naming the key. *out is NULL after a failed

@@ -83,6 +83,12 @@ func fusedInputs(_ s: FusedSizes, _ X: UnsafePointer<Float>?, _ W: UnsafePointer
                        rows: s.n, dim: s.d, vocab: s.v)
 }
 
+/// An output buffer as the finiteness check reads it back.
+@inline(__always)
+func written(_ p: UnsafeMutablePointer<Float>?, _ count: Int) -> UnsafeBufferPointer<Float>? {
+    p.map { UnsafeBufferPointer(start: $0, count: count) }
+}
+
 @inline(__always)
 func outFloats(_ p: UnsafeMutablePointer<Float>?, _ count: Int) -> UnsafeMutableBufferPointer<Float>? {
     p.map { UnsafeMutableBufferPointer(start: $0, count: count) }
@@ -101,6 +107,8 @@ public func aepo_fused_forward(_ h: OpaquePointer?, _ X: UnsafePointer<Float>?, 
         let inp = try fusedInputs(s, X, W, bias, targets, mask)
         try handle.head.forward(inp, logp: outFloats(logp, s.n), entropy: outFloats(entropy, s.n),
                                 lse: lse.map { UnsafeMutableBufferPointer(start: $0, count: s.n) })
+        try handle.head.checkFinite(outputs: [("logp", written(logp, s.n)), ("entropy", written(entropy, s.n))],
+                                    lse: lse.map { UnsafeBufferPointer(start: $0, count: s.n) })
     }
 }
 
@@ -126,6 +134,8 @@ public func aepo_fused_backward(_ h: OpaquePointer?, _ X: UnsafePointer<Float>?,
                                  gradLogp: optionalFloats(gradLogp, s.n),
                                  gradEntropy: optionalFloats(gradEntropy, s.n),
                                  dX: outFloats(dX, s.nd), dW: outFloats(dW, s.vd), dbias: outFloats(dbias, s.v))
+        try handle.head.checkFinite(outputs: [("dX", written(dX, s.nd)), ("dW", written(dW, s.vd)),
+                                              ("dbias", written(dbias, s.v))])
     }
 }
 
@@ -158,6 +168,9 @@ public func aepo_fused_loss_and_grad(_ h: OpaquePointer?, _ policyLoss: OpaquePo
                                                  dX: outFloats(dX, s.nd), dW: outFloats(dW, s.vd),
                                                  dbias: outFloats(dbias, s.v), logp: outFloats(logp, s.n),
                                                  entropy: outFloats(entropy, s.n))
+        try handle.head.checkFinite(outputs: [("dX", written(dX, s.nd)), ("dW", written(dW, s.vd)),
+                                              ("dbias", written(dbias, s.v)), ("logp", written(logp, s.n)),
+                                              ("entropy", written(entropy, s.n))])
         loss?.pointee = result.loss
         if let metrics {
             for i in 0..<min(max(metricsCap, 0), result.metrics.count) { metrics[i] = result.metrics[i] }

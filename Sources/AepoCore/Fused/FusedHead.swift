@@ -488,6 +488,28 @@ public struct FusedHead: Sendable {
         }
     }
 
+    /// Checks the outputs a successful call wrote. With finite inputs they are finite, unless
+    /// a value overflows float32 on the way (huge upstream gradients or weights, a tiny
+    /// temperature), an lse or entropy that is not the forward result of these rows inflates
+    /// the probabilities, or dW / dbias held a non-finite value before the call added to
+    /// them. Any of these is AEPO_ERR_NON_FINITE naming the output and the flat index, never
+    /// a silent Inf or NaN. A scan of each output: small next to the products that made it.
+    public func checkFinite(outputs: [(String, UnsafeBufferPointer<Float>?)],
+                            lse: UnsafeBufferPointer<Double>? = nil) throws(AepoFailure) {
+        for (name, buf) in outputs {
+            guard let buf, let base = buf.baseAddress,
+                  let bad = FiniteScan.firstNonFinite(base, count: buf.count, threads: threads) else { continue }
+            throw AepoFailure(.nonFinite, name,
+                              "\(name)[\(bad)] is \(buf[bad]) although the inputs are finite: a value overflows float32 "
+                              + "(rescale X, W, the upstream gradients or the loss weights), lse and entropy are not the "
+                              + "forward results of these rows, or dW / dbias held a non-finite value before the call",
+                              index: bad)
+        }
+        if let lse, let i = lse.firstIndex(where: { !$0.isFinite }) {
+            throw AepoFailure(.nonFinite, "lse", "lse[\(i)] is \(lse[i]): the log-sum-exp overflows", index: i)
+        }
+    }
+
     func overflowFailure(_ r: Int) -> AepoFailure {
         AepoFailure(.nonFinite, "X",
                     "the logits of row \(r), X[\(r)] · Wᵀ + bias, overflow float32 although X, W and bias are finite; rescale the inputs",
