@@ -441,9 +441,9 @@ AEPO_API int32_t aepo_controller_history(const aepo_controller *ctl, int64_t ind
  * MASKS. mask may be NULL (all ones). Rows with mask = 0 are not read at all: their
  * logits and targets may hold anything (NaN, -100). Under mask = 1, logits may hold -inf
  * (a banned token) but not NaN or +inf, a row must not be all -inf, and targets must lie in
- * [0, V). Where targets are read (for logp, logp_t1 or nll_sum), a target whose logit is
- * -inf is AEPO_ERR_INVALID_ARGUMENT: its log-prob would be -inf. Errors name the argument
- * and the row (err->index is the row).
+ * [0, V). A target whose logit is -inf (probability 0) gets log p = -inf exactly (and
+ * nll_sum becomes +inf): the one non-finite output of a successful call. Errors name the
+ * argument and the row (err->index is the row).
  *
  * THREADS. threads in [1, 256] splits the rows over plain pthreads for the call; every
  * result is bit-identical for every thread count. */
@@ -590,9 +590,11 @@ AEPO_API int32_t aepo_sampler_sample(aepo_sampler *sampler, const float *logits,
  * Threads: the library's own loops use fused.threads pthreads and their results are
  * bit-identical for every fused.threads. The three products are cblas_sgemm calls on
  * OpenBLAS's pool, whose size belongs to the host: set OPENBLAS_NUM_THREADS (or call
- * openblas_set_num_threads); libaepo never changes it. OpenBLAS does not split the inner
- * dimension of a product, so results do not change with its thread count in practice, but
- * OpenBLAS does not promise that.
+ * openblas_set_num_threads); libaepo never changes it. OpenBLAS's results can change in the
+ * last bits with its thread count: measured with OpenBLAS 0.3.21 (docs/RELIABILITY.md), one
+ * thread and two or more threads round differently (about 1e-7 relative in log p and lse,
+ * more in entries of dW and dX that cancel), while 2, 3, 4 and 8 threads agree bit for bit.
+ * For bit-identical runs, fix OPENBLAS_NUM_THREADS as well as the seeds.
  *
  * Errors, all reported before any output is written: negative or overflowing sizes, D or
  * (for loss_and_grad) V above INT32_MAX (BLAS takes 32-bit sizes) and buffers that do not

@@ -8,7 +8,9 @@ import CAepoAPI
 final class ControllerHandle {
     /// The whole normalised document the handle was created from.
     let config: Config
+    /// Read and written only under `lock`.
     var controller: EntropyController
+    let lock = HandleLock()
 
     init(config: Config, controller: EntropyController) {
         self.config = config
@@ -67,7 +69,7 @@ public func aepo_controller_decision(_ ctl: OpaquePointer?, _ out: UnsafeMutable
     guarded(err) { () throws(AepoFailure) in
         let h = try controllerHandle(ctl)
         let o = try decisionOutput(out, "out")
-        writeDecision(h.controller.decision, o)
+        writeDecision(h.lock.run { h.controller.decision }, o)
     }
 }
 
@@ -80,7 +82,7 @@ public func aepo_controller_step(_ ctl: OpaquePointer?, _ statistic: Int32, _ va
         let kind = try statisticArgument(statistic)
         let s = try stepArgument(step)
         let o: UnsafeMutablePointer<aepo_decision>? = next == nil ? nil : try decisionOutput(next, "next")
-        let d = try h.controller.observe(kind, value: value, step: s)
+        let d = try h.lock.run { () throws(AepoFailure) in try h.controller.observe(kind, value: value, step: s) }
         if let o { writeDecision(d, o) }
     }
 }
@@ -94,7 +96,9 @@ public func aepo_controller_step_sums(_ ctl: OpaquePointer?, _ statistic: Int32,
         let kind = try statisticArgument(statistic)
         let s = try stepArgument(step)
         let o: UnsafeMutablePointer<aepo_decision>? = next == nil ? nil : try decisionOutput(next, "next")
-        let d = try h.controller.observe(kind, sum: sum, count: count, step: s)
+        let d = try h.lock.run { () throws(AepoFailure) in
+            try h.controller.observe(kind, sum: sum, count: count, step: s)
+        }
         if let o { writeDecision(d, o) }
     }
 }
@@ -105,7 +109,8 @@ public func aepo_controller_state_json(_ ctl: OpaquePointer?, _ buf: UnsafeMutab
                                        _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
         let h = try controllerHandle(ctl)
-        try writeText(ControllerStateCodec.encode(h.controller), buf, cap, len)
+        let text = try h.lock.run { () throws(AepoFailure) in try ControllerStateCodec.encode(h.controller) }
+        try writeText(text, buf, cap, len)
     }
 }
 
@@ -118,7 +123,7 @@ public func aepo_controller_restore(_ ctl: OpaquePointer?, _ json: UnsafePointer
         if len < 0 { throw .shape("len", "must be >= 0, got \(len)") }
         let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(json).assumingMemoryBound(to: UInt8.self), count: len)
         let snapshot = try ControllerStateCodec.decode(bytes)
-        try h.controller.restore(snapshot)
+        try h.lock.run { () throws(AepoFailure) in try h.controller.restore(snapshot) }
     }
 }
 
@@ -128,7 +133,7 @@ public func aepo_controller_history_count(_ ctl: OpaquePointer?, _ count: Unsafe
     guarded(err) { () throws(AepoFailure) in
         let h = try controllerHandle(ctl)
         guard let count else { throw .nullPointer("count") }
-        count.pointee = Int64(h.controller.history.count)
+        count.pointee = Int64(h.lock.run { h.controller.history.count })
     }
 }
 
@@ -137,13 +142,15 @@ public func aepo_controller_history(_ ctl: OpaquePointer?, _ index: Int64, _ out
                                     _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
         let h = try controllerHandle(ctl)
-        let n = h.controller.history.count
-        guard index >= 0 && index < Int64(n) else {
-            throw .invalid("index", n == 0 ? "is \(index), but the history is empty"
-                                           : "is \(index); expected 0 ... \(n - 1) (the history holds \(n) decisions)")
+        let d = try h.lock.run { () throws(AepoFailure) -> ControllerDecision in
+            let n = h.controller.history.count
+            guard index >= 0 && index < Int64(n) else {
+                throw .invalid("index", n == 0 ? "is \(index), but the history is empty"
+                                               : "is \(index); expected 0 ... \(n - 1) (the history holds \(n) decisions)")
+            }
+            return h.controller.history[Int(index)]
         }
-        let o = try decisionOutput(out, "out")
-        writeDecision(h.controller.history[Int(index)], o)
+        writeDecision(d, try decisionOutput(out, "out"))
     }
 }
 

@@ -6,7 +6,9 @@ import CAepoAPI
 /// aepo_sampler_config_json) and the core sampler built from its `sampler` section.
 final class SamplerHandle {
     let config: Config
+    /// Keeps scratch between calls: used only under `lock`.
     let sampler: Sampler
+    let lock = HandleLock()
 
     init(config: Config) throws(AepoFailure) {
         self.config = config
@@ -58,9 +60,11 @@ public func aepo_sampler_sample(_ sampler: OpaquePointer?, _ logits: UnsafePoint
         guard let logits else { throw .nullPointer("logits") }
         guard let tokens else { throw .nullPointer("tokens") }
         // Int64 and Int are the same width on every platform this library builds for.
-        try h.sampler.sample(logits: logits, rows: Int(n), vocab: Int(v), rowStride: Int(rowStride),
-                             step: step, position: position, rowOffset: rowOffset,
-                             temperature: temperature?.pointee, tokens: tokens,
-                             logp: logp, logpT1: logpT1, kept: kept)
+        try h.lock.run { () throws(AepoFailure) in
+            try h.sampler.sample(logits: logits, rows: Int(n), vocab: Int(v), rowStride: Int(rowStride),
+                                 step: step, position: position, rowOffset: rowOffset,
+                                 temperature: temperature?.pointee, tokens: tokens,
+                                 logp: logp, logpT1: logpT1, kept: kept)
+        }
     }
 }

@@ -163,18 +163,14 @@ public enum LogitsKernels {
                 outputs.lse?[r] = acc.lse
                 if let tg {
                     let xt = x[Int(tg[r])]
-                    // A banned token (-inf) has probability 0: its log-prob would be -inf.
-                    guard xt != -.infinity else {
-                        failures.record(row: r, .invalid("targets", "targets[\(r)] = \(tg[r]) has the logit -inf (a banned "
-                            + "token, probability 0), so log p(target) is -inf; mask the row or fix the target", index: r))
-                        return
-                    }
                     let lp = acc.logp(targetLogit: xt)
                     rowNLL[r] = -lp
-                    // Finite logits far apart (a target near -FLT_MAX, the max near +FLT_MAX)
-                    // give a log-prob beyond float32: an error, never a silent -inf.
+                    // A target on a -inf logit (a banned token) has log p = -inf exactly. Any
+                    // other log-prob is finite in float64, but finite logits far apart (a
+                    // target near -FLT_MAX, the max near +FLT_MAX) can put it beyond float32:
+                    // an error, never a silent -inf.
                     if let out = outputs.logp {
-                        guard Float(lp).isFinite else {
+                        guard !lp.isFinite || Float(lp).isFinite else {
                             failures.record(row: r, outputOverflow("logp", r, lp, temperature))
                             return
                         }
@@ -182,7 +178,7 @@ public enum LogitsKernels {
                     }
                     if let out = outputs.logpT1 {
                         let lp1 = acc.logpAtT1(targetLogit: xt)
-                        guard Float(lp1).isFinite else {
+                        guard !lp1.isFinite || Float(lp1).isFinite else {
                             failures.record(row: r, outputOverflow("logp_t1", r, lp1, 1))
                             return
                         }
