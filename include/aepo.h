@@ -267,7 +267,9 @@ AEPO_API int32_t aepo_loss_compute(aepo_loss *h, const aepo_loss_inputs *in, dou
  *   lengths [n] valid tokens per response or NULL (unused by "grpo"), out [n].
  * grpo: (r - mean) / (std + epsilon) per group with the unbiased std, or r - mean when
  * advantage.norm_adv_by_std_in_grpo is false; a singleton group uses mean 0 and std 1;
- * a group of equal rewards gets 0. */
+ * a group of equal rewards gets 0. A NaN or Inf reward is AEPO_ERR_NON_FINITE naming
+ * rewards; an advantage of finite rewards that overflows float32 (rewards near +-FLT_MAX) is
+ * AEPO_ERR_NON_FINITE naming out. */
 AEPO_API int32_t aepo_loss_advantages(const aepo_loss *h, const float *rewards, const int64_t *group_ids,
                                       int64_t n, const int64_t *lengths, float *out, aepo_error *err);
 

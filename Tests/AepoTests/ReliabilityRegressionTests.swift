@@ -103,4 +103,17 @@ import Testing
         #expect(r.status == AEPO_ERR_NON_FINITE)
         #expect(LossShimTests.argument(r.err) == "grad" && r.err.index == 1, "\(LossShimTests.message(r.err))")
     }
+
+    /// Dr.GRPO advantages (r - mean) of finite rewards near ±FLT_MAX came back as +Inf with
+    /// AEPO_OK.
+    @Test func advantageOverflowIsReported() throws {
+        let h = try LossShimTests.Handle(#"{"advantage": {"norm_adv_by_std_in_grpo": false}}"#)
+        let rewards: [Float] = [3.4e38, -3.4e38, -3.4e38]
+        let groups: [Int64] = [0, 0, 0]
+        var out = [Float](repeating: 0, count: 3)
+        var err = aepo_error()
+        let rc = aepo_loss_advantages(h.h, rewards, groups, 3, nil, &out, &err)
+        #expect(rc == AEPO_ERR_NON_FINITE)
+        #expect(LossShimTests.argument(err) == "out" && err.index == 0, "\(LossShimTests.message(err))")
+    }
 }

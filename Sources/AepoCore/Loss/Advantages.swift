@@ -37,6 +37,12 @@ public enum Advantages {
         case .grpo:
             grpo(rewards, Groups(groupIds), epsilon: config.epsilon, normalize: config.normAdvByStdInGrpo, out: out)
         }
+        // Finite rewards near ±FLT_MAX can put r - mean beyond float32 (without the std
+        // normalisation): an error, never a silent Inf.
+        for i in 0..<B where !out[i].isFinite {
+            throw AepoFailure(.nonFinite, "out", "out[\(i)]: the advantage of reward \(rewards[i]) overflows float32 "
+                              + "although the rewards are finite; rescale the rewards", index: i)
+        }
     }
 
     /// Convenience for Swift callers and tests.
