@@ -50,10 +50,9 @@ extension PolicyLossEngine {
         logRatio.withUnsafeMutableBufferPointer { out in
             parallelRanges(count: B, threads: statisticsWorkers(batch)) { rows in
                 for b in rows {
+                    guard let row = StatRow(batch, p, b) else { continue }
                     var acc = V()
-                    forEachVector(batch, p, row: b) { i, n, valid in
-                        acc += LossMath.keep(load(batch.logp, i, n) - load(batch.oldLogp, i, n), valid)
-                    }
+                    row.vectors { i, n, valid in acc += LossMath.keep(row.x(i, n) - row.o(i, n), valid) }
                     out[b] = acc.sum() / Double(max(p.rowTokens[b], 1))
                 }
             }
@@ -75,16 +74,15 @@ extension PolicyLossEngine {
         sums.withUnsafeMutableBufferPointer { out in
             parallelRanges(count: B, threads: workers) { rows in
                 for b in rows {
+                    guard let row = StatRow(batch, p, b) else { continue }
                     var sa = V(), sx = V(), so = V()
-                    let perToken = batch.advantagesPerToken && !p.isRegRow[b]
-                    forEachVector(batch, p, row: b) { i, n, valid in
-                        sx += LossMath.keep(load(batch.logp, i, n), valid)
-                        so += LossMath.keep(load(batch.oldLogp, i, n), valid)
-                        if perToken { sa += LossMath.keep(load(batch.advantages, i, n), valid) }
+                    row.vectors { i, n, valid in
+                        sx += LossMath.keep(row.x(i, n), valid)
+                        so += LossMath.keep(row.o(i, n), valid)
+                        if row.adv != nil { sa += LossMath.keep(row.a(i, n), valid) }
                     }
                     // n_b A_b is exact in float64 (a 24-bit significand times a count below 2^29).
-                    let a = perToken ? sa.sum()
-                        : p.rowTokens[b] > 0 ? Double(p.rowTokens[b]) * rowAdvantage(batch, p, b) : 0
+                    let a = row.adv != nil ? sa.sum() : Double(p.rowTokens[b]) * row.aRow
                     out[b] = SIMD4(a, sx.sum(), so.sum(), 0)
                 }
             }
@@ -100,90 +98,84 @@ extension PolicyLossEngine {
         if bad { try findNonFinite(batch, plan) }
         let count = [Double(plan.mainTokens), Double(plan.regTokens)]
         let eps = mode == .clipCov ? 1e-8 : 0
-        var means = CovarianceMeans()
-        for g in 0..<2 where count[g] > 0 {
-            means.a[g] = sumA[g] / (count[g] + eps)
-            means.x[g] = sumX[g] / (count[g] + eps)
+        let l = config.loss
+        var tests: [CovarianceTest] = []
+        for g in 0..<2 {
+            let ma = count[g] > 0 ? sumA[g] / (count[g] + eps) : 0
+            let mx = count[g] > 0 ? sumX[g] / (count[g] + eps) : 0
+            tests.append(CovarianceTest(meanA: V(repeating: ma), meanX: V(repeating: mx),
+                                        lo: V(repeating: 1 - l.clipRatioLow), hi: V(repeating: 1 + l.clipRatioHigh),
+                                        lb: V(repeating: l.clipCovLb), ub: V(repeating: l.clipCovUb)))
         }
         if mode == .clipCov {
-            plan.selected = clipCovPick(batch, p, means, workers: workers)
+            plan.selected = clipCovPick(batch, p, tests, workers: workers)
         } else {
-            plan.selected = klCovTop(batch, p, means, workers: workers)
+            plan.selected = klCovTop(batch, p, tests, workers: workers)
         }
     }
 
-    struct CovarianceMeans {
-        var a = [0.0, 0.0]
-        var x = [0.0, 0.0]
-    }
-
-    /// Draws per group: k = max(floor(ratio N), 1), at most the candidates.
+    /// Tokens per group to select: max(floor(ratio N), 1) of the group's N valid tokens.
     func selectionSize(_ ratio: Double, tokens: Int) -> Int {
         tokens > 0 ? max(Int(ratio * Double(tokens)), 1) : 0
     }
 
-    /// The covariances of four tokens, (A - mean A)(logp - mean logp).
-    @inline(__always)
-    func covariance(_ batch: LossBatch, _ plan: AggregationPlan, _ means: CovarianceMeans, row b: Int,
-                    _ i: Int, _ n: Int, _ valid: M) -> (cov: V, negA: V, x: V) {
-        let g = plan.inRegTerm[b] ? 1 : 0
-        let x = LossMath.keep(load(batch.logp, i, n), valid)
-        let a = batch.advantagesPerToken && !plan.isRegRow[b]
-            ? LossMath.keep(load(batch.advantages, i, n), valid) : V(repeating: rowAdvantage(batch, plan, b))
-        let cov = (a - V(repeating: means.a[g])) * (x - V(repeating: means.x[g]))
-        return (cov, -a, x)
-    }
-
-    /// Clip-Cov candidates among four tokens: valid, not taken by PPO's clip, lb < cov < ub.
-    @inline(__always)
-    func clipCovCandidates(_ batch: LossBatch, _ plan: AggregationPlan, _ means: CovarianceMeans, row b: Int,
-                           _ i: Int, _ n: Int, _ valid: M) -> M {
-        let l = config.loss
-        let c = covariance(batch, plan, means, row: b, i, n, valid)
-        let o = LossMath.keep(load(batch.oldLogp, i, n), valid)
-        let br = clipCovBranches(delta: c.x - o, negA: c.negA, lo: V(repeating: 1 - l.clipRatioLow),
-                                 hi: V(repeating: 1 + l.clipRatioHigh))
-        return valid .& .!br.clipped .& (c.cov .> V(repeating: l.clipCovLb)) .& (c.cov .< V(repeating: l.clipCovUb))
-    }
-
-    func clipCovPick(_ batch: LossBatch, _ plan: AggregationPlan, _ means: CovarianceMeans, workers: Int) -> [Int] {
+    func clipCovPick(_ batch: LossBatch, _ plan: AggregationPlan, _ tests: [CovarianceTest], workers: Int) -> [Int] {
+        // Candidates are counted per block of 64 tokens from the start of each row's valid
+        // span; a drawn rank is then found by rescanning one block.
         let B = batch.rows
-        var candidates = [Int](repeating: 0, count: B)
-        candidates.withUnsafeMutableBufferPointer { out in
+        let perRow = (batch.length + 63) / 64
+        var counts = [Int32](repeating: 0, count: B * perRow)
+        counts.withUnsafeMutableBufferPointer { out in
             parallelRanges(count: B, threads: workers) { rows in
                 for b in rows {
-                    var count = SIMD4<Int64>()
-                    forEachVector(batch, plan, row: b) { i, n, valid in
-                        LossMath.count(&count, clipCovCandidates(batch, plan, means, row: b, i, n, valid))
+                    guard let row = StatRow(batch, plan, b) else { continue }
+                    let test = tests[row.group]
+                    var block = 0
+                    var i = row.start
+                    while i < row.end {
+                        var count = SIMD4<Int64>()
+                        row.vectors(from: i, to: min(i + 64, row.end)) { j, n, valid in
+                            LossMath.count(&count, test.candidates(row.x(j, n), row.o(j, n), row.a(j, n), valid))
+                        }
+                        out[b * perRow + block] = Int32(truncatingIfNeeded: count.wrappedSum())
+                        block += 1
+                        i += 64
                     }
-                    out[b] = Int(count.wrappedSum())
                 }
             }
         }
         var selected: [Int] = []
         for g in 0..<2 {
-            let rows = (0..<B).filter { (plan.inRegTerm[$0] ? 1 : 0) == g }
-            let total = rows.reduce(0) { $0 + candidates[$1] }
+            let rows = (0..<B).filter { (plan.inRegTerm[$0] ? 1 : 0) == g && plan.rowTokens[$0] > 0 }
+            var total = 0
+            for b in rows { for j in 0..<perRow { total += Int(counts[b * perRow + j]) } }
             let tokens = g == 0 ? plan.mainTokens : plan.regTokens
             let k = min(selectionSize(config.loss.clipCovRatio, tokens: tokens), total)
             guard k > 0 else { continue }
             let draws = CovarianceDraws(seed: UInt64(bitPattern: config.loss.seed), step: batch.step, group: UInt64(g))
-            var ranks = draws.pick(k, of: total)[...]
-            // Ranks count the group's candidates in flat index order: find each one's token.
+            // Ranks count the group's candidates in flat index order: walk the blocks to the
+            // one holding each rank, then its tokens.
+            let ranks = draws.pick(k, of: total)
+            var next = 0
             var offset = 0
-            for b in rows where !ranks.isEmpty {
-                let n = candidates[b]
-                defer { offset += n }
-                guard n > 0, let first = ranks.first, first < offset + n else { continue }
-                var rank = offset
-                forEachVector(batch, plan, row: b) { i, w, valid in
-                    let m = clipCovCandidates(batch, plan, means, row: b, i, w, valid)
-                    for lane in 0..<w where m[lane] {
-                        if let r = ranks.first, r == rank {
-                            selected.append(i + lane)
-                            ranks = ranks.dropFirst()
+            for b in rows where next < ranks.count {
+                guard let row = StatRow(batch, plan, b) else { continue }
+                let test = tests[g]
+                for j in 0..<perRow where next < ranks.count {
+                    let n = Int(counts[b * perRow + j])
+                    defer { offset += n }
+                    guard n > 0, ranks[next] < offset + n else { continue }
+                    var rank = offset
+                    let lo = row.start + 64 * j
+                    row.vectors(from: lo, to: min(lo + 64, row.end)) { i, w, valid in
+                        let m = test.candidates(row.x(i, w), row.o(i, w), row.a(i, w), valid)
+                        for lane in 0..<w where m[lane] {
+                            if next < ranks.count && ranks[next] == rank {
+                                selected.append(i + lane)
+                                next += 1
+                            }
+                            rank += 1
                         }
-                        rank += 1
                     }
                 }
             }
@@ -192,7 +184,7 @@ extension PolicyLossEngine {
         return selected
     }
 
-    func klCovTop(_ batch: LossBatch, _ plan: AggregationPlan, _ means: CovarianceMeans, workers: Int) -> [Int] {
+    func klCovTop(_ batch: LossBatch, _ plan: AggregationPlan, _ tests: [CovarianceTest], workers: Int) -> [Int] {
         let B = batch.rows
         let ratio = config.loss.klCovRatio
         let k = [selectionSize(ratio, tokens: plan.mainTokens), selectionSize(ratio, tokens: plan.regTokens)]
@@ -206,21 +198,19 @@ extension PolicyLossEngine {
         tops.initialize(repeating: [])
         parallelRanges(count: parts, threads: workers) { mine in
             for part in mine {
-                var heaps = [TopCovariance(capacity: k[0]), TopCovariance(capacity: k[1])]
-                for b in partRange(count: B, parts: parts, part: part) where plan.rowTokens[b] > 0 {
-                    let g = plan.inRegTerm[b] ? 1 : 0
-                    forEachVector(batch, plan, row: b) { i, n, valid in
-                        let c = covariance(batch, plan, means, row: b, i, n, valid).cov
-                        for lane in 0..<n where valid[lane] { heaps[g].offer(c[lane], i + lane) }
-                    }
+                var h0 = TopCovariance(capacity: k[0]), h1 = TopCovariance(capacity: k[1])
+                for b in partRange(count: B, parts: parts, part: part) {
+                    guard let row = StatRow(batch, plan, b) else { continue }
+                    let test = tests[row.group]
+                    if row.group == 0 { h0.scan(row, test) } else { h1.scan(row, test) }
                 }
-                tops[part] = heaps
+                tops[part] = [h0, h1]
             }
         }
         var selected: [Int] = []
         for g in 0..<2 where k[g] > 0 {
             var merged = TopCovariance(capacity: k[g])
-            for part in 0..<parts where !tops[part].isEmpty {
+            for part in 0..<parts where tops[part].count == 2 {
                 let h = tops[part][g]
                 for j in 0..<h.cov.count { merged.offer(h.cov[j], h.index[j]) }
             }
@@ -229,37 +219,89 @@ extension PolicyLossEngine {
         selected.sort()
         return selected
     }
+}
 
-    // MARK: helpers
+/// The covariance test of one group: its means, and Clip-Cov's bounds.
+struct CovarianceTest {
+    typealias V = LossMath.V
+    typealias M = LossMath.M
+    let meanA: V
+    let meanX: V
+    let lo: V
+    let hi: V
+    let lb: V
+    let ub: V
 
-    /// The advantage of every token of row b when advantages are per sequence (1 on a
-    /// regulariser row).
+    /// (A - mean A)(logp - mean logp).
     @inline(__always)
-    func rowAdvantage(_ batch: LossBatch, _ plan: AggregationPlan, _ b: Int) -> Double {
-        plan.isRegRow[b] ? 1 : (batch.advantagesPerToken ? 0 : Double(batch.advantages[b]))
+    func covariance(_ x: V, _ a: V) -> V { (a - meanA) * (x - meanX) }
+
+    /// Clip-Cov candidates among four tokens: valid, not taken by PPO's clip, lb < cov < ub.
+    @inline(__always)
+    func candidates(_ x: V, _ o: V, _ a: V, _ valid: M) -> M {
+        let xv = LossMath.keep(x, valid), ov = LossMath.keep(o, valid), av = LossMath.keep(a, valid)
+        let inBand = valid .& (covariance(xv, av) .> lb) .& (covariance(xv, av) .< ub)
+        // The ratio (an exp) only for vectors with a token in the band.
+        guard any(inBand) else { return inBand }
+        return inBand .& .!clipCovBranches(delta: xv - ov, negA: -av, lo: lo, hi: hi).clipped
     }
+}
 
-    /// Tokens [i, i + n) of a [B, L] input (n <= 4; the other lanes 0). Only called on a
-    /// row's valid span, which lies inside every input (`LossBatch.checkShapes`).
-    @inline(__always)
-    func load(_ buf: UnsafeBufferPointer<Float>, _ i: Int, _ n: Int) -> V {
-        guard let p = buf.baseAddress else { return V() }
-        return n == 4 ? LossMath.load(p + i) : LossMath.loadPartial(p + i, n)
-    }
+/// Raw views of one row with valid tokens, for the statistics passes: pointers rebased so
+/// that index i is flat token i, the row's valid span, its covariance group and, with
+/// advantages per sequence, its advantage.
+struct StatRow {
+    typealias V = LossMath.V
+    typealias M = LossMath.M
+    let lp: UnsafePointer<Float>
+    let olp: UnsafePointer<Float>
+    /// Per-token advantages, or nil (then `aRow` holds the row's).
+    let adv: UnsafePointer<Float>?
+    let aRow: Double
+    let mask: UnsafePointer<UInt8>
+    let start: Int
+    let end: Int
+    let group: Int
 
-    /// Calls `body(i, n, valid)` for the vectors of row b's valid span: i is the flat index
-    /// of the first of n (<= 4) tokens, and `valid` their mask lanes.
-    @inline(__always)
-    func forEachVector(_ batch: LossBatch, _ plan: AggregationPlan, row b: Int, _ body: (Int, Int, M) -> Void) {
+    /// nil for a row without valid tokens. The buffers hold B * L elements
+    /// (`LossBatch.checkShapes`), so the span lies inside every one of them.
+    init?(_ batch: LossBatch, _ plan: AggregationPlan, _ b: Int) {
         let span = plan.rowSpan[b]
-        guard !span.isEmpty, let mask = batch.mask.baseAddress else { return }
-        var i = b * batch.length + span.lowerBound
-        let end = b * batch.length + span.upperBound
-        while i < end {
-            let n = min(4, end - i)
-            body(i, n, LossMath.maskLanes(LossMath.maskWord(mask + i, n)))
-            i += n
+        guard !span.isEmpty, let lp = batch.logp.baseAddress, let olp = batch.oldLogp.baseAddress,
+              let mask = batch.mask.baseAddress, let adv = batch.advantages.baseAddress else { return nil }
+        self.lp = lp
+        self.olp = olp
+        self.mask = mask
+        let isReg = plan.isRegRow[b]
+        self.adv = batch.advantagesPerToken && !isReg ? adv : nil
+        aRow = isReg ? 1 : (batch.advantagesPerToken ? 0 : Double(adv[b]))
+        start = b * batch.length + span.lowerBound
+        end = b * batch.length + span.upperBound
+        group = plan.inRegTerm[b] ? 1 : 0
+    }
+
+    @inline(__always)
+    func load(_ p: UnsafePointer<Float>, _ i: Int, _ n: Int) -> V {
+        n == 4 ? LossMath.load(p + i) : LossMath.loadPartial(p + i, n)
+    }
+    @inline(__always) func x(_ i: Int, _ n: Int) -> V { load(lp, i, n) }
+    @inline(__always) func o(_ i: Int, _ n: Int) -> V { load(olp, i, n) }
+    @inline(__always) func a(_ i: Int, _ n: Int) -> V { adv.map { load($0, i, n) } ?? V(repeating: aRow) }
+
+    /// Calls `body(i, n, valid)` for the vectors of the span: i is the flat index of the
+    /// first of n (<= 4) tokens, and `valid` their mask lanes.
+    @inline(__always)
+    func vectors(_ body: (Int, Int, M) -> Void) { vectors(from: start, to: end, body) }
+
+    /// The same over [from, to), a part of the span.
+    @inline(__always)
+    func vectors(from: Int, to: Int, _ body: (Int, Int, M) -> Void) {
+        var i = from
+        while i + 4 <= to {
+            body(i, 4, LossMath.maskLanes(LossMath.maskWord(mask + i, 4)))
+            i += 4
         }
+        if i < to { body(i, to - i, LossMath.maskLanes(LossMath.maskWord(mask + i, to - i))) }
     }
 }
 
@@ -307,6 +349,19 @@ struct TopCovariance {
                 swapAt(weakest, j)
                 j = weakest
             }
+        }
+    }
+
+    /// Offers every valid token of a row. Within one scan indices only grow, so a token
+    /// whose covariance does not exceed the root's of a full heap cannot enter it.
+    mutating func scan(_ row: StatRow, _ test: CovarianceTest) {
+        guard capacity > 0 else { return }
+        row.vectors { i, n, valid in
+            let c = test.covariance(row.x(i, n), row.a(i, n))
+            if cov.count == capacity {
+                guard any(valid .& (c .> LossMath.V(repeating: cov[0]))) else { return }
+            }
+            for lane in 0..<n where valid[lane] { offer(c[lane], i + lane) }
         }
     }
 
