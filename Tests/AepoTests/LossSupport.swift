@@ -40,6 +40,7 @@ struct LossCase {
     var globalSeqs: Int?
     var globalRegTokens: Int?
     var dp = 1
+    var step: Int64 = 0
 
     /// Rows [lo, hi) as a case of their own (global counts and dp copied).
     func rows(_ lo: Int, _ hi: Int) -> LossCase {
@@ -84,7 +85,7 @@ func runLoss(_ engine: PolicyLossEngine, _ c: LossCase, wantGrad: Bool = true) t
     let batch = LossBatch(rows: c.B, length: c.L, logp: lp, oldLogp: olp, advantages: adv,
                           advantagesPerToken: c.perToken, mask: mask, refLogp: ref, isWeights: isw,
                           entropy: ent, regRows: reg, regAlpha: c.regAlpha, globalTokens: c.globalTokens,
-                          globalSeqs: c.globalSeqs, globalRegTokens: c.globalRegTokens, dpSize: c.dp)
+                          globalSeqs: c.globalSeqs, globalRegTokens: c.globalRegTokens, dpSize: c.dp, step: c.step)
     var grad = [Float](repeating: .nan, count: c.B * c.L)
     var gradEnt = [Float](repeating: .nan, count: c.B * c.L)
     var out: Result<LossResult, AepoFailure> = .failure(AepoFailure(.internal, "", ""))
