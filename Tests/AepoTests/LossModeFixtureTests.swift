@@ -101,11 +101,12 @@ import Testing
 /// The tokens the covariance selection of `e` picks on `c` (plan and prepare only).
 func selection(_ e: PolicyLossEngine, _ c: LossCase) throws(AepoFailure) -> [Int] {
     let lp = buffer(c.logp), olp = buffer(c.oldLogp), adv = buffer(c.advantages), mask = buffer(c.mask)
-    let reg = c.regRows.map(buffer)
-    defer { release(lp); release(olp); release(adv); release(mask); release(reg) }
+    let ref = c.ref.map(buffer), isw = c.isw.map(buffer), ent = c.entropy.map(buffer), reg = c.regRows.map(buffer)
+    defer { release(lp); release(olp); release(adv); release(mask); release(ref); release(isw); release(ent); release(reg) }
     let batch = LossBatch(rows: c.B, length: c.L, logp: lp, oldLogp: olp, advantages: adv,
-                          advantagesPerToken: c.perToken, mask: mask, regRows: reg, globalTokens: c.globalTokens,
-                          globalSeqs: c.globalSeqs, dpSize: c.dp, step: c.step)
+                          advantagesPerToken: c.perToken, mask: mask, refLogp: ref, isWeights: isw, entropy: ent,
+                          regRows: reg, regAlpha: c.regAlpha, globalTokens: c.globalTokens, globalSeqs: c.globalSeqs,
+                          globalRegTokens: c.globalRegTokens, dpSize: c.dp, step: c.step)
     var plan = try e.plan(batch)
     try e.prepare(batch, &plan)
     return plan.selected
