@@ -136,14 +136,15 @@ func referenceKL(_ type: String, lp: Double, ref: Double) -> Double {
 
 /// Every policy-loss mode: `selected` is the covariance selection of clip_cov and kl_cov (a
 /// detached quantity, taken as given), and stop-gradient terms (gspo's sequence log-ratio,
-/// cispo's clipped ratio) are evaluated at the case's own log-probs, so that finite
-/// differences of this function see only the live occurrences of logp, as autograd does.
+/// cispo's clipped ratio) are evaluated at `detached` (default: the case's own log-probs),
+/// so that finite differences of this function see only the live occurrences of logp, as
+/// autograd does.
 func referenceLoss(_ cfg: Config, _ c: LossCase, lp lpIn: [Double]? = nil, ent entIn: [Double]? = nil,
-                   klTypeOverride: String? = nil, selected: Set<Int> = []) -> RefLoss {
+                   klTypeOverride: String? = nil, selected: Set<Int> = [], detached: [Double]? = nil) -> RefLoss {
     let l = cfg.loss
     let n = c.B * c.L
     let lp = lpIn ?? c.logp.map(Double.init)
-    let base = c.logp.map(Double.init)  // the detached log-probs
+    let base = detached ?? c.logp.map(Double.init)  // the detached log-probs
     let mode = l.policyLoss
     // gspo: each row's mean log-ratio at the detached log-probs.
     var seqLogRatio = [Double](repeating: 0, count: c.B)
