@@ -295,7 +295,7 @@ def cases():
     loss = []
     sm = "seq-mean-token-mean"
     loss.append(loss_case("gspo_anchor", {"policy_loss": "gspo", "loss_agg_mode": sm, **CLIP}, LP, OLP, [1, -1], MASK,
-                          note="anchor inputs; row ratios e^(0.8/3) and e^(0.75/4), one per sequence"))
+                          note="anchor inputs; row ratios e^-0.3 (A = +1, unclipped) and e^-1.875 (A = -1, clipped at 0.8)"))
     # Row 0's mean log-ratio is 11 > 10: the clamp holds its ratio at e^10 and stops its gradient.
     loss.append(loss_case("gspo_clamp_per_token_adv", {"policy_loss": "gspo", "loss_agg_mode": sm, **CLIP},
                           [[-0.5, -1.0, -1.5, -2.0], [-1.0, -0.8, -0.9, -3.0], [-0.2, -0.1, -0.3, -0.4]],
