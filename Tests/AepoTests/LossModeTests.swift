@@ -293,6 +293,50 @@ import Testing
         }
     }
 
+    /// Clip-Cov's candidate count decides PPO's clip in log space away from the clip bounds;
+    /// where it says it is certain it must equal the token pass's exact test (L2 > L1 with
+    /// r = e^δ), including ratios that land on the bounds to the last bit, and such ratios
+    /// must be flagged uncertain.
+    @Test func clipCovCandidateTestEqualsTheExactClipTest() {
+        typealias V = LossMath.V
+        var g = SplitMix64(17)
+        var exactPathUsed = 0
+        for trial in 0..<20000 {
+            var x = V(), o = V(), a = V()
+            for lane in 0..<4 {
+                let xf = Float(g.uniform(-4, 0)), of = Float(g.uniform(-4, 0))
+                x[lane] = Double(xf)
+                o[lane] = Double(of)
+                a[lane] = [-1.5, -0.3, 0, 0.7, 2][g.int(5)]
+            }
+            if trial % 3 == 0 { a = V(repeating: a[0]) }
+            // Bounds either random or set so that lane 0's ratio is (almost exactly) one of them.
+            var lo = g.uniform(0, 0.9), hi = g.uniform(1, 3)
+            if trial % 2 == 1 {
+                let r0 = LossMath.exp(x - o)[0] * (1 + Double(g.int(5) - 2) * 1e-16)
+                if r0 > 1 { hi = r0 } else { lo = r0 }
+            }
+            let test = CovarianceTest(meanA: V(), meanX: V(), lo: V(repeating: lo), hi: V(repeating: hi),
+                                      lb: V(repeating: -1e300), ub: V(repeating: 1e300))
+            let valid = LossMath.M(repeating: true)
+            let fast = test.candidatesWithoutExp(BothSides.self, x, o, a, valid)
+            if a[0] == a[1] && a[1] == a[2] && a[2] == a[3] {
+                let row = a[0] > 0 ? test.candidatesWithoutExp(UpperSide.self, x, o, a, valid)
+                    : a[0] < 0 ? test.candidatesWithoutExp(LowerSide.self, x, o, a, valid)
+                    : test.candidatesWithoutExp(NoSide.self, x, o, a, valid)
+                #expect(row.candidates == fast.candidates && row.uncertain == fast.uncertain)
+            }
+            let exact = .!clipCovBranches(delta: x - o, negA: -a, lo: V(repeating: lo), hi: V(repeating: hi)).clipped
+            #expect(test.candidates(x, o, a, valid) == exact)
+            // Certain lanes agree with the exact test; the others are recounted exactly.
+            let certainFast = fast.candidates .& .!fast.uncertain, certainExact = exact .& .!fast.uncertain
+            #expect(certainFast == certainExact,
+                    "trial \(trial): x \(x), o \(o), A \(a), lo \(lo), hi \(hi)")
+            if fast.uncertain[0] { exactPathUsed += 1 }
+        }
+        #expect(exactPathUsed > 1000, "the exact path ran \(exactPathUsed) times")
+    }
+
     @Test func gspoRejectsOtherAggregations() {
         for agg in AggregationModeNames.all where agg != "seq-mean-token-mean" {
             var cfg = Config()

@@ -133,9 +133,22 @@ extension PolicyLossEngine {
                     var block = 0
                     var i = row.start
                     while i < row.end {
-                        var count = SIMD4<Int64>()
-                        row.vectors(from: i, to: min(i + 64, row.end)) { j, n, valid in
-                            LossMath.count(&count, test.candidates(row.x(j, n), row.o(j, n), row.a(j, n), valid))
+                        let end = min(i + 64, row.end)
+                        var (count, uncertain): (SIMD4<Int64>, SIMD4<Int64>)
+                        if row.adv != nil {
+                            (count, uncertain) = test.countWithoutExp(BothSides.self, row, from: i, to: end)
+                        } else if row.aRow > 0 {
+                            (count, uncertain) = test.countWithoutExp(UpperSide.self, row, from: i, to: end)
+                        } else if row.aRow < 0 {
+                            (count, uncertain) = test.countWithoutExp(LowerSide.self, row, from: i, to: end)
+                        } else {
+                            (count, uncertain) = test.countWithoutExp(NoSide.self, row, from: i, to: end)
+                        }
+                        if uncertain != SIMD4<Int64>() {
+                            count = SIMD4<Int64>()
+                            row.vectors(from: i, to: end) { j, n, valid in
+                                LossMath.count(&count, test.candidates(row.x(j, n), row.o(j, n), row.a(j, n), valid))
+                            }
                         }
                         out[b * perRow + block] = Int32(truncatingIfNeeded: count.wrappedSum())
                         block += 1
@@ -236,14 +249,98 @@ struct CovarianceTest {
     @inline(__always)
     func covariance(_ x: V, _ a: V) -> V { (a - meanA) * (x - meanX) }
 
-    /// Clip-Cov candidates among four tokens: valid, not taken by PPO's clip, lb < cov < ub.
+    /// log(lo) (-inf for lo = 0) and log(hi): PPO's clip in log space.
+    let logLo: V
+    let logHi: V
+
+    init(meanA: V, meanX: V, lo: V, hi: V, lb: V, ub: V) {
+        self.meanA = meanA
+        self.meanX = meanX
+        self.lo = lo
+        self.hi = hi
+        self.lb = lb
+        self.ub = ub
+        logLo = V(repeating: lo[0] > 0 ? Glibc.log(lo[0]) : -.infinity)
+        logHi = V(repeating: Glibc.log(hi[0]))
+    }
+
+    /// Clip-Cov candidates among four tokens: valid, not taken by PPO's clip (the token
+    /// pass's test, `clipCovBranches`: L2 > L1 with r = e^δ), lb < cov < ub.
     @inline(__always)
     func candidates(_ x: V, _ o: V, _ a: V, _ valid: M) -> M {
         let xv = LossMath.keep(x, valid), ov = LossMath.keep(o, valid), av = LossMath.keep(a, valid)
-        let inBand = valid .& (covariance(xv, av) .> lb) .& (covariance(xv, av) .< ub)
-        // The ratio (an exp) only for vectors with a token in the band.
-        guard any(inBand) else { return inBand }
+        let cov = covariance(xv, av)
+        let inBand = valid .& (cov .> lb) .& (cov .< ub)
         return inBand .& .!clipCovBranches(delta: xv - ov, negA: -av, lo: lo, hi: hi).clipped
+    }
+
+    /// The same without the exp, and the lanes where that is not certain, for a clip side
+    /// `S` (the sign of a row's advantage; `BothSides` for advantages per token). With A > 0
+    /// the clip test is r > hi, with A < 0 r < lo, and it never holds with A = 0; e^δ is
+    /// accurate to 1.5e-15 and the products round to 2^-53, so outside a margin of 1e-10
+    /// around log(hi) and log(lo) comparing δ decides it exactly. A block with an uncertain
+    /// lane in the band is counted again with `candidates`.
+    @inline(__always)
+    func candidatesWithoutExp<S: ClipSide>(_: S.Type, _ x: V, _ o: V, _ a: V, _ valid: M) -> (candidates: M, uncertain: M) {
+        let inBand = valid .& (covariance(x, a) .> lb) .& (covariance(x, a) .< ub)
+        let t = S.test(x - o, a, self)
+        return (inBand .& .!t.clipped, inBand .& t.near)
+    }
+
+    /// Candidates and uncertain lanes of tokens [from, to) of a row.
+    @inline(__always)
+    func countWithoutExp<S: ClipSide>(_ side: S.Type, _ row: StatRow, from: Int, to: Int)
+        -> (SIMD4<Int64>, SIMD4<Int64>)
+    {
+        var count = SIMD4<Int64>(), uncertain = SIMD4<Int64>()
+        row.vectors(from: from, to: to) { j, n, valid in
+            let c = candidatesWithoutExp(S.self, row.x(j, n), row.o(j, n), row.a(j, n), valid)
+            LossMath.count(&count, c.candidates)
+            LossMath.count(&uncertain, c.uncertain)
+        }
+        return (count, uncertain)
+    }
+
+    static let margin = 1e-10
+}
+
+/// Which side of PPO's clip can take a token (see `CovarianceTest.candidatesWithoutExp`):
+/// `clipped` where δ is beyond the bound's log, `near` within the margin of it.
+protocol ClipSide {
+    static func test(_ d: LossMath.V, _ a: LossMath.V, _ t: CovarianceTest) -> (clipped: LossMath.M, near: LossMath.M)
+}
+
+/// A > 0: only the upper bound.
+enum UpperSide: ClipSide {
+    @inline(__always)
+    static func test(_ d: LossMath.V, _ a: LossMath.V, _ t: CovarianceTest) -> (clipped: LossMath.M, near: LossMath.M) {
+        (d .> t.logHi, (d .>= t.logHi - CovarianceTest.margin) .& (d .<= t.logHi + CovarianceTest.margin))
+    }
+}
+
+/// A < 0: only the lower bound.
+enum LowerSide: ClipSide {
+    @inline(__always)
+    static func test(_ d: LossMath.V, _ a: LossMath.V, _ t: CovarianceTest) -> (clipped: LossMath.M, near: LossMath.M) {
+        (d .< t.logLo, (d .>= t.logLo - CovarianceTest.margin) .& (d .<= t.logLo + CovarianceTest.margin))
+    }
+}
+
+/// A = 0 (or -0): never clipped.
+enum NoSide: ClipSide {
+    @inline(__always)
+    static func test(_ d: LossMath.V, _ a: LossMath.V, _ t: CovarianceTest) -> (clipped: LossMath.M, near: LossMath.M) {
+        (LossMath.M(repeating: false), LossMath.M(repeating: false))
+    }
+}
+
+/// Advantages per token: the side of each lane.
+enum BothSides: ClipSide {
+    @inline(__always)
+    static func test(_ d: LossMath.V, _ a: LossMath.V, _ t: CovarianceTest) -> (clipped: LossMath.M, near: LossMath.M) {
+        let up = UpperSide.test(d, a, t), down = LowerSide.test(d, a, t)
+        let pos = a .> 0, neg = a .< 0
+        return ((pos .& up.clipped) .| (neg .& down.clipped), (pos .& up.near) .| (neg .& down.near))
     }
 }
 
