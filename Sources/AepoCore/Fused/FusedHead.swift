@@ -559,15 +559,3 @@ func raw<T>(_ b: UnsafeMutableBufferPointer<T>?) -> UnsafeRawBufferPointer? {
 func raw<T>(_ b: UnsafeBufferPointer<T>?) -> UnsafeRawBufferPointer? {
     b.map { UnsafeRawBufferPointer($0) }
 }
-
-extension PolicyLossMode {
-    /// Whether a token's loss depends only on its own log-prob and entropy once the
-    /// aggregation weights are known. Then `FusedHead.lossAndGrad` runs the loss kernel
-    /// block by block and makes every logit once; otherwise it runs forward, the loss and
-    /// backward in turn (the logits are made twice).
-    var isTokenSeparable: Bool {
-        switch self {
-        case .vanilla: return true
-        }
-    }
-}
