@@ -1,10 +1,9 @@
 """aepo.torch.verl_policy_loss with stand-ins for verl's actor config (verl is not installed):
 anchors §7.3's vanilla numbers, verl's metric names, the global batch info, and the fields
 it must ignore."""
+import math
 from dataclasses import dataclass, field
 from typing import Optional
-
-import math
 
 import pytest
 
