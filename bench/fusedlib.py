@@ -9,7 +9,8 @@ current ones plus noise of 0.05, so some tokens are clipped.
 Peak memory of a call is measured in a fresh process: inputs and outputs are allocated and
 touched, BLAS is warmed with the three full-size products on temporary buffers, the peak
 RSS is reset (``/proc/self/clear_refs`` = 5), the call runs once, and the result is VmHWM
-after the call minus VmRSS before it.
+after the call minus VmRSS before it. The child runs with glibc's mmap threshold fixed at
+128 KiB, so every large scratch buffer is fresh memory and counted.
 """
 import argparse
 import copy
@@ -184,6 +185,10 @@ def measure_memory(mode, threads, chunk_n=None):
     import subprocess
     env = dict(os.environ)
     env["OPENBLAS_NUM_THREADS"] = str(threads)
+    # A fixed mmap threshold: every allocation above 128 KiB gets fresh pages and returns them
+    # when freed, so the peak counts all scratch a call touches, whatever the allocator did
+    # with earlier frees (with glibc's sliding threshold a block could reuse resident heap).
+    env["MALLOC_MMAP_THRESHOLD_"] = "131072"
     extra = [] if chunk_n is None else ["--chunk-n", str(chunk_n)]
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "memory", "--mode", mode,
                           "--threads", str(threads)] + extra, env=env, check=True, capture_output=True, text=True)
