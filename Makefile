@@ -1,9 +1,11 @@
 # libaepo build, install, test, bench and demo.
 #   make                 build build/lib/libaepo.so (static Swift stdlib, SONAME libaepo.so.0)
 #   make install PREFIX=/usr/local
-#   make test            Swift unit tests, C smoke tests (plain, C++, ASan/UBSan), pytest
+#   make test            Swift unit tests, C smoke tests (plain, C++, ASan/UBSan), pytest,
+#                        the C example trainer (plain and ASan/UBSan)
 #   make bench           speed table against numpy / PyTorch, also bench/results.json
 #   make demo            a short training run showing entropy control
+#   make example         the C example trainer, build/example/aepo_train, against the staged install
 # Set-up (apt packages, the Python virtualenv under ~/.cache/libaepo) happens on demand.
 
 SHELL := /bin/bash
@@ -28,7 +30,7 @@ CSMOKE := $(wildcard Tests/c/smoke_*.c)
 CWARN := -Wall -Wextra -Werror -pedantic
 
 .PHONY: all lib deps venv install stage test test-swift test-c test-python test-demo \
-        check-exports bench demo clean
+        test-example example check-exports bench demo clean
 
 all: lib
 
@@ -64,7 +66,7 @@ stage: lib
 	@rm -rf $(STAGE)
 	@$(call INSTALL_TO,$(STAGE))
 
-test: deps lib test-swift stage check-exports test-c test-python test-demo
+test: deps lib test-swift stage check-exports test-c test-python test-demo test-example
 	@echo "make test: all suites passed"
 
 test-swift:
@@ -92,6 +94,20 @@ test-python: stage
 	@V=$$(scripts/venv.sh) && \
 	  $$V/bin/pip install -q --no-build-isolation --no-deps -e bindings/python && \
 	  AEPO_LIB_PATH=$(STAGE)/lib/$(REAL_SO) PYTHONPATH=$(CURDIR)/bindings/python $$V/bin/python -m pytest -q bindings/python/tests
+
+# The C example trainer, built from the staged install alone (header and pkg-config), as a
+# user builds it after `make install`; the rpath lets it run from the stage.
+EXAMPLE_DIR := $(BUILD)/example
+EXAMPLE_SRC := $(wildcard bindings/c/examples/*.c)
+example: stage
+	@mkdir -p $(EXAMPLE_DIR)
+	$(CC) -std=c99 $(CWARN) -O2 $(EXAMPLE_SRC) -o $(EXAMPLE_DIR)/aepo_train \
+	  $$($(PKG) --cflags --libs aepo) -lm -Wl,-rpath,$(STAGE)/lib
+
+test-example: example
+	@$(CC) -std=c99 $(CWARN) -g -fsanitize=address,undefined -fno-sanitize-recover=all $(EXAMPLE_SRC) \
+	  -o $(EXAMPLE_DIR)/aepo_train.san $$($(PKG) --cflags --libs aepo) -lm -Wl,-rpath,$(STAGE)/lib
+	@Tests/c/test_example.sh $(EXAMPLE_DIR)
 
 bench: lib
 	@V=$$(scripts/venv.sh) && \

@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// The fused LM head: log-probs, exact entropy, the policy loss and every gradient straight
 /// from hidden states, with the [N, V] logits never materialised.
@@ -18,11 +19,12 @@ import Glibc
 /// - The valid rows (mask = 1) are taken in order, `chunk_n` at a time. A block whose rows
 ///   are consecutive in X is used in place; otherwise its rows are gathered into a
 ///   chunk_n × D scratch, so masked rows (which may hold NaN) never enter a product.
-/// - `forward` and `backward` walk each row block over the vocabulary in chunk_v columns:
-///   one `cblas_sgemm` makes a chunk_n × chunk_v logits block, the row statistics are
-///   updated online (`SoftmaxRowAccumulator`), and in the backward pass the block is turned
-///   into G in place (`SoftmaxRowGradient`) and fed to the two gradient products.
-///   Peak extra memory: chunk_n × (chunk_v + 2 D) floats plus O(N + V).
+/// - `forward` and `backward` walk each row block over the vocabulary: one `cblas_sgemm`
+///   makes a logits block of at most chunk_n × chunk_v entries (as tall as `blockShape`
+///   allows), the row statistics are updated online (`SoftmaxRowAccumulator`), and in the
+///   backward pass the block is turned into G in place (`SoftmaxRowGradient`) and fed to the
+///   two gradient products. Peak extra memory: the block (chunk_n × chunk_v floats at most),
+///   gathered X and dX rows when the mask has holes (R × D each), and O(N + V).
 /// - `lossAndGrad` makes the whole chunk_n × V logits block of a row block with one
 ///   product, finishes the rows' statistics, runs the loss engine's token kernel on them,
 ///   turns the block into G and runs the two gradient products: every logit is produced
@@ -84,7 +86,7 @@ public struct FusedHead: Sendable {
         }
         let nValid = rows.valid.count
         guard nValid > 0 else { return }
-        let cn = min(chunkN, nValid), cv = min(chunkV, inp.vocab)
+        let (cn, cv) = blockShape(valid: nValid, dim: inp.dim, vocab: inp.vocab)
         let work = try Workspace(rows: rows, inputs: inp, blockRows: cn, blockCols: cv, gather: true,
                                  dxRows: false, colKnob: "fused.chunk_v")
         defer { work.free() }
@@ -108,8 +110,8 @@ public struct FusedHead: Sendable {
                     let width = min(cv, V - v0)
                     logitsBlock(inp, x: x, m: m, v0: v0, width: width, into: work.z)
                     let z = work.z
-                    parallelRanges(count: m, threads: threads, minPerThread: max(1, Self.minElementsPerThread / width)) { range in
-                        for i in range {
+                    forEachRow(m, threads: threads, minPerThread: max(1, Self.minElementsPerThread / width)) { i in
+                        do {
                             let zr = z + i * width
                             stats.base[i].add(zr, count: width)
                             let t = Int(tg[valid[s.lowerBound + i]]) - v0
@@ -180,7 +182,7 @@ public struct FusedHead: Sendable {
         }
         let nValid = rows.valid.count
         guard nValid > 0, dX != nil || dW != nil || dbias != nil else { return }
-        let cn = min(chunkN, nValid), cv = min(chunkV, V)
+        let (cn, cv) = blockShape(valid: nValid, dim: d, vocab: V)
         let work = try Workspace(rows: rows, inputs: inp, blockRows: cn, blockCols: cv, gather: d > 0,
                                  dxRows: dX != nil && d > 0, colKnob: "fused.chunk_v")
         defer { work.free() }
@@ -212,8 +214,8 @@ public struct FusedHead: Sendable {
                     let width = min(cv, V - v0)
                     logitsBlock(inp, x: x, m: m, v0: v0, width: width, into: work.z)
                     let z = work.z
-                    parallelRanges(count: m, threads: threads, minPerThread: max(1, Self.minElementsPerThread / width)) { range in
-                        for i in range {
+                    forEachRow(m, threads: threads, minPerThread: max(1, Self.minElementsPerThread / width)) { i in
+                        do {
                             let zr = z + i * width
                             let before = grads.base[i].topColumn
                             let held = grads.base[i].topValue
@@ -369,44 +371,36 @@ public struct FusedHead: Sendable {
         let T = temperature
         let tg = inp.targets
         let minRows = max(1, Self.minElementsPerThread / max(V, 1))
+        let partials = try FusedScratch<TokenPartials>.allocate(cn, what: "loss partial sums", knob: "fused.chunk_n")
+        defer { partials.free() }
         rows.valid.withUnsafeBufferPointer { valid in
-            var tokenStart = 0
             forEachBlock(nValid, cn) { s in
                 let m = s.count
                 let x = work.rowsOfX(s, valid)
                 let z = work.z
                 logitsBlock(inp, x: x, m: m, v0: 0, width: V, into: z)
-                // Row statistics: log p, H and lse of every row of the block (NaN marks a row
-                // whose logits overflowed).
-                parallelRanges(count: m, threads: threads, minPerThread: minRows) { range in
-                    for i in range {
+                // One pass per row while it is in cache: log p, H and lse, the loss engine's
+                // token kernel on that token, then G in place of the logits (whole rows, so
+                // the point updates go in place too). NaN in lseRow marks a row whose logits
+                // overflowed. Masked tokens keep their zero gradients.
+                forEachRow(m, threads: threads, minPerThread: minRows) { i in
+                    do {
                         let r = valid[s.lowerBound + i]
                         let zr = z + i * V
                         var a = SoftmaxRowAccumulator(temperature: T, logpAtT1: false)
                         a.add(zr, count: V)
-                        if a.nonFinite || a.allNegativeInfinity { lseRow.base[i] = .nan; continue }
+                        if a.nonFinite || a.allNegativeInfinity {
+                            lseRow.base[i] = .nan
+                            (partials.base + i).initialize(to: TokenPartials())
+                            return
+                        }
                         lp[r] = Float(a.logp(targetLogit: zr[Int(tg[r])]))
                         ent[r] = Float(a.entropy)
                         lseRow.base[i] = a.lse
-                    }
-                }
-                for i in 0..<m where lseRow.base[i].isNaN {
-                    work.failure = overflowFailure(valid[s.lowerBound + i])
-                    return false
-                }
-                // The loss engine's token kernel over the tokens up to this block's last row
-                // (masked tokens in between get zero gradients).
-                let last = s.upperBound == nValid ? n : valid[s.upperBound - 1] + 1
-                total.add(engine.accumulate(batch, plan, TokenBlock(range: tokenStart..<last, logp: lp + tokenStart,
-                                                                    entropy: ent + tokenStart, grad: gl + tokenStart,
-                                                                    gradEntropy: gh + tokenStart)))
-                tokenStart = last
-                // G in place of the logits; whole rows, so the point updates go in place too.
-                parallelRanges(count: m, threads: threads, minPerThread: minRows) { range in
-                    for i in range {
-                        let r = valid[s.lowerBound + i]
-                        let zr = z + i * V
-                        var g = SoftmaxRowGradient(temperature: T, lse: lseRow.base[i], entropy: ent[r],
+                        (partials.base + i).initialize(to: engine.accumulate(
+                            batch, plan, TokenBlock(range: r..<(r + 1), logp: lp + r, entropy: ent + r, grad: gl + r,
+                                                    gradEntropy: gh + r)))
+                        var g = SoftmaxRowGradient(temperature: T, lse: a.lse, entropy: ent[r],
                                                    gradLogp: gl[r], gradEntropy: gh[r])
                         g.write(zr, zr, count: V, start: 0)
                         let fix = g.fixups(target: gl[r] != 0 ? Int(tg[r]) : -1)
@@ -414,6 +408,13 @@ public struct FusedHead: Sendable {
                             zr[f.column] = Float(Double(zr[f.column]) + f.delta)
                         }
                     }
+                }
+                for i in 0..<m {
+                    if lseRow.base[i].isNaN {
+                        work.failure = overflowFailure(valid[s.lowerBound + i])
+                        return false
+                    }
+                    total.add(partials.base[i])
                 }
                 gradientProducts(inp, g: z, m: m, v0: 0, width: V, x: x, dx: work.rowsOfDX(s, valid, dX?.baseAddress),
                                  firstChunk: true, dW: dW?.baseAddress)
@@ -432,6 +433,24 @@ public struct FusedHead: Sendable {
     }
 
     // MARK: pieces
+
+    /// Rows and columns of the logits blocks of `forward` and `backward`: at most
+    /// chunk_n × chunk_v logits, as tall as the valid rows and the hidden size allow.
+    ///
+    /// A product with few rows re-packs its W chunk for little work: on OpenBLAS the four
+    /// products of forward + backward in 128 × 8192 blocks cost about 1.59 times the three
+    /// full-size products (CPU time), and in 1024 × 1024 blocks 1.34 times (the ideal is
+    /// 4/3). So the block takes R = max(chunk_n, chunk_n · chunk_v / max(D, 256)) rows,
+    /// capped by the valid rows, and chunk_n · chunk_v / R columns, capped by V. R · D stays
+    /// within the area too (unless R = chunk_n), which bounds the row scratch; the columns
+    /// stay >= 256 (or V) when R grew. chunk_n = chunk_v = 1 still gives 1 × 1 blocks.
+    func blockShape(valid: Int, dim: Int, vocab: Int) -> (rows: Int, cols: Int) {
+        let (area, o) = chunkN.multipliedReportingOverflow(by: chunkV)
+        let a = o ? Int.max : area
+        let rows = min(valid, max(chunkN, a / max(dim, 256)))
+        let cols = rows == chunkN ? chunkV : a / max(rows, 1)
+        return (max(rows, 1), max(1, min(cols, vocab)))
+    }
 
     /// z[m, width] = x[m, D] · W[v0 ..< v0 + width]ᵀ + bias[v0 ..< v0 + width] (raw logits;
     /// the temperature is applied by the row kernels).
@@ -540,4 +559,28 @@ func raw<T>(_ b: UnsafeMutableBufferPointer<T>?) -> UnsafeRawBufferPointer? {
 @inline(__always)
 func raw<T>(_ b: UnsafeBufferPointer<T>?) -> UnsafeRawBufferPointer? {
     b.map { UnsafeRawBufferPointer($0) }
+}
+
+/// Runs `body(i)` for every i in 0..<count on `threads` pthreads that take small runs of rows
+/// from a shared counter, so a thread the OS parks for a while does not hold the others up.
+/// Each row's work must not depend on which thread runs it; then the result does not depend
+/// on the schedule or the thread count. `minPerThread` rows per thread at least.
+func forEachRow(_ count: Int, threads: Int, minPerThread: Int, _ body: (Int) -> Void) {
+    let workers = max(1, min(threads, count / max(minPerThread, 1)))
+    guard workers > 1 else {
+        for i in 0..<count { body(i) }
+        return
+    }
+    // About eight runs per worker, so the last runs balance the load.
+    let grain = max(1, count / (8 * workers))
+    let next = Atomic<Int>(0)
+    parallelRanges(count: workers, threads: workers) { mine in
+        for _ in mine {
+            while true {
+                let lo = next.wrappingAdd(grain, ordering: .relaxed).oldValue
+                if lo >= count { break }
+                for i in lo..<min(lo + grain, count) { body(i) }
+            }
+        }
+    }
 }

@@ -5,8 +5,8 @@ an instance belongs to one thread at a time. Configs are ``dict | str | None``.
 """
 from . import _lib
 from .config import default_config, default_config_json, validate_config
-from .errors import (AepoError, BufferTooSmallError, ConfigError, DTypeError, InternalError, InvalidValueError,
-                     NonFiniteError, NullPointerError, OutOfMemoryError, ShapeError, StateError)
+from .errors import (AepoError, BufferTooSmallError, ConfigError, DeviceError, DTypeError, InternalError,
+                     InvalidValueError, NonFiniteError, NullPointerError, OutOfMemoryError, ShapeError, StateError)
 
 __version__ = _lib.version
 ABI_VERSION = _lib.ABI_VERSION
@@ -25,8 +25,8 @@ __all__ = [
     "Decision", "EntropyController",
     "LogitsStats", "logits_backward", "logits_stats",
     "LossResult", "PolicyLoss", "RegSelection", "compute_advantages", "select_regularizer",
-    "AepoError", "BufferTooSmallError", "ConfigError", "DTypeError", "InternalError", "InvalidValueError",
-    "NonFiniteError", "NullPointerError", "OutOfMemoryError", "ShapeError", "StateError",
+    "AepoError", "BufferTooSmallError", "ConfigError", "DeviceError", "DTypeError", "InternalError",
+    "InvalidValueError", "NonFiniteError", "NullPointerError", "OutOfMemoryError", "ShapeError", "StateError",
     "Sampler", "SampleResult",
     "FusedLMHead",
 ]

@@ -10,7 +10,9 @@ import ctypes.util
 import os
 from ctypes import POINTER, c_char, c_char_p, c_double, c_float, c_int32, c_int64, c_size_t, c_uint8, c_void_p
 
-from .errors import error_for_status
+import json
+
+from .errors import InvalidValueError, error_for_status
 
 ABI_VERSION = 0
 ERROR_ARGUMENT_SIZE = 64
@@ -204,3 +206,48 @@ def read_text(fn, *args):
 
 def status_name(status):
     return lib.aepo_status_name(status).decode()
+
+
+class NativeHandle:
+    """The lifetime every handle class shares: created from a whole config document by
+    ``aepo_<kind>_create``, released once by ``aepo_<kind>_free``, usable as a context
+    manager, and ``close()`` idempotent. Subclasses set ``_kind``."""
+
+    _kind = ""
+
+    def __init__(self, cfg=None):
+        from .config import config_bytes
+        self._h = None
+        data = config_bytes(cfg)
+        h = Handle()
+        call(getattr(lib, f"aepo_{self._kind}_create"), data, len(data), ctypes.byref(h))
+        self._h = h
+        self._config = json.loads(read_text(getattr(lib, f"aepo_{self._kind}_config_json"), h))
+
+    def close(self):
+        """Releases the handle; calling it again does nothing."""
+        h, self._h = getattr(self, "_h", None), None
+        if h is not None and h.value:
+            getattr(lib, f"aepo_{self._kind}_free")(h)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the library may already be gone
+            pass
+
+    def _handle(self):
+        if self._h is None:
+            raise InvalidValueError(f"{type(self).__name__}: the handle is closed", argument="self")
+        return self._h
+
+    @property
+    def config(self):
+        """The effective config the handle runs with: the whole normalised document (a copy)."""
+        return json.loads(json.dumps(self._config))

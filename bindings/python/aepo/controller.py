@@ -17,7 +17,6 @@ import operator
 from typing import List, NamedTuple, Optional
 
 from . import _lib
-from .config import config_bytes
 from .errors import DTypeError, InvalidValueError, StateError
 
 STATISTIC_NLL = 0
@@ -89,7 +88,7 @@ def _as_int64(x, name):
     return v
 
 
-class EntropyController:
+class EntropyController(_lib.NativeHandle):
     """The controller handle, built from the ``controller`` section of a config document.
 
     ``controller.statistic`` picks what drives it: "nll" (pass ``nll=`` or ``nll_sum=`` with
@@ -97,47 +96,18 @@ class EntropyController:
     what a trainer all-reduces across ranks; the statistic is ``sum / count``.
     """
 
+    _kind = "controller"
+
     def __init__(self, cfg=None):
-        data = config_bytes(cfg)
-        h = _lib.Handle()
-        _lib.call(_lib.lib.aepo_controller_create, data, len(data), ctypes.byref(h))
-        self._h = h
+        super().__init__(cfg)
         # Reused by step(), the per-training-step call: one instance belongs to one thread.
         self._d = _lib.CDecision()
         self._err = _lib.Error()
         self._dp = ctypes.byref(self._d)
         self._errp = ctypes.byref(self._err)
-        self._config = json.loads(_lib.read_text(_lib.lib.aepo_controller_config_json, self._h))
         self._statistic = self._config["controller"]["statistic"]
 
-    # lifetime
-
-    def close(self):
-        """Releases the handle; calling it again does nothing."""
-        h, self._h = getattr(self, "_h", None), None
-        if h is not None and h.value:
-            _lib.lib.aepo_controller_free(h)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()
-
-    def _handle(self):
-        if self._h is None:
-            raise InvalidValueError("EntropyController: the controller is closed", argument="self")
-        return self._h
-
     # queries
-
-    @property
-    def config(self):
-        """The whole normalised config document the controller runs with."""
-        return json.loads(json.dumps(self._config))
 
     @property
     def statistic(self):

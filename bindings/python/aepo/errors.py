@@ -73,6 +73,12 @@ class DTypeError(AepoError, TypeError):
     status = 1
 
 
+class DeviceError(InvalidValueError):
+    """Tensors of one call live on different devices, or one is a ``meta`` tensor (aepo.torch)."""
+
+    status = 1
+
+
 _BY_STATUS = {
     1: InvalidValueError,
     2: NullPointerError,

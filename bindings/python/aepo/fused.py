@@ -12,76 +12,54 @@ process (``OPENBLAS_NUM_THREADS``), libaepo never changes it. ``fused.threads`` 
 threads of the library's own loops.
 """
 import ctypes
-import json
 import math
 
 import numpy as np
 
 from . import _lib
 from ._arrays import float_in, float_out, int_in, mask_in, ptr
-from .config import config_bytes
 from .errors import DTypeError, InvalidValueError, ShapeError
 from .loss import METRIC_NAMES, PolicyLoss, _count, _float_like, _Inputs
 
 __all__ = ["FusedLMHead"]
 
 
-class FusedLMHead:
+class FusedLMHead(_lib.NativeHandle):
     """A fused LM head configured by the ``fused`` section of a config document.
 
     The handle keeps no per-call state; one instance belongs to one thread at a time.
     """
 
-    def __init__(self, cfg=None):
-        self._h = None
-        data = config_bytes(cfg)
-        h = ctypes.c_void_p()
-        _lib.call(_lib.lib.aepo_fused_create, data, len(data), ctypes.byref(h))
-        self._h = h
-        self._derived = {}
-        self.config = json.loads(_lib.read_text(_lib.lib.aepo_fused_config_json, self._h))
+    _kind = "fused"
 
-    # -- lifetime ---------------------------------------------------------------------
+    def __init__(self, cfg=None):
+        self._derived = {}
+        super().__init__(cfg)
 
     def close(self):
         """Releases the handle (and any handle made for another temperature); idempotent."""
-        for other in self._derived.values():
+        for other in getattr(self, "_derived", {}).values():
             other.close()
         self._derived = {}
-        if self._h is not None:
-            _lib.lib.aepo_fused_free(self._h)
-            self._h = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
+        super().close()
 
     @property
     def temperature(self):
-        return self.config["fused"]["temperature"]
+        return self._config["fused"]["temperature"]
 
-    def _handle(self, temperature):
+    def _handle(self, temperature=None):
         """The handle for ``temperature`` (None: this head's). A different temperature is a
         different config, so it gets a handle of its own, kept for later calls."""
-        if self._h is None:
-            raise ValueError("FusedLMHead: the handle is closed")
+        h = super()._handle()
         if temperature is None or float(temperature) == self.temperature:
-            return self._h
+            return h
         t = float(temperature)
         if not (math.isfinite(t) and t > 0):
             raise InvalidValueError(f"temperature: must be a finite number > 0, got {temperature}; "
                                     "for greedy decoding set sampler.greedy = true", argument="temperature")
         other = self._derived.get(t)
         if other is None:
-            cfg = json.loads(json.dumps(self.config))
+            cfg = self.config
             cfg["fused"]["temperature"] = t
             other = FusedLMHead(cfg)
             self._derived[t] = other

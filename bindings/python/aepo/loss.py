@@ -9,14 +9,13 @@ one copy; masks and ``reg_rows`` accept bool or any integer dtype (values must b
 outputs are allocated here, float32 C-contiguous.
 """
 import ctypes
-from ctypes import POINTER, c_double, c_float, c_int32, c_int64, c_size_t, c_uint8, c_void_p
+from ctypes import POINTER, c_double, c_float, c_int32, c_int64, c_size_t, c_uint8
 from typing import NamedTuple, Optional
 
 import numpy as np
 
 from . import _lib
 from ._arrays import float_in, int_in, mask_in, ptr
-from .config import config_bytes
 from .errors import ShapeError
 
 METRIC_NAMES = tuple(_lib.lib.aepo_loss_metric_name(i).decode() for i in range(_lib.lib.aepo_loss_metric_count()))
@@ -91,41 +90,10 @@ def _float_like(x, name, shape):
     return a
 
 
-class PolicyLoss:
+class PolicyLoss(_lib.NativeHandle):
     """A loss handle built from the ``loss``, ``advantage`` and ``regularizer`` sections."""
 
-    def __init__(self, cfg=None):
-        self._h = None
-        data = config_bytes(cfg)
-        h = c_void_p()
-        _lib.call(_lib.lib.aepo_loss_create, data, len(data), ctypes.byref(h))
-        self._h = h
-
-    # -- lifetime ---------------------------------------------------------------------
-    def close(self):
-        if self._h is not None:
-            _lib.lib.aepo_loss_free(self._h)
-            self._h = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()
-
-    def _handle(self):
-        if self._h is None:
-            raise ValueError("PolicyLoss: the handle is closed")
-        return self._h
-
-    @property
-    def config(self):
-        """The effective config: the whole normalised document, as a dict."""
-        import json
-        return json.loads(_lib.read_text(_lib.lib.aepo_loss_config_json, self._handle()))
+    _kind = "loss"
 
     # -- the loss ---------------------------------------------------------------------
     def compute(self, logp, old_logp, advantages, mask, *, ref_logp=None, is_weights=None, entropy=None,

@@ -7,8 +7,7 @@ import numpy as np
 
 from . import _lib
 from ._arrays import float_in, ptr
-from .config import config_bytes
-from .errors import InvalidValueError, ShapeError
+from .errors import ShapeError
 
 
 class SampleResult(NamedTuple):
@@ -43,7 +42,7 @@ def _logits_view(logits):
     return a, a.shape[1]
 
 
-class Sampler:
+class Sampler(_lib.NativeHandle):
     """Draws tokens from rows of logits with temperature, min-p, top-k, top-p or greedy.
 
     ``cfg`` is a whole config document (``dict | str | None``); the sampler reads its
@@ -53,36 +52,7 @@ class Sampler:
     idempotent.
     """
 
-    def __init__(self, cfg=None):
-        data = config_bytes(cfg)
-        handle = ctypes.c_void_p()
-        _lib.call(_lib.lib.aepo_sampler_create, data, len(data), ctypes.byref(handle))
-        self._h = handle
-
-    def close(self):
-        h, self._h = getattr(self, "_h", None), None
-        if h:
-            _lib.lib.aepo_sampler_free(h)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()
-
-    def _handle(self):
-        if not self._h:
-            raise InvalidValueError("sampler: the Sampler is closed", argument="sampler")
-        return self._h
-
-    @property
-    def config(self):
-        """The effective config document (a dict with every section)."""
-        import json
-        return json.loads(_lib.read_text(_lib.lib.aepo_sampler_config_json, self._handle()))
+    _kind = "sampler"
 
     def sample(self, logits, *, step, position=0, row_offset=0, temperature=None, return_kept=False):
         """Draws one token per row of ``logits`` [N, V].
