@@ -9,9 +9,11 @@ current ones plus noise of 0.05, so some tokens are clipped.
 Peak memory of a call is measured in a fresh process: inputs and outputs are allocated and
 touched, BLAS is warmed with the three full-size products on temporary buffers, the peak
 RSS is reset (``/proc/self/clear_refs`` = 5), the call runs once, and the result is VmHWM
-after the call minus VmRSS before it.
+after the call minus VmRSS before it. The child runs with glibc's mmap threshold fixed at
+128 KiB, so every large scratch buffer is fresh memory and counted.
 """
 import argparse
+import copy
 import ctypes
 import json
 import os
@@ -49,7 +51,7 @@ def floor_products(lib, X, W, Z, dX, dW):
 
 
 class Workload:
-    def __init__(self, threads):
+    def __init__(self, threads, chunk_n=None):
         import numpy as np
         import aepo
         self.np = np
@@ -61,11 +63,20 @@ class Workload:
         self.mask = np.ones((B, L), np.uint8)
         self.advantages = rng.standard_normal(B).astype(np.float32)
         self.cfg = {"fused": {"threads": threads, "temperature": T}, "loss": {"threads": threads}}
+        if chunk_n is not None:
+            self.cfg["fused"]["chunk_n"] = chunk_n
         self.head = aepo.FusedLMHead(self.cfg)
         logp, _, _ = self.head.forward(self.X, self.W, self.targets)
         self.old_logp = (logp + rng.normal(0, 0.05, N).astype(np.float32)).reshape(B, L)
         self.loss = aepo.PolicyLoss(self.cfg)
         self.dW = np.zeros((V, D), np.float32)
+
+    def with_chunk_n(self, chunk_n):
+        """The same inputs and buffers, with a head of another chunk_n."""
+        other = copy.copy(self)
+        other.cfg = {**self.cfg, "fused": {**self.cfg["fused"], "chunk_n": chunk_n}}
+        other.head = self.aepo.FusedLMHead(other.cfg)
+        return other
 
     # -- libaepo -------------------------------------------------------------------------
 
@@ -127,13 +138,13 @@ def _reset_peak():
         f.write("5")
 
 
-def memory_child(mode, threads):
+def memory_child(mode, threads, chunk_n=None):
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads))
     import numpy as np
     if mode == "torch":
         import torch
         torch.set_num_threads(threads)
-    w = Workload(threads)
+    w = Workload(threads, chunk_n)
     lib = blas()
     # Outputs, allocated and touched.
     Z = np.ones((N, V), np.float32) if mode == "floor" else None
@@ -169,13 +180,18 @@ def memory_child(mode, threads):
             "peak_extra_bytes": after["VmHWM"] - before["VmRSS"]}
 
 
-def measure_memory(mode, threads):
+def measure_memory(mode, threads, chunk_n=None):
     """Runs one memory child and returns its result dict."""
     import subprocess
     env = dict(os.environ)
     env["OPENBLAS_NUM_THREADS"] = str(threads)
+    # A fixed mmap threshold: every allocation above 128 KiB gets fresh pages and returns them
+    # when freed, so the peak counts all scratch a call touches, whatever the allocator did
+    # with earlier frees (with glibc's sliding threshold a block could reuse resident heap).
+    env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+    extra = [] if chunk_n is None else ["--chunk-n", str(chunk_n)]
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "memory", "--mode", mode,
-                          "--threads", str(threads)], env=env, check=True, capture_output=True, text=True)
+                          "--threads", str(threads)] + extra, env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -184,5 +200,6 @@ if __name__ == "__main__":
     ap.add_argument("what", choices=["memory"])
     ap.add_argument("--mode", required=True, choices=["floor", "torch", "loss_and_grad", "pair"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--chunk-n", type=int, default=None)
     a = ap.parse_args()
-    print(json.dumps(memory_child(a.mode, a.threads)))
+    print(json.dumps(memory_child(a.mode, a.threads, a.chunk_n)))

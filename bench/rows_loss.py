@@ -1,5 +1,6 @@
 """Policy loss: loss + gradient + metrics at B=512, L=2048 against PyTorch CPU autograd of the
-same formula (verl's compute_policy_loss_vanilla with agg_loss token-mean), same threads."""
+same formula (verl's compute_policy_loss_vanilla with agg_loss token-mean; compute_policy_loss_gspo
+with seq-mean-token-mean; compute_policy_loss_clip_cov with token-mean), same threads."""
 import numpy as np
 
 from benchlib import Row
@@ -47,6 +48,53 @@ def _torch_vanilla(torch, lp0, olp, A, M, eps_low, eps_high, c, ref=None, ent=No
         loss = loss + kl_coef * (kl * M).sum() / n
     loss.backward()
     return loss.detach(), lp.grad, ppo_kl.detach(), clipfrac.detach(), clipfrac_lower.detach()
+
+
+def _torch_gspo(torch, lp0, olp, A, M, eps_low, eps_high):
+    """verl's compute_policy_loss_gspo (sequence ratio, clamp at 10, seq-mean-token-mean), float32."""
+    lp = lp0.detach().requires_grad_(True)
+    n = M.sum()
+    nk = lp - olp
+    seq = (nk * M).sum(-1) / M.sum(-1).clamp(min=1)
+    s = torch.exp(torch.clamp(lp - lp.detach() + seq.detach()[:, None], max=10.0))
+    l1 = -A * s
+    l2 = -A * torch.clamp(s, 1 - eps_low, 1 + eps_high)
+    pg = torch.maximum(l1, l2)
+    clipfrac = (torch.gt(l2, l1).float() * M).sum() / (n + 1e-8)
+    ppo_kl = (-nk * M).sum() / (n + 1e-8)
+    loss = ((pg * M).sum(-1) / (M.sum(-1) + 1e-8)).sum() / (M.sum(-1) > 0).sum()
+    loss.backward()
+    return loss.detach(), lp.grad, ppo_kl.detach(), clipfrac.detach()
+
+
+def _torch_clip_cov(torch, lp0, olp, A, M, eps_low, eps_high, ratio, lb, ub):
+    """verl's compute_policy_loss_clip_cov (unseeded randperm pick), token-mean, float32."""
+    lp = lp0.detach().requires_grad_(True)
+    n = M.sum()
+    A = A.expand_as(lp)
+
+    def masked_mean(x):
+        return (x * M).sum() / (n + 1e-8)
+
+    nk = lp - olp
+    ratio_t = torch.exp(nk)
+    ppo_kl = masked_mean(-nk)
+    l1 = -A * ratio_t
+    l2 = -A * torch.clamp(ratio_t, 1 - eps_low, 1 + eps_high)
+    with torch.no_grad():
+        clip_by_origin = (l2 > l1) & (M > 0)
+        cov = (A - masked_mean(A)) * (lp - masked_mean(lp))
+        cov[M == 0] = -torch.inf
+        cov[clip_by_origin] = -torch.inf
+        clip_num = max(int(ratio * n.item()), 1)
+        idx = torch.nonzero((cov < ub) & (cov > lb) & (M > 0))
+        idx = idx[torch.randperm(len(idx))[:min(clip_num, len(idx))]]
+        corr = torch.ones_like(A)
+        corr[idx[:, 0], idx[:, 1]] = 0
+        clipfrac = masked_mean((corr == 0).float())
+    loss = (torch.maximum(l1, l2) * corr * M).sum() / n
+    loss.backward()
+    return loss.detach(), lp.grad, ppo_kl.detach(), clipfrac
 
 
 def rows(ctx):
@@ -109,6 +157,36 @@ def rows(ctx):
                    peer=peer_unpadded, peer_name=peer_name))
     out.append(Row(name=f"loss: vanilla + k3 KL + entropy B={B} L={L}", lib=lib_full, peer=peer_full,
                    peer_name=peer_name))
+
+    # gspo (sequence ratio: a statistics pass over every row first) and clip_cov (means, the
+    # candidate count and the seeded pick, then the token pass), on the padded batch.
+    gspo_h = aepo.PolicyLoss({"loss": {"threads": ctx.threads, "policy_loss": "gspo",
+                                       "loss_agg_mode": "seq-mean-token-mean"}})
+    clip_cov_h = aepo.PolicyLoss({"loss": {"threads": ctx.threads, "policy_loss": "clip_cov"}})
+
+    def lib_gspo():
+        return gspo_h.compute(lp, olp, adv, mask)
+
+    def lib_clip_cov():
+        return clip_cov_h.compute(lp, olp, adv, mask, step=1)
+
+    peer_gspo = peer_clip_cov = None
+    gspo_check = {}
+    if torch is not None:
+        def peer_gspo():
+            return _torch_gspo(torch, t_lp, t_olp, t_A, t_M, 0.2, 0.2)
+
+        def peer_clip_cov():
+            return _torch_clip_cov(torch, t_lp, t_olp, t_A, t_M, 0.2, 0.2, 0.0002, 1.0, 5.0)
+
+        r, t = lib_gspo(), peer_gspo()
+        gspo_check = {"gspo_max_abs_grad_diff_vs_torch": float(np_.abs(r.grad - t[1].numpy()).max()),
+                      "gspo_loss_rel_diff_vs_torch": abs(r.loss - float(t[0])) / abs(float(t[0]))}
+    out.append(Row(name=f"loss: gspo loss+grad+metrics B={B} L={L} seq-mean-token-mean", lib=lib_gspo,
+                   peer=peer_gspo, peer_name=peer_name.replace("verl's formula", "verl's gspo"), extra=gspo_check,
+                   notes_keys=tuple(gspo_check)))
+    out.append(Row(name=f"loss: clip_cov loss+grad+metrics B={B} L={L} token-mean", lib=lib_clip_cov,
+                   peer=peer_clip_cov, peer_name=peer_name.replace("verl's formula", "verl's clip_cov")))
 
     # GRPO advantages for one AEPO step (512 prompts x 5 rollouts) against numpy.
     g = np_.random.default_rng(1)

@@ -144,12 +144,25 @@ typedef struct aepo_fused aepo_fused;           /* fused LM head */
  * gradient with respect to the per-token entropy, and metrics. It also computes outcome
  * advantages and selects AEPO's regulariser rows. See docs/LOSS.md for every formula.
  *
- * Implemented in this version: policy_loss "vanilla" (PPO clip with clip-higher, dual clip
- * for A < 0, log-ratio clamped to +-20 before exp: verl's semantics); every loss_agg_mode;
- * every kl_loss_type; the entropy term; advantage estimator "grpo" (with or without the
- * std normalisation). Other names that the config schema accepts are rejected by
- * aepo_loss_create with AEPO_ERR_CONFIG naming the key (loss.policy_loss,
- * advantage.estimator).
+ * loss.policy_loss (verl's semantics; per token, r = e^(logp - old_logp), lo/hi = 1 -/+
+ * clip_ratio_low/high; docs/LOSS.md has every formula and metric):
+ *   "vanilla"   PPO clip with clip-higher, dual clip for A < 0, log-ratio clamped to +-20;
+ *   "gspo"      sequence ratio s = e^min(mean_t(logp - old_logp), 10), clipped like PPO,
+ *               gradient through each token's own logp; needs loss_agg_mode
+ *               "seq-mean-token-mean" (any other is AEPO_ERR_CONFIG naming loss.loss_agg_mode);
+ *   "cispo"     -A sg(clamp(r, lo, hi)) logp, clipped on both sides as verl does;
+ *   "gpg", "reinforce" (the same)  -A logp;
+ *   "clip_cov"  PPO clip without dual clip, and a random few unclipped tokens whose
+ *               covariance (A - mean A)(logp - mean logp) lies in (clip_cov_lb, clip_cov_ub)
+ *               detached; the pick is keyed by loss.seed and in->step, so it is the same on
+ *               every run and with any thread count;
+ *   "kl_cov"    -A r, plus ppo_kl_coef |logp - old_logp| on the kl_cov_ratio share of tokens
+ *               with the largest covariance (ties to the lower index).
+ * Every mode works with every loss_agg_mode except gspo (above), every kl_loss_type and the
+ * entropy term. clip_cov and kl_cov take their statistics over the call (as verl does over
+ * its micro-batch), so their micro-batch results do not add up to one call's.
+ * advantage.estimator: "grpo" (with or without the std normalisation), "rloo",
+ * "reinforce_plus_plus_baseline" (needs lengths), "grpo_passk" (needs 2+ responses per group).
  *
  * Loss = agg(l * is_weight) - entropy_coeff * agg(H) + kl_loss_coef * agg(KL)
  *        [+ reg_alpha * token-mean over regulariser tokens of l with A = 1, `weighted`]
@@ -212,7 +225,7 @@ typedef struct aepo_loss_inputs {
     int64_t global_reg_tokens;  /* regulariser tokens of the whole mini-batch (`weighted`);
                                    negative: this call's */
     int64_t dp_size;            /* data-parallel ranks, >= 1 (default 1) */
-    int64_t step;               /* training step (keys random choices of later modes) */
+    int64_t step;               /* training step: keys clip_cov's random pick (with loss.seed) */
 } aepo_loss_inputs;
 
 /* Fills `in` with the defaults (NULL pointers, B = L = 0, reg_alpha = -1, global counts -1,
@@ -257,19 +270,31 @@ AEPO_API int32_t aepo_loss_config_json(const aepo_loss *h, char *buf, size_t cap
  *
  * Everything except finiteness is checked before any output is written. NaN or Inf under
  * mask = 1 is found in the same pass as the loss, so on AEPO_ERR_NON_FINITE `grad` and
- * `grad_entropy` may be partly written (loss and metrics are not). */
+ * `grad_entropy` may be partly written (loss and metrics are not); gspo, clip_cov and kl_cov
+ * read logp, old_logp (and, for the covariance modes, advantages) in a first pass and report
+ * those before writing. */
 AEPO_API int32_t aepo_loss_compute(aepo_loss *h, const aepo_loss_inputs *in, double *loss, float *grad,
                                    float *grad_entropy, double *metrics, size_t metrics_cap,
                                    aepo_error *err);
 
 /* Outcome advantages with the handle's `advantage` section: one float per response.
  *   rewards [n], group_ids [n] (responses to one prompt share an id, in any order),
- *   lengths [n] valid tokens per response or NULL (unused by "grpo"), out [n].
+ *   lengths [n] valid tokens per response or NULL (required by
+ *   "reinforce_plus_plus_baseline", unused by the others), out [n].
  * grpo: (r - mean) / (std + epsilon) per group with the unbiased std, or r - mean when
  * advantage.norm_adv_by_std_in_grpo is false; a singleton group uses mean 0 and std 1;
- * a group of equal rewards gets 0. A NaN or Inf reward is AEPO_ERR_NON_FINITE naming
- * rewards; an advantage of finite rewards that overflows float32 (rewards near +-FLT_MAX) is
- * AEPO_ERR_NON_FINITE naming out. */
+ * a group of equal rewards gets 0.
+ * rloo: n/(n-1) (r - mean); a singleton gets 0 (advantage.rloo_singleton "zero") or r
+ * ("score").
+ * reinforce_plus_plus_baseline: r - group mean (0 for a singleton), whitened over the valid
+ * tokens of the batch (each response counted lengths[i] times, Bessel's correction,
+ * (x - mu) / sqrt(var + 1e-8)); 0 for a response with no token. NULL lengths, or fewer than
+ * 2 tokens in all, is AEPO_ERR_INVALID_ARGUMENT naming lengths.
+ * grpo_passk: each group's best response (the first of equal ones) gets r_max - r_second,
+ * divided by std + epsilon when norm_adv_by_std_in_grpo; the others 0. A group with one
+ * response is AEPO_ERR_INVALID_ARGUMENT naming group_ids, err->index its response.
+ * A NaN or Inf reward is AEPO_ERR_NON_FINITE naming rewards; an advantage of finite rewards
+ * that overflows float32 (rewards near +-FLT_MAX) is AEPO_ERR_NON_FINITE naming out. */
 AEPO_API int32_t aepo_loss_advantages(const aepo_loss *h, const float *rewards, const int64_t *group_ids,
                                       int64_t n, const int64_t *lengths, float *out, aepo_error *err);
 
@@ -280,7 +305,8 @@ AEPO_API int32_t aepo_loss_advantages(const aepo_loss *h, const float *rewards, 
  * those when halve = 1. Writes the k chosen row indices (ascending) into indices, and k and
  * n_positive. indices == NULL with cap == 0 only reports k and n_positive; a non-NULL
  * buffer with cap < k is AEPO_ERR_BUFFER_TOO_SMALL (k is still written). k = 0 means no
- * regulariser this step. */
+ * regulariser this step. The call has no lengths, so a handle with estimator
+ * "reinforce_plus_plus_baseline" fails with AEPO_ERR_INVALID_ARGUMENT naming lengths. */
 AEPO_API int32_t aepo_loss_select_regularizer(const aepo_loss *h, const float *rewards,
                                               const int64_t *group_ids, int64_t n, int64_t k_max,
                                               int32_t halve, int64_t *indices, size_t cap, int64_t *k,
@@ -661,10 +687,14 @@ AEPO_API int32_t aepo_fused_backward(const aepo_fused *h, const float *X, const 
  *   dX [N, D] or NULL: written, 0 where mask = 0;
  *   dW [V, D] or NULL, dbias [V] or NULL: ADDED to;
  *   logp, entropy [N] or NULL: written, 0 where mask = 0.
- * For losses whose token terms are separable (every mode implemented in this version) the
- * loss kernel runs on each chunk_n x V block as soon as its log-probs exist, and each logit
- * is produced once. The result equals aepo_fused_forward, then aepo_loss_compute, then
- * aepo_fused_backward, up to float32 rounding. */
+ * For losses whose token terms are separable (vanilla, cispo, gpg/reinforce) the loss
+ * kernel runs on each chunk_n x V block as soon as its log-probs exist, and each logit is
+ * produced once. gspo, clip_cov and kl_cov need every log-prob first (the sequence ratio,
+ * the covariance statistics): for them the call runs aepo_fused_forward, the loss, then
+ * aepo_fused_backward, so the logits are produced twice (chunk_n x chunk_v blocks, extra
+ * memory as forward and backward). The result equals aepo_fused_forward, then
+ * aepo_loss_compute (with in->step), then aepo_fused_backward, up to float32 rounding (bit
+ * for bit for the two-pass modes). */
 AEPO_API int32_t aepo_fused_loss_and_grad(const aepo_fused *h, aepo_loss *policy_loss,
                                           const float *X, const float *W, const float *bias,
                                           const int32_t *targets, int64_t D, int64_t V,

@@ -193,6 +193,10 @@ public enum ConfigSchema {
             throw .config("loss.loss_scale_factor",
                           "loss_agg_mode \"seq-mean-token-sum-norm\" needs loss_scale_factor > 0 (the token budget K in sum/(G*K)); 0 means unset")
         }
+        if c.loss.policyLoss == "gspo" && c.loss.lossAggMode != "seq-mean-token-mean" {
+            throw .config("loss.loss_agg_mode",
+                          "policy_loss \"gspo\" needs \"seq-mean-token-mean\" (its ratio is a per-sequence mean, and verl aggregates it that way whatever the setting), got \"\(c.loss.lossAggMode)\"; set loss.loss_agg_mode to \"seq-mean-token-mean\"")
+        }
         if !(c.loss.clipCovLb < c.loss.clipCovUb) {
             throw .config("loss.clip_cov_ub", "must be greater than loss.clip_cov_lb (\(formatReal(c.loss.clipCovLb))), got \(formatReal(c.loss.clipCovUb))")
         }

@@ -55,7 +55,7 @@ func runFusedLoss(_ head: FusedHead, _ engine: PolicyLossEngine, _ fc: FusedCase
     let batch = LossBatch(rows: lc.B, length: lc.L, logp: UnsafeBufferPointer(start: nil, count: 0), oldLogp: olp,
                           advantages: adv, advantagesPerToken: lc.perToken, mask: mask, refLogp: ref, isWeights: isw,
                           entropy: nil, regRows: reg, regAlpha: lc.regAlpha, globalTokens: lc.globalTokens,
-                          globalSeqs: lc.globalSeqs, globalRegTokens: lc.globalRegTokens, dpSize: lc.dp)
+                          globalSeqs: lc.globalSeqs, globalRegTokens: lc.globalRegTokens, dpSize: lc.dp, step: lc.step)
     var fcNoMask = fc
     fcNoMask.mask = nil  // the batch's mask is the head's mask
     try fcNoMask.withInputs { (inp) throws(AepoFailure) in
@@ -77,10 +77,15 @@ func runFusedLoss(_ head: FusedHead, _ engine: PolicyLossEngine, _ fc: FusedCase
 }
 
 /// The float64 chain: loss value, and dX, dW, dbias through dL/dlogp and dL/dH.
-func referenceFusedLoss(_ cfg: Config, _ c: FusedLossCase, T: Double)
+/// `selected` is the covariance selection of clip_cov and kl_cov (taken as given); the
+/// stop-gradient terms of gspo and cispo are held at the float64 log-probs.
+func referenceFusedLoss(_ cfg: Config, _ c: FusedLossCase, T: Double, selected: Set<Int> = [])
     -> (loss: Double, entropyMetric: Double, dX: [Double], dW: [Double], db: [Double]) {
     let st = Ref64.stats(c.head, T: T)
-    let base = referenceLoss(cfg, c.loss, lp: st.logp, ent: st.entropy)
+    func ref(_ lp: [Double], _ ent: [Double]) -> RefLoss {
+        referenceLoss(cfg, c.loss, lp: lp, ent: ent, selected: selected, detached: st.logp)
+    }
+    let base = ref(st.logp, st.entropy)
     let h = 1e-6
     let n = c.head.N
     var gl = [Double](repeating: 0, count: n), gh = [Double](repeating: 0, count: n)
@@ -88,13 +93,11 @@ func referenceFusedLoss(_ cfg: Config, _ c: FusedLossCase, T: Double)
         var p = st.logp, m = st.logp
         p[i] += h
         m[i] -= h
-        gl[i] = (referenceLoss(cfg, c.loss, lp: p, ent: st.entropy).loss
-            - referenceLoss(cfg, c.loss, lp: m, ent: st.entropy).loss) / (2 * h)
+        gl[i] = (ref(p, st.entropy).loss - ref(m, st.entropy).loss) / (2 * h)
         var pe = st.entropy, me = st.entropy
         pe[i] += h
         me[i] -= h
-        gh[i] = (referenceLoss(cfg, c.loss, lp: st.logp, ent: pe).loss
-            - referenceLoss(cfg, c.loss, lp: st.logp, ent: me).loss) / (2 * h)
+        gh[i] = (ref(st.logp, pe).loss - ref(st.logp, me).loss) / (2 * h)
     }
     let g = Ref64.grads(c.head, T: T, gl: gl, gh: gh)
     return (base.loss, base.entropy, g.dX, g.dW, g.db)
@@ -264,6 +267,56 @@ func unfusedLoss(_ cfg: Config, _ c: FusedLossCase) throws -> FusedLossRun {
         #expect(relInf(run.dX, gx) <= 1e-5, "dX: \(relInf(run.dX, gx))")
         #expect(relInf(run.dW, gw) <= 1e-5, "dW: \(relInf(run.dW, gw))")
         #expect(relInf(run.db, gb) <= 1e-5, "dbias: \(relInf(run.db, gb))")
+    }
+
+    /// Every mode of issue 4 through loss_and_grad: one pass over the logits for the
+    /// token-separable modes (cispo, gpg), forward / loss / backward for the others (gspo's
+    /// sequence ratio and the covariance selections need every log-prob first). Checked
+    /// against the float64 chain, the unfused float32 path and the composition, for two
+    /// thread counts.
+    @Test(arguments: ["gspo", "cispo", "gpg", "reinforce", "clip_cov", "kl_cov"])
+    func everyModeMatchesFloat64Chain(mode: String) throws {
+        var cfg = Config()
+        cfg.loss.policyLoss = mode
+        cfg.loss.lossAggMode = mode == "gspo" ? "seq-mean-token-mean" : "token-mean"
+        cfg.loss.clipRatioHigh = 0.28
+        cfg.loss.entropyCoeff = 0.05
+        cfg.loss.klLossCoef = 0.2
+        cfg.loss.klLossType = "k1"
+        cfg.loss.clipCovRatio = 0.2
+        cfg.loss.clipCovLb = 0.05
+        cfg.loss.klCovRatio = 0.2
+        cfg.loss.ppoKlCoef = 0.5
+        cfg.fused.chunkN = 4
+        cfg.fused.chunkV = 16
+        cfg.fused.temperature = 0.9
+        let T = cfg.fused.temperature
+        var c = FusedLossCase.random(B: 4, L: 5, D: 10, V: 37, T: T, seed: 321, holes: [3, 4, 11, 18], withRef: true)
+        c.loss.step = 5
+        let eng = try PolicyLossEngine(config: cfg)
+        let head = try FusedHead(config: cfg.fused)
+        let run = try runFusedLoss(head, eng, c.head, c.loss)
+        // The selection the library made on the head's log-probs.
+        var withLogp = c.loss
+        withLogp.logp = run.logp
+        withLogp.entropy = run.entropy
+        let sel = Set(try selection(eng, withLogp))
+        if mode == "clip_cov" || mode == "kl_cov" { #expect(!sel.isEmpty, "\(mode): nothing selected") }
+        let ref = referenceFusedLoss(cfg, c, T: T, selected: sel)
+        #expect(relErr(run.result.loss, ref.loss) <= 1e-5, "\(mode): loss \(run.result.loss) vs \(ref.loss)")
+        #expect(relInf(run.dX, ref.dX) <= 1e-5, "\(mode): dX rel err \(relInf(run.dX, ref.dX))")
+        #expect(relInf(run.dW, ref.dW) <= 1e-5, "\(mode): dW rel err \(relInf(run.dW, ref.dW))")
+        #expect(relInf(run.db, ref.db) <= 1e-5, "\(mode): dbias rel err \(relInf(run.db, ref.db))")
+        let un = try unfusedLoss(cfg, c)
+        #expect(relErr(un.result.loss, run.result.loss) <= 1e-5, "\(mode): unfused loss \(un.result.loss)")
+        #expect(relInf(run.dX, un.dX) <= 1e-5 && relInf(run.dW, un.dW) <= 1e-5 && relInf(run.db, un.db) <= 1e-5)
+        let two = try runFusedLoss(head, eng, c.head, c.loss, forceTwoPass: true)
+        #expect(relErr(two.result.loss, run.result.loss) <= 1e-6)
+        #expect(relInf(two.dX, run.dX) <= 1e-5 && relInf(two.dW, run.dW) <= 1e-5 && relInf(two.db, run.db) <= 1e-5)
+        cfg.fused.threads = 3
+        cfg.loss.threads = 3
+        let many = try runFusedLoss(try FusedHead(config: cfg.fused), try PolicyLossEngine(config: cfg), c.head, c.loss)
+        #expect(many.result == run.result && many.dX == run.dX && many.dW == run.dW && many.db == run.db, "\(mode): threads")
     }
 
     /// With global counts, the micro-batches' losses and gradients add up to one call's.

@@ -3,7 +3,8 @@ import Glibc
 import Testing
 
 /// Timing probe for development: runs only with AEPO_LOSS_PROBE=1 and prints milliseconds.
-/// (The benchmark of record is `make bench`.)
+/// AEPO_LOSS_PROBE_MODES lists the policy_loss modes to time (comma-separated; default
+/// vanilla). (The benchmark of record is `make bench`.)
 @Suite struct LossProbeTests {
     @Test(.enabled(if: getenv("AEPO_LOSS_PROBE") != nil)) func vanillaAt512x2048() throws {
         let B = 512, L = 2048, n = B * L
@@ -31,10 +32,15 @@ import Testing
         var full = batch
         full.refLogp = bref
         full.entropy = bent
-        for threads: Int64 in [1, 2] {
+        let modes = (getenv("AEPO_LOSS_PROBE_MODES").map { String(cString: $0) } ?? "vanilla")
+            .split(separator: ",").map(String.init)
+        for mode in modes {
+          for threads: Int64 in [1, 2] {
             for kl in [false, true] {
                 let e = engine {
                     $0.loss.threads = threads
+                    $0.loss.policyLoss = mode
+                    if mode == "gspo" { $0.loss.lossAggMode = "seq-mean-token-mean" }
                     if kl { $0.loss.klLossCoef = 0.01; $0.loss.entropyCoeff = 0.001 }
                 }
                 var best = 1e9
@@ -45,8 +51,9 @@ import Testing
                     clock_gettime(CLOCK_MONOTONIC, &t1)
                     best = min(best, Double(t1.tv_sec - t0.tv_sec) * 1e3 + Double(t1.tv_nsec - t0.tv_nsec) / 1e6)
                 }
-                print("probe threads=\(threads) \(kl ? "k3+entropy" : "vanilla") compute best ms: \(best)")
+                print("probe \(mode) threads=\(threads) \(kl ? "+k3+entropy" : "") compute best ms: \(best)")
             }
+          }
         }
     }
 }

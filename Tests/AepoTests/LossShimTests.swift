@@ -91,12 +91,13 @@ import Testing
         #expect(AEPO_LOSS_METRIC_REG_TOKEN_FRAC == 8 && AEPO_LOSS_METRIC_N_SEQS == 10)
     }
 
-    @Test func unknownAndUnimplementedModes() {
+    @Test func unknownModesAndUnsupportedAggregation() {
         for (json, path, fragment) in [
             (#"{"loss": {"policy_loss": "nonsense"}}"#, "loss.policy_loss", "unknown value"),
-            (#"{"loss": {"policy_loss": "gspo"}}"#, "loss.policy_loss", "not implemented"),
-            (#"{"loss": {"policy_loss": "clip_cov"}}"#, "loss.policy_loss", "not implemented"),
-            (#"{"advantage": {"estimator": "rloo"}}"#, "advantage.estimator", "not implemented"),
+            (#"{"loss": {"policy_loss": "geo_mean"}}"#, "loss.policy_loss", "unknown value"),
+            (#"{"loss": {"policy_loss": "gspo"}}"#, "loss.loss_agg_mode", "seq-mean-token-mean"),
+            (#"{"loss": {"policy_loss": "gspo", "loss_agg_mode": "token-sum"}}"#, "loss.loss_agg_mode", "\"token-sum\""),
+            (#"{"advantage": {"estimator": "gae"}}"#, "advantage.estimator", "unknown value"),
             (#"{"loss": {"loss_agg_mode": "mean"}}"#, "loss.loss_agg_mode", "unknown value"),
             (#"{"loss": {"kl_loss_type": "full"}}"#, "loss.kl_loss_type", "unknown value"),
             (#"{"loss": {"loss_agg_mode": "seq-mean-token-sum-norm"}}"#, "loss.loss_scale_factor", "loss_scale_factor"),

@@ -40,6 +40,7 @@ struct LossCase {
     var globalSeqs: Int?
     var globalRegTokens: Int?
     var dp = 1
+    var step: Int64 = 0
 
     /// Rows [lo, hi) as a case of their own (global counts and dp copied).
     func rows(_ lo: Int, _ hi: Int) -> LossCase {
@@ -84,7 +85,7 @@ func runLoss(_ engine: PolicyLossEngine, _ c: LossCase, wantGrad: Bool = true) t
     let batch = LossBatch(rows: c.B, length: c.L, logp: lp, oldLogp: olp, advantages: adv,
                           advantagesPerToken: c.perToken, mask: mask, refLogp: ref, isWeights: isw,
                           entropy: ent, regRows: reg, regAlpha: c.regAlpha, globalTokens: c.globalTokens,
-                          globalSeqs: c.globalSeqs, globalRegTokens: c.globalRegTokens, dpSize: c.dp)
+                          globalSeqs: c.globalSeqs, globalRegTokens: c.globalRegTokens, dpSize: c.dp, step: c.step)
     var grad = [Float](repeating: .nan, count: c.B * c.L)
     var gradEnt = [Float](repeating: .nan, count: c.B * c.L)
     var out: Result<LossResult, AepoFailure> = .failure(AepoFailure(.internal, "", ""))
@@ -133,11 +134,28 @@ func referenceKL(_ type: String, lp: Double, ref: Double) -> Double {
     }
 }
 
+/// Every policy-loss mode: `selected` is the covariance selection of clip_cov and kl_cov (a
+/// detached quantity, taken as given), and stop-gradient terms (gspo's sequence log-ratio,
+/// cispo's clipped ratio) are evaluated at `detached` (default: the case's own log-probs),
+/// so that finite differences of this function see only the live occurrences of logp, as
+/// autograd does.
 func referenceLoss(_ cfg: Config, _ c: LossCase, lp lpIn: [Double]? = nil, ent entIn: [Double]? = nil,
-                   klTypeOverride: String? = nil) -> RefLoss {
+                   klTypeOverride: String? = nil, selected: Set<Int> = [], detached: [Double]? = nil) -> RefLoss {
     let l = cfg.loss
     let n = c.B * c.L
     let lp = lpIn ?? c.logp.map(Double.init)
+    let base = detached ?? c.logp.map(Double.init)  // the detached log-probs
+    let mode = l.policyLoss
+    // gspo: each row's mean log-ratio at the detached log-probs.
+    var seqLogRatio = [Double](repeating: 0, count: c.B)
+    for b in 0..<c.B {
+        var s = 0.0, cnt = 0
+        for t in 0..<c.L where c.mask[b * c.L + t] == 1 {
+            s += base[b * c.L + t] - Double(c.oldLogp[b * c.L + t])
+            cnt += 1
+        }
+        seqLogRatio[b] = s / Double(max(cnt, 1))
+    }
     let ent = entIn ?? c.entropy?.map(Double.init)
     let weighted = cfg.regularizer.combine == "weighted"
     var pgMat = [Double](repeating: 0, count: n)
@@ -152,20 +170,52 @@ func referenceLoss(_ cfg: Config, _ c: LossCase, lp lpIn: [Double]? = nil, ent e
         if isReg && weighted { regM[i] = m } else { mainM[i] = m }
         guard c.mask[i] == 1 else { continue }
         let A = isReg ? 1.0 : Double(c.perToken ? c.advantages[i] : c.advantages[b])
-        let d = min(max(lp[i] - Double(c.oldLogp[i]), -20), 20)
-        let r = Glibc.exp(d)
-        let l1 = -A * r
-        let l2 = -A * min(max(r, 1 - l.clipRatioLow), 1 + l.clipRatioHigh)
-        let c1 = max(l1, l2)
-        let l3 = -A * l.clipRatioC
-        let c2 = min(l3, c1)
-        let tok = A < 0 ? c2 : c1
+        let lo = 1 - l.clipRatioLow, hi = 1 + l.clipRatioHigh
+        let clamp = { (x: Double, a: Double, z: Double) in min(max(x, a), z) }
+        let raw = lp[i] - Double(c.oldLogp[i])
+        var tok: Double
+        switch mode {
+        case "gspo":
+            // exp(clamp(x - sg(x) + sg(m_b), max 10))
+            let s = Glibc.exp(min(lp[i] - base[i] + seqLogRatio[b], 10))
+            let l1 = -A * s, l2 = -A * clamp(s, lo, hi)
+            tok = max(l1, l2)
+            if l2 > l1 { clip += 1 }
+            negD += -raw
+        case "cispo":
+            let dBase = clamp(base[i] - Double(c.oldLogp[i]), -20, 20)
+            let rBase = Glibc.exp(dBase)
+            tok = -A * clamp(rBase, lo, hi) * lp[i]
+            if rBase < lo || rBase > hi { clip += 1 }
+            negD += -clamp(raw, -20, 20)
+        case "gpg", "reinforce":
+            tok = -A * lp[i]
+            negD += -raw
+        case "clip_cov":
+            let r = Glibc.exp(raw)
+            let l1 = -A * r, l2 = -A * clamp(r, lo, hi)
+            tok = selected.contains(i) ? 0 : max(l1, l2)
+            if selected.contains(i) { clip += 1 }
+            negD += -raw
+        case "kl_cov":
+            tok = -A * Glibc.exp(raw) + (selected.contains(i) ? l.ppoKlCoef * abs(raw) : 0)
+            negD += abs(raw)
+        default:
+            let d = clamp(raw, -20, 20)
+            let r = Glibc.exp(d)
+            let l1 = -A * r
+            let l2 = -A * clamp(r, lo, hi)
+            let c1 = max(l1, l2)
+            let l3 = -A * l.clipRatioC
+            let c2 = min(l3, c1)
+            tok = A < 0 ? c2 : c1
+            if l2 > l1 { clip += 1 }
+            if c1 > l3 && A < 0 { lower += 1 }
+            negD += -d
+        }
         pgMat[i] = tok * Double(c.isw?[i] ?? 1)
         if let ref = c.ref { klMat[i] = referenceKL(klTypeOverride ?? l.klLossType, lp: lp[i], ref: Double(ref[i])) }
         valid += 1
-        if l2 > l1 { clip += 1 }
-        if c1 > l3 && A < 0 { lower += 1 }
-        negD += -d
     }
     let dp = Double(c.dp)
     // verl's masked_sum: values outside the mask are replaced by 0 before the product.
@@ -211,7 +261,8 @@ func referenceLoss(_ cfg: Config, _ c: LossCase, lp lpIn: [Double]? = nil, ent e
 
 /// Central differences (h = 1e-6) of the reference loss with respect to every valid logp
 /// and, when the case has entropies, every valid entropy.
-func finiteDifferences(_ cfg: Config, _ c: LossCase, h: Double = 1e-6) -> (dlogp: [Double], dent: [Double]) {
+func finiteDifferences(_ cfg: Config, _ c: LossCase, h: Double = 1e-6,
+                       selected: Set<Int> = []) -> (dlogp: [Double], dent: [Double]) {
     let n = c.B * c.L
     let base = c.logp.map(Double.init)
     let klType = cfg.loss.klLossType.hasSuffix("+") ? "k2" : nil
@@ -220,8 +271,8 @@ func finiteDifferences(_ cfg: Config, _ c: LossCase, h: Double = 1e-6) -> (dlogp
         var p = base, m = base
         p[i] += h
         m[i] -= h
-        g[i] = (referenceLoss(cfg, c, lp: p, klTypeOverride: klType).loss
-            - referenceLoss(cfg, c, lp: m, klTypeOverride: klType).loss) / (2 * h)
+        g[i] = (referenceLoss(cfg, c, lp: p, klTypeOverride: klType, selected: selected).loss
+            - referenceLoss(cfg, c, lp: m, klTypeOverride: klType, selected: selected).loss) / (2 * h)
     }
     var ge = [Double](repeating: 0, count: n)
     if let e = c.entropy?.map(Double.init) {
@@ -229,7 +280,8 @@ func finiteDifferences(_ cfg: Config, _ c: LossCase, h: Double = 1e-6) -> (dlogp
             var p = e, m = e
             p[i] += h
             m[i] -= h
-            ge[i] = (referenceLoss(cfg, c, ent: p).loss - referenceLoss(cfg, c, ent: m).loss) / (2 * h)
+            ge[i] = (referenceLoss(cfg, c, ent: p, selected: selected).loss
+                - referenceLoss(cfg, c, ent: m, selected: selected).loss) / (2 * h)
         }
     }
     return (g, ge)

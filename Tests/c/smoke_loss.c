@@ -110,9 +110,9 @@ int main(void) {
     aepo_loss_free(h);
     aepo_loss_free(NULL);
 
-    /* An unimplemented mode is rejected at creation, naming the key. */
+    /* An unknown mode is rejected at creation, naming the key. */
     h = (aepo_loss *)&err; /* any non-NULL value: a failed create stores NULL */
-    CHECK_STATUS(aepo_loss_create("{\"loss\": {\"policy_loss\": \"gspo\"}}", 33, &h, &err), AEPO_ERR_CONFIG, &err);
+    CHECK_STATUS(aepo_loss_create("{\"loss\": {\"policy_loss\": \"sapo\"}}", 33, &h, &err), AEPO_ERR_CONFIG, &err);
     CHECK(strcmp(err.argument, "loss.policy_loss") == 0 && h == NULL);
     return smoke_finish("smoke_loss");
 }

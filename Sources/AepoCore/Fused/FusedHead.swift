@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// The fused LM head: log-probs, exact entropy, the policy loss and every gradient straight
 /// from hidden states, with the [N, V] logits never materialised.
@@ -109,8 +110,8 @@ public struct FusedHead: Sendable {
                     let width = min(cv, V - v0)
                     logitsBlock(inp, x: x, m: m, v0: v0, width: width, into: work.z)
                     let z = work.z
-                    parallelRanges(count: m, threads: threads, minPerThread: max(1, Self.minElementsPerThread / width)) { range in
-                        for i in range {
+                    forEachRow(m, threads: threads, minPerThread: max(1, Self.minElementsPerThread / width)) { i in
+                        do {
                             let zr = z + i * width
                             stats.base[i].add(zr, count: width)
                             let t = Int(tg[valid[s.lowerBound + i]]) - v0
@@ -213,8 +214,8 @@ public struct FusedHead: Sendable {
                     let width = min(cv, V - v0)
                     logitsBlock(inp, x: x, m: m, v0: v0, width: width, into: work.z)
                     let z = work.z
-                    parallelRanges(count: m, threads: threads, minPerThread: max(1, Self.minElementsPerThread / width)) { range in
-                        for i in range {
+                    forEachRow(m, threads: threads, minPerThread: max(1, Self.minElementsPerThread / width)) { i in
+                        do {
                             let zr = z + i * width
                             let before = grads.base[i].topColumn
                             let held = grads.base[i].topValue
@@ -382,8 +383,8 @@ public struct FusedHead: Sendable {
                 // token kernel on that token, then G in place of the logits (whole rows, so
                 // the point updates go in place too). NaN in lseRow marks a row whose logits
                 // overflowed. Masked tokens keep their zero gradients.
-                parallelRanges(count: m, threads: threads, minPerThread: minRows) { range in
-                    for i in range {
+                forEachRow(m, threads: threads, minPerThread: minRows) { i in
+                    do {
                         let r = valid[s.lowerBound + i]
                         let zr = z + i * V
                         var a = SoftmaxRowAccumulator(temperature: T, logpAtT1: false)
@@ -391,7 +392,7 @@ public struct FusedHead: Sendable {
                         if a.nonFinite || a.allNegativeInfinity {
                             lseRow.base[i] = .nan
                             (partials.base + i).initialize(to: TokenPartials())
-                            continue
+                            return
                         }
                         lp[r] = Float(a.logp(targetLogit: zr[Int(tg[r])]))
                         ent[r] = Float(a.entropy)
@@ -585,14 +586,26 @@ func raw<T>(_ b: UnsafeBufferPointer<T>?) -> UnsafeRawBufferPointer? {
     b.map { UnsafeRawBufferPointer($0) }
 }
 
-extension PolicyLossMode {
-    /// Whether a token's loss depends only on its own log-prob and entropy once the
-    /// aggregation weights are known. Then `FusedHead.lossAndGrad` runs the loss kernel
-    /// block by block and makes every logit once; otherwise it runs forward, the loss and
-    /// backward in turn (the logits are made twice).
-    var isTokenSeparable: Bool {
-        switch self {
-        case .vanilla: return true
+/// Runs `body(i)` for every i in 0..<count on `threads` pthreads that take small runs of rows
+/// from a shared counter, so a thread the OS parks for a while does not hold the others up.
+/// Each row's work must not depend on which thread runs it; then the result does not depend
+/// on the schedule or the thread count. `minPerThread` rows per thread at least.
+func forEachRow(_ count: Int, threads: Int, minPerThread: Int, _ body: (Int) -> Void) {
+    let workers = max(1, min(threads, count / max(minPerThread, 1)))
+    guard workers > 1 else {
+        for i in 0..<count { body(i) }
+        return
+    }
+    // About eight runs per worker, so the last runs balance the load.
+    let grain = max(1, count / (8 * workers))
+    let next = Atomic<Int>(0)
+    parallelRanges(count: workers, threads: workers) { mine in
+        for _ in mine {
+            while true {
+                let lo = next.wrappingAdd(grain, ordering: .relaxed).oldValue
+                if lo >= count { break }
+                for i in lo..<min(lo + grain, count) { body(i) }
+            }
         }
     }
 }

@@ -48,6 +48,16 @@ public struct AggregationPlan: Sendable {
     public var allSeqs = 0
     public var regAlpha: Double
 
+    // Statistics of the whole call for the modes that need them (`PolicyLossEngine.prepare`).
+    /// gspo: per row, s_b = e^min(m_b, 10) with m_b the row's mean log-ratio.
+    public var sequenceRatio: [Double] = []
+    /// gspo: per row, whether m_b <= 10 (the clamp passes the gradient).
+    public var sequenceRatioFlows: [Bool] = []
+    /// clip_cov and kl_cov: the selected flat token indices, ascending.
+    public var selected: [Int] = []
+    /// Whether `prepare` has run.
+    public var prepared = false
+
     /// Validates the mask (0/1) and `reg_rows` (0/1), counts tokens and rows, resolves the
     /// global counts and forms the weights.
     public static func make(_ batch: LossBatch, mode: AggregationMode, combine: RegularizerCombine,

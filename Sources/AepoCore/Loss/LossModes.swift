@@ -1,24 +1,48 @@
 /// The named choices of the loss, advantage and regulariser sections, parsed once from the
 /// config so the kernels switch on small enums instead of strings.
 ///
-/// A name that the schema accepts but this version does not implement is rejected here,
-/// at handle creation, with a config error naming the key (never a trap later).
+/// Every name the schema accepts is implemented; an unknown one is a config error naming
+/// the key (the schema rejects it first).
 
 /// `loss.policy_loss`.
 public enum PolicyLossMode: Sendable, Equatable {
+    /// PPO clip with clip-higher and dual clip (verl `vanilla`).
     case vanilla
-
-    public static let implemented = ["vanilla"]
+    /// Sequence-level ratio (verl `gspo`); aggregates with seq-mean-token-mean only.
+    case gspo
+    /// Stop-gradient clipped ratio times log-prob, clipped on both sides (verl `cispo`).
+    case cispo
+    /// -A logp (verl `gpg`; `reinforce` is an alias).
+    case gpg
+    /// PPO clip without dual clip, with a random few high-covariance tokens detached (verl `clip_cov`).
+    case clipCov
+    /// Unclipped -A r, plus ppo_kl_coef |logp - old_logp| on the top-k covariance tokens (verl `kl_cov`).
+    case klCov
 
     public init(name: String) throws(AepoFailure) {
         switch name {
         case "vanilla": self = .vanilla
-        default:
-            throw .config("loss.policy_loss",
-                          "\"\(name)\" is a valid mode name but is not implemented in this version of libaepo; implemented: "
-                              + PolicyLossMode.implemented.map { "\"\($0)\"" }.joined(separator: ", "))
+        case "gspo": self = .gspo
+        case "cispo": self = .cispo
+        case "gpg", "reinforce": self = .gpg
+        case "clip_cov": self = .clipCov
+        case "kl_cov": self = .klCov
+        default: throw .config("loss.policy_loss", "unknown value \"\(name)\"")
         }
     }
+
+    /// Whether a token's loss depends only on its own log-prob once the aggregation weights
+    /// are known. The other modes first need a statistic of the whole call (gspo: each
+    /// sequence's mean log-ratio; clip_cov and kl_cov: the covariance selection).
+    public var isTokenSeparable: Bool {
+        switch self {
+        case .vanilla, .cispo, .gpg: return true
+        case .gspo, .clipCov, .klCov: return false
+        }
+    }
+
+    /// Whether the mode picks tokens by covariance before the token pass.
+    var selectsTokens: Bool { self == .clipCov || self == .klCov }
 }
 
 /// `loss.loss_agg_mode`: how per-token values become one number (verl's `agg_loss`).
@@ -76,16 +100,20 @@ public struct KLType: Sendable, Equatable {
 /// `advantage.estimator`.
 public enum AdvantageEstimator: Sendable, Equatable {
     case grpo
-
-    public static let implemented = ["grpo"]
+    /// Leave-one-out baseline, n/(n-1) (r - mean).
+    case rloo
+    /// Group mean subtracted, then whitened over the valid tokens of the batch (needs lengths).
+    case reinforcePlusPlusBaseline
+    /// Only each group's best response gets r_max - r_second (groups of two or more).
+    case grpoPassk
 
     public init(name: String) throws(AepoFailure) {
         switch name {
         case "grpo": self = .grpo
-        default:
-            throw .config("advantage.estimator",
-                          "\"\(name)\" is a valid estimator name but is not implemented in this version of libaepo; implemented: "
-                              + AdvantageEstimator.implemented.map { "\"\($0)\"" }.joined(separator: ", "))
+        case "rloo": self = .rloo
+        case "reinforce_plus_plus_baseline": self = .reinforcePlusPlusBaseline
+        case "grpo_passk": self = .grpoPassk
+        default: throw .config("advantage.estimator", "unknown value \"\(name)\"")
         }
     }
 }

@@ -301,13 +301,13 @@ def test_errors_name_the_argument():
         with pytest.raises(aepo.DTypeError):
             pl.compute(LP, OLP, [1, -1], MASK.astype(np.float32))
     with pytest.raises(aepo.ConfigError) as e:
-        aepo.PolicyLoss({"loss": {"policy_loss": "gspo"}})
-    assert e.value.argument == "loss.policy_loss" and "not implemented" in str(e.value)
+        aepo.PolicyLoss({"loss": {"policy_loss": "geo_mean"}})
+    assert e.value.argument == "loss.policy_loss" and "unknown value" in str(e.value)
     with pytest.raises(aepo.ConfigError) as e:
         aepo.PolicyLoss({"loss": {"loss_agg_mode": "mean"}})
     assert e.value.argument == "loss.loss_agg_mode"
     with pytest.raises(aepo.ConfigError) as e:
-        aepo.compute_advantages([1, 0], [0, 0], estimator="rloo")
+        aepo.compute_advantages([1, 0], [0, 0], estimator="gae")
     assert e.value.argument == "advantage.estimator"
     with pytest.raises(aepo.NonFiniteError) as e:
         aepo.compute_advantages([1, np.nan], [0, 0])

@@ -1,6 +1,7 @@
 """aepo.torch.verl_policy_loss with stand-ins for verl's actor config (verl is not installed):
 anchors §7.3's vanilla numbers, verl's metric names, the global batch info, and the fields
 it must ignore."""
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -102,10 +103,17 @@ def test_loss_mode_names():
     base = at.verl_policy_loss(olp, lp, adv, mask, "token-mean", ActorConfig())[0].item()
     cfg = ActorConfig(policy_loss=PolicyLossConfig(loss_mode=at.AEPO_LOSS_MODE))  # the name docs/TORCH.md registers
     assert at.verl_policy_loss(olp, lp, adv, mask, "token-mean", cfg)[0].item() == base
-    for bad in ("gspo", "sapo"):
-        with pytest.raises(aepo.ConfigError) as e:
-            at.verl_policy_loss(olp, lp, adv, mask, "token-mean", ActorConfig(policy_loss={"loss_mode": bad}))
-        assert e.value.argument == "policy_loss.loss_mode" and bad in str(e.value)
+    # A mode the library does not run is named as verl names it.
+    with pytest.raises(aepo.ConfigError) as e:
+        at.verl_policy_loss(olp, lp, adv, mask, "token-mean", ActorConfig(policy_loss={"loss_mode": "sapo"}))
+    assert e.value.argument == "policy_loss.loss_mode" and "sapo" in str(e.value)
+    # gspo runs, with the aggregation verl forces on it; any other is an error naming it.
+    gspo = ActorConfig(policy_loss={"loss_mode": "gspo"})
+    with pytest.raises(aepo.ConfigError) as e:
+        at.verl_policy_loss(olp, lp, adv, mask, "token-mean", gspo)
+    assert e.value.argument == "loss_agg_mode" and "gspo" in str(e.value)
+    val, _ = at.verl_policy_loss(olp, lp, adv, mask, "seq-mean-token-mean", gspo)
+    assert math.isfinite(val.item())
     with pytest.raises(aepo.ConfigError) as e:
         at.verl_policy_loss(olp, lp, adv, mask, "token-mean", ActorConfig(clip_ratio_c=1.0))
     assert e.value.argument == "clip_ratio_c"
