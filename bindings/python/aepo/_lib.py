@@ -180,6 +180,18 @@ if _abi != ABI_VERSION:
 version = lib.aepo_version_string().decode()
 
 
+INT64_MIN = -(1 << 63)
+INT64_MAX = (1 << 63) - 1
+
+
+def int64(v, name):
+    """``v`` (already an int) checked to fit the C int64_t it is passed as: ctypes would
+    silently keep only its low 64 bits (2**64 + 1 would arrive as 1)."""
+    if not INT64_MIN <= v <= INT64_MAX:
+        raise InvalidValueError(f"{name}: {v} does not fit in a 64-bit integer", argument=name)
+    return v
+
+
 def call(fn, *args):
     """Calls a status-returning function with a fresh aepo_error appended; raises on failure."""
     err = Error()

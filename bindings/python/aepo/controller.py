@@ -14,6 +14,7 @@ import ctypes
 import json
 import math
 import operator
+import threading
 from typing import List, NamedTuple, Optional
 
 from . import _lib
@@ -100,7 +101,10 @@ class EntropyController(_lib.NativeHandle):
 
     def __init__(self, cfg=None):
         super().__init__(cfg)
-        # Reused by step(), the per-training-step call: one instance belongs to one thread.
+        # Reused by step(), the per-training-step call. An instance belongs to one thread at
+        # a time; if one is shared anyway, the lock keeps a thread from reading another's
+        # decision out of these buffers (the C handle serialises the steps themselves).
+        self._lock = threading.Lock()
         self._d = _lib.CDecision()
         self._err = _lib.Error()
         self._dp = ctypes.byref(self._d)
@@ -168,15 +172,17 @@ class EntropyController(_lib.NativeHandle):
             if count is None:
                 raise InvalidValueError(f"count: missing; {want}_sum= needs the token count it sums over",
                                         argument="count")
-            status = _lib.lib.aepo_controller_step_sums(h, code, _as_float(total, f"{want}_sum"),
-                                                        _as_int64(count, "count"), s, self._dp, self._errp)
+            args = (_lib.lib.aepo_controller_step_sums, h, code, _as_float(total, f"{want}_sum"),
+                    _as_int64(count, "count"), s)
         else:
             if count is not None:
                 raise InvalidValueError(f"count: goes with {want}_sum=, not with a mean {want}=", argument="count")
-            status = _lib.lib.aepo_controller_step(h, code, _as_float(value, want), s, self._dp, self._errp)
-        if status != 0:
-            _lib.raise_error(status, self._err)
-        return Decision._from_c(self._d)
+            args = (_lib.lib.aepo_controller_step, h, code, _as_float(value, want), s)
+        with self._lock:
+            status = args[0](*args[1:], self._dp, self._errp)
+            if status != 0:
+                _lib.raise_error(status, self._err)
+            return Decision._from_c(self._d)
 
     # checkpoints
 

@@ -207,8 +207,8 @@ class FusedLMHead(_lib.NativeHandle):
         inp.global_tokens = _count(global_tokens, "global_tokens")
         inp.global_seqs = _count(global_seqs, "global_seqs")
         inp.global_reg_tokens = _count(global_reg_tokens, "global_reg_tokens")
-        inp.dp_size = int(dp_size)
-        inp.step = int(step)
+        inp.dp_size = _lib.int64(int(dp_size), "dp_size")
+        inp.step = _lib.int64(int(step), "step")
 
         dX = float_out(out_dX, "out_dX", X.shape)
         dW = float_out(grad_W, "grad_W", (V, D)) if grad_W is not None else np.zeros((V, D), np.float32)

@@ -127,7 +127,7 @@ def logits_stats(logits, targets, temperature, *, mask=None, logp_t1=False, thre
     lp1 = np.empty(shape, np.float32) if logp_t1 and t is not None else None
     es, ns, cnt = _lib.c_double(), _lib.c_double(), _lib.c_int64()
     _lib.call(_lib.lib.aepo_logits_stats, x.ctypes.data_as(_lib.c_float_p), b, l, v, sb, sl,
-              _ptr(t, _lib.c_int32), _ptr(m, _lib.c_uint8), float(temperature), int(threads),
+              _ptr(t, _lib.c_int32), _ptr(m, _lib.c_uint8), float(temperature), _lib.int64(int(threads), "threads"),
               _ptr(logp, _lib.c_float), _ptr(entropy, _lib.c_float), _ptr(lse, _lib.c_double),
               _ptr(lp1, _lib.c_float), ctypes.byref(es), ctypes.byref(ns) if t is not None else None,
               ctypes.byref(cnt))
@@ -181,5 +181,5 @@ def logits_backward(logits, targets, temperature, lse, entropy, grad_logp=None, 
     _lib.call(_lib.lib.aepo_logits_backward, x.ctypes.data_as(_lib.c_float_p), b, l, v, sb, sl,
               _ptr(t, _lib.c_int32), _ptr(m, _lib.c_uint8), float(temperature), _ptr(ls, _lib.c_double),
               _ptr(h, _lib.c_float), _ptr(gl, _lib.c_float), _ptr(gh, _lib.c_float),
-              out.ctypes.data_as(_lib.c_float_p), osb, osl, int(threads))
+              out.ctypes.data_as(_lib.c_float_p), osb, osl, _lib.int64(int(threads), "threads"))
     return out

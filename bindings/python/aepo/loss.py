@@ -72,7 +72,7 @@ class RegSelection(NamedTuple):
 def _count(v, name):
     if v is None:
         return -1
-    v = int(v)
+    v = _lib.int64(int(v), name)
     if v < 0:
         raise _invalid(f"{name}: must be >= 0, got {v}", name)
     return v
@@ -141,8 +141,8 @@ class PolicyLoss(_lib.NativeHandle):
         inp.global_tokens = _count(global_tokens, "global_tokens")
         inp.global_seqs = _count(global_seqs, "global_seqs")
         inp.global_reg_tokens = _count(global_reg_tokens, "global_reg_tokens")
-        inp.dp_size = int(dp_size)
-        inp.step = int(step)
+        inp.dp_size = _lib.int64(int(dp_size), "dp_size")
+        inp.step = _lib.int64(int(step), "step")
 
         grad = np.empty((B, L), dtype=np.float32)
         grad_ent = None if ent is None else np.empty((B, L), dtype=np.float32)
@@ -173,7 +173,7 @@ class PolicyLoss(_lib.NativeHandle):
         g = _ids(group_ids, n)
         k = c_int64(0)
         npos = c_int64(0)
-        kmax = int(k_max)
+        kmax = _lib.int64(int(k_max), "k_max")
         if kmax < 0:
             raise _invalid(f"k_max: must be >= 0, got {kmax}", "k_max")
         idx = np.empty(min(kmax, n), dtype=np.int64)

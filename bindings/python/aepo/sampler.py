@@ -73,7 +73,8 @@ class Sampler(_lib.NativeHandle):
         if temperature is not None:
             t = ctypes.byref(ctypes.c_double(float(temperature)))
         _lib.call(_lib.lib.aepo_sampler_sample, h, ptr(x, ctypes.c_float), n, v, row_stride,
-                  operator.index(step), operator.index(position), operator.index(row_offset), t,
+                  _lib.int64(operator.index(step), "step"), _lib.int64(operator.index(position), "position"),
+                  _lib.int64(operator.index(row_offset), "row_offset"), t,
                   ptr(tokens, ctypes.c_int32), ptr(logp, ctypes.c_float), ptr(logp_t1, ctypes.c_float),
                   ptr(kept, ctypes.c_int32))
         return SampleResult(tokens.astype(np.int64), logp, logp_t1, kept)
