@@ -37,6 +37,12 @@
  * THREADS
  *   - A handle belongs to one thread at a time. Distinct handles may be used concurrently
  *     from any number of threads. Functions that take no handle are thread-safe.
+ *   - A handle shared by mistake never crashes and is never corrupted: loss and fused-head
+ *     handles are read-only after creation, so calls on one run concurrently with the
+ *     results they give alone; sampler and controller handles hold a lock for each call, so
+ *     calls on one run one after the other (a shared controller records every step, in
+ *     lock order). Freeing a handle while another thread is in a call on it is a
+ *     use-after-free, as for any C object. See docs/RELIABILITY.md.
  *   - Calls that take a `threads` setting split work over rows with plain pthreads that
  *     live for the duration of the call. For a given input and seed, results are
  *     bit-identical for every thread count.

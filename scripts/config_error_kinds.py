@@ -34,7 +34,6 @@ KINDS = [
     ("alpha-actuator", r"for the adaptive alpha actuator"),
     ("schedule-steps", r"^controller\.schedule\.end_step: must be >= controller\.schedule\.start_step"),
     ("piecewise-points", r"^controller\.schedule\.points: a piecewise schedule needs at least one"),
-    ("not-implemented", r"is a valid \w+ name but is not implemented"),
 ]
 
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Makes sure the system packages libaepo builds against are present.
+# Makes sure the system packages libaepo builds against are present, and any named on the
+# command line (scripts/deps.sh valgrind).
 # As root it installs what is missing; otherwise it prints the exact command and fails.
 set -euo pipefail
-pkgs=(libopenblas-dev libjansson-dev pkg-config)
+pkgs=(libopenblas-dev libjansson-dev pkg-config "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

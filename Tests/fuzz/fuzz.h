@@ -145,6 +145,20 @@ static inline double fz_double(fz *f, double lo, double hi) {
 
 /* --------------------------------------------------------------- buffers --- */
 
+/* a * b and a + b, saturated to the int64 range (decoded sizes are edge values on purpose;
+ * the harness itself must not overflow). */
+static inline int64_t fz_mul(int64_t a, int64_t b) {
+    int64_t r;
+    if (__builtin_mul_overflow(a, b, &r)) return ((a < 0) != (b < 0)) ? INT64_MIN : INT64_MAX;
+    return r;
+}
+
+static inline int64_t fz_add(int64_t a, int64_t b) {
+    int64_t r;
+    if (__builtin_add_overflow(a, b, &r)) return a < 0 ? INT64_MIN : INT64_MAX;
+    return r;
+}
+
 /* Elements needed by a shape, or -1 when it is negative, overflows or exceeds the cap. */
 static inline int64_t fz_elems(int64_t a, int64_t b) {
     if (a < 0 || b < 0) return -1;

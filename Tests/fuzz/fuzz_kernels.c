@@ -60,12 +60,15 @@ static void decode_view(fz *f, view *v) {
     v->L = fz_size(f, 4);
     v->V = fz_size(f, 12);
     switch (fz_below(f, 6)) {
-    case 0: v->sl = v->V; v->sb = v->L * v->V; break;                      /* contiguous */
-    case 1: v->sl = v->V + fz_below(f, 3); v->sb = v->L * v->sl + fz_below(f, 5); break; /* padded */
-    case 2: v->sb = v->V; v->sl = v->B * v->V; break;                      /* batch-minor */
-    case 3: v->sl = v->V; v->sb = (v->L + 1) * v->V; break;                /* shifted logits[:, :-1] */
+    case 0: v->sl = v->V; v->sb = fz_mul(v->L, v->V); break;               /* contiguous */
+    case 1: /* padded */
+        v->sl = fz_add(v->V, fz_below(f, 3));
+        v->sb = fz_add(fz_mul(v->L, v->sl), fz_below(f, 5));
+        break;
+    case 2: v->sb = v->V; v->sl = fz_mul(v->B, v->V); break;               /* batch-minor */
+    case 3: v->sl = v->V; v->sb = fz_mul(fz_add(v->L, 1), v->V); break;    /* shifted logits[:, :-1] */
     case 4: v->sb = fz_size(f, 20); v->sl = fz_size(f, 20); break;
-    default: v->sb = fz_size(f, 2) - 1; v->sl = fz_size(f, 2) - 1; break;  /* small, possibly negative */
+    default: v->sb = fz_add(fz_size(f, 2), -1); v->sl = fz_add(fz_size(f, 2), -1); break; /* small, maybe negative */
     }
     v->extent = extent_of(v);
 }
@@ -150,7 +153,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         int banned = 0; /* some target sits on a -inf logit: its log p is -inf */
         for (i = 0; i < n; i++) {
             int on = !mask || mask[i] == 1;
-            int ban = on && targets && logits[row_offset(&v, i) + targets[i]] == -INFINITY;
+            int ban = on && need_targets && targets && logits[row_offset(&v, i) + targets[i]] == -INFINITY;
             valid += on;
             banned |= ban;
             if (logp && ban) FZ_ASSERT(logp[i] == -INFINITY, "logp[%lld] = %g on a -inf target", (long long)i, logp[i]);
@@ -197,7 +200,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     o = v;
     switch ((flags >> 21) & 3) {
     case 0: /* a separate view, its own strides */
-        if (fz_bit(&f)) { o.sl = o.V + fz_below(&f, 3); o.sb = o.L * o.sl; }
+        if (fz_bit(&f)) { o.sl = fz_add(o.V, fz_below(&f, 3)); o.sb = fz_mul(o.L, o.sl); }
         o.extent = extent_of(&o);
         outbuf = (o.extent >= 0 && !(flags & 0x800000)) ? (float *)fz_alloc(o.extent, sizeof(float), 0) : NULL;
         break;

@@ -75,9 +75,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     v = fz_size(&f, 16);
     switch (fz_below(&f, 4)) {
     case 0: stride = v; break;
-    case 1: stride = v + fz_below(&f, 4); break;
+    case 1: stride = fz_add(v, fz_below(&f, 4)); break;
     case 2: stride = fz_size(&f, 20); break;
-    default: stride = fz_size(&f, 2) - 1; break;
+    default: stride = fz_add(fz_size(&f, 2), -1); break;
     }
     if (n >= 0 && v >= 0 && stride >= 0) {
         if (n == 0) extent = 0;
