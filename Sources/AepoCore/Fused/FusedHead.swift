@@ -16,9 +16,10 @@ import Synchronization
 /// gives dX = G · W, dW = Gᵀ · X and dbias = column sums of G.
 ///
 /// How the work is cut:
-/// - The valid rows (mask = 1) are taken in order, `chunk_n` at a time. A block whose rows
-///   are consecutive in X is used in place; otherwise its rows are gathered into a
-///   chunk_n × D scratch, so masked rows (which may hold NaN) never enter a product.
+/// - The valid rows (mask = 1) are taken in order, one row block at a time (chunk_n rows in
+///   `lossAndGrad`, `blockShape` rows in `forward` and `backward`). A block whose rows are
+///   consecutive in X is used in place; otherwise its rows are gathered into scratch, so
+///   masked rows (which may hold NaN) never enter a product.
 /// - `forward` and `backward` walk each row block over the vocabulary: one `cblas_sgemm`
 ///   makes a logits block of at most chunk_n × chunk_v entries (as tall as `blockShape`
 ///   allows), the row statistics are updated online (`SoftmaxRowAccumulator`), and in the
@@ -26,9 +27,10 @@ import Synchronization
 ///   two gradient products. Peak extra memory: the block (chunk_n × chunk_v floats at most),
 ///   gathered X and dX rows when the mask has holes (R × D each), and O(N + V).
 /// - `lossAndGrad` makes the whole chunk_n × V logits block of a row block with one
-///   product, finishes the rows' statistics, runs the loss engine's token kernel on them,
-///   turns the block into G and runs the two gradient products: every logit is produced
-///   exactly once. Peak extra memory: chunk_n × (V + 2 D) floats plus O(N + V).
+///   product; one pass per row then finishes its statistics, runs the loss engine's token
+///   kernel on its token and turns the row into G; then the two gradient products run:
+///   every logit is produced exactly once. Peak extra memory: chunk_n × V floats, chunk_n × D
+///   for each of gathered X and dX rows when the mask has holes, and O(N + V).
 ///
 /// Threads: the row statistics, the G pass and the bias column sums split rows (or
 /// columns) over `threads` pthreads with a fixed order of summation per row (per column),
@@ -38,8 +40,8 @@ import Synchronization
 /// Numerical properties: products in float32 (BLAS); row statistics as
 /// `SoftmaxRowAccumulator` (float32 block sums, float64 across blocks); per-token results
 /// rounded once to float32; bias gradients summed in float32 within a row block and in
-/// float64 across blocks. Two chunk settings differ only by float32 rounding of the sums
-/// (relative differences of order 1e-7 on well-scaled inputs).
+/// float64 across blocks. Two chunk settings differ only by float32 rounding (of the
+/// products and of the block sums).
 public struct FusedHead: Sendable {
     public let config: FusedConfig
     let chunkN: Int

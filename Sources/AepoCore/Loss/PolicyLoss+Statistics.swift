@@ -81,7 +81,8 @@ extension PolicyLossEngine {
                         so += LossMath.keep(row.o(i, n), valid)
                         if row.adv != nil { sa += LossMath.keep(row.a(i, n), valid) }
                     }
-                    // n_b A_b is exact in float64 (a 24-bit significand times a count below 2^29).
+                    // n_b A_b: exact in float64 for rows below 2^29 tokens (a 24-bit significand times
+                    // the count), so it equals the per-token sum of the same values.
                     let a = row.adv != nil ? sa.sum() : Double(p.rowTokens[b]) * row.aRow
                     out[b] = SIMD4(a, sx.sum(), so.sum(), 0)
                 }

@@ -1,4 +1,6 @@
-"""The policy loss, GRPO advantages and AEPO's regulariser selection (API.md §3).
+"""The policy loss (vanilla, gspo, cispo, gpg/reinforce, clip_cov, kl_cov), the outcome
+advantages (grpo, rloo, reinforce_plus_plus_baseline, grpo_passk) and AEPO's regulariser
+selection (API.md §3).
 
 ``PolicyLoss(cfg).compute(...)`` returns the loss, its exact gradient with respect to the
 log-probs (a PyTorch trainer then calls ``logp.backward(torch.from_numpy(res.grad))``), the
@@ -103,7 +105,9 @@ class PolicyLoss(_lib.NativeHandle):
 
         logp, old_logp, mask, ref_logp, is_weights, entropy: [B, L]; advantages: [B] (per
         sequence) or [B, L] (per token); reg_rows: [B] 0/1. Global counts and dp_size make
-        micro-batch results add up to the one-call result (docs/LOSS.md)."""
+        micro-batch results add up to the one-call result (docs/LOSS.md; clip_cov and kl_cov
+        take their statistics per call). ``step`` keys clip_cov's random pick, with
+        ``loss.seed``."""
         h = self._handle()
         lp = float_in(logp, "logp", ndim=2)
         B, L = lp.shape
@@ -154,7 +158,10 @@ class PolicyLoss(_lib.NativeHandle):
 
     # -- advantages and the regulariser -----------------------------------------------
     def compute_advantages(self, rewards, group_ids, *, lengths=None):
-        """Advantages with this handle's ``advantage`` section: f32[B]."""
+        """Advantages with this handle's ``advantage`` section: f32[B].
+
+        ``lengths`` (valid tokens per response) is required by
+        ``reinforce_plus_plus_baseline``, which whitens over tokens; the others ignore it."""
         r = float_in(rewards, "rewards", ndim=1)
         n = r.shape[0]
         g = _ids(group_ids, n)
@@ -195,7 +202,9 @@ def compute_advantages(rewards, group_ids, *, estimator=None, lengths=None, **ad
     """Outcome advantages, one per response: f32[B].
 
     ``estimator`` and ``advantage_keys`` are keys of the config's ``advantage`` section
-    (``norm_adv_by_std_in_grpo``, ``epsilon``, ...); omitted keys take their defaults."""
+    (``norm_adv_by_std_in_grpo``, ``epsilon``, ``rloo_singleton``, ...); omitted keys take
+    their defaults. ``lengths`` (valid tokens per response) is required by
+    ``reinforce_plus_plus_baseline``."""
     section = dict(advantage_keys)
     if estimator is not None:
         section["estimator"] = estimator

@@ -29,8 +29,9 @@ METRICS = {"actor/pg_clipfrac": 0.2857142853, "actor/pg_clipfrac_lower": 0.14285
 @dataclass
 class PolicyLossConfig:
     loss_mode: str = "vanilla"
-    clip_cov_ratio: float = 0.0002  # verl fields this adapter does not read
+    clip_cov_ratio: float = 0.0002  # verl's defaults, which are libaepo's
     ppo_kl_coef: float = 0.1
+    kl_cov_ratio: Optional[float] = None
 
 
 @dataclass
@@ -120,6 +121,20 @@ def test_loss_mode_names():
     with pytest.raises(aepo.ConfigError) as e:
         at.verl_policy_loss(olp, lp, adv, mask, "seq-mean", ActorConfig())
     assert e.value.argument == "loss_agg_mode"
+
+
+def test_clip_cov_and_kl_cov_knobs_are_read():
+    """verl's policy_loss.kl_cov_ratio / ppo_kl_coef (and the clip_cov ones) reach the loss."""
+    olp, lp, adv, mask = tensors()
+    cfg = ActorConfig(policy_loss=PolicyLossConfig(loss_mode="kl_cov", kl_cov_ratio=0.3, ppo_kl_coef=0.5))
+    val, metrics = at.verl_policy_loss(olp, lp, adv, mask, "token-mean", cfg)
+    # Tests/fixtures/loss_modes.json, case kl_cov_anchor: the same inputs and settings.
+    assert abs(val.item() - 1.1277576462) <= 1e-7 * 1.1277576462
+    assert abs(metrics["actor/ppo_kl"] - 11.8 / 7) <= 1e-7
+    with pytest.raises(aepo.ConfigError) as e:
+        at.verl_policy_loss(olp, lp, adv, mask, "token-mean",
+                            ActorConfig(policy_loss=PolicyLossConfig(loss_mode="clip_cov", clip_cov_ratio=0.0)))
+    assert e.value.argument == "policy_loss.clip_cov_ratio"
 
 
 @pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])

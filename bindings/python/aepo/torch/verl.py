@@ -30,7 +30,15 @@ _VERL_NAMES = {
     "loss.policy_loss": "policy_loss.loss_mode",
     "loss.loss_agg_mode": "loss_agg_mode",
     "loss.loss_scale_factor": "loss_scale_factor",
+    "loss.clip_cov_ratio": "policy_loss.clip_cov_ratio",
+    "loss.clip_cov_lb": "policy_loss.clip_cov_lb",
+    "loss.clip_cov_ub": "policy_loss.clip_cov_ub",
+    "loss.kl_cov_ratio": "policy_loss.kl_cov_ratio",
+    "loss.ppo_kl_coef": "policy_loss.ppo_kl_coef",
 }
+
+# verl's PolicyLossConfig fields of the Clip-Cov and KL-Cov modes, read when set.
+_COV_KEYS = ("clip_cov_ratio", "clip_cov_lb", "clip_cov_ub", "kl_cov_ratio", "ppo_kl_coef")
 
 _VERL_ARGS = {"logp": "log_prob", "old_logp": "old_log_prob", "mask": "response_mask",
               "is_weights": "rollout_is_weights"}
@@ -55,8 +63,10 @@ def verl_loss_config(config, loss_agg_mode="token-mean", response_length=None):
     """The libaepo config document and the global counts that verl's actor ``config`` means.
 
     Reads ``clip_ratio``, ``clip_ratio_low``, ``clip_ratio_high`` (None falls back to
-    ``clip_ratio``, as in verl), ``clip_ratio_c``, ``policy_loss.loss_mode``,
-    ``loss_scale_factor`` and ``global_batch_info`` (``dp_size``, ``batch_num_tokens``,
+    ``clip_ratio``, as in verl), ``clip_ratio_c``, ``policy_loss.loss_mode``, the Clip-Cov
+    and KL-Cov knobs ``policy_loss.clip_cov_ratio``, ``clip_cov_lb``, ``clip_cov_ub``,
+    ``kl_cov_ratio`` and ``ppo_kl_coef`` (when set), ``loss_scale_factor`` and
+    ``global_batch_info`` (``dp_size``, ``batch_num_tokens``,
     ``global_batch_size``, ``loss_scale_factor``); every other field is ignored. Returns
     ``(document, compute_kwargs)``.
     """
@@ -69,6 +79,10 @@ def verl_loss_config(config, loss_agg_mode="token-mean", response_length=None):
     info = _field(config, "global_batch_info") or {}
     loss = {"policy_loss": mode, "loss_agg_mode": str(loss_agg_mode), "clip_ratio_low": low,
             "clip_ratio_high": high, "clip_ratio_c": c}
+    for key in _COV_KEYS:
+        value = _field(_field(config, "policy_loss"), key)
+        if value is not None:
+            loss[key] = _number(value, f"policy_loss.{key}", None)
     if loss_agg_mode == "seq-mean-token-sum-norm":
         # verl divides by loss_scale_factor, or by the padded response length when it is None.
         k = _field(info, "loss_scale_factor")
