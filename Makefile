@@ -33,7 +33,7 @@ CWARN := -Wall -Wextra -Werror -pedantic
 
 .PHONY: all lib deps venv install stage test test-swift test-c test-python test-demo \
         test-example example check-exports bench demo clean fuzz fuzz-build test-fuzz test-reliability \
-        reliability-table leak-valgrind
+        reliability-table leak-valgrind tsan
 
 all: lib
 
@@ -195,6 +195,22 @@ leak-valgrind: stage
 	  grep -E "leaks:|definitely lost|indirectly lost|possibly lost|ERROR SUMMARY" $(REL)/valgrind.log | sed 's/^==[0-9]*== *//'; \
 	  [ $$rc -eq 0 ] || { echo "leak-valgrind: FAILED (exit $$rc), see $(REL)/valgrind.log"; exit $$rc; }
 
+# The stress program against a copy of the library built with -sanitize=thread (.ci/run
+# only: a second Swift build). Any data race ThreadSanitizer sees fails it. OpenBLAS's own
+# pool is not instrumented (its spin-wait hand-off would read as races), so it runs with
+# OPENBLAS_NUM_THREADS=1; the library's pthreads and the callers' threads are all checked.
+TSAN_SCRATCH := .build-tsan
+TSAN_OBJ_DIRS := $(addprefix $(TSAN_SCRATCH)/release/,AepoCore.build AepoConfig.build AepoShim.build CAepoKernels.build)
+tsan: deps
+	swift build -c release --target AepoShim --scratch-path $(TSAN_SCRATCH) -Xswiftc -sanitize=thread \
+	  -Xcc -fsanitize=thread
+	@mkdir -p $(BUILD)/tsan
+	$(FUZZ_CC) -std=c99 $(CWARN) -g -O1 -fsanitize=thread -Iinclude -c Tests/reliability/stress.c -o $(BUILD)/tsan/stress.o
+	swiftc -use-ld=lld -sanitize=thread $(BUILD)/tsan/stress.o $$(find $(TSAN_OBJ_DIRS) -name '*.o') \
+	  $$(pkg-config --libs jansson openblas) -o $(BUILD)/tsan/stress
+	OPENBLAS_NUM_THREADS=1 SWIFT_BACKTRACE=enable=no TSAN_OPTIONS=halt_on_error=1 $(BUILD)/tsan/stress --calls 2000
+	@echo "tsan: no data race in the stress run"
+
 # ------------------------------------------------------------------------ fuzzing ---
 # libFuzzer harnesses (Tests/fuzz/fuzz_*.c) linked against a copy of the Swift code built
 # with -sanitize=fuzzer,address in its own scratch path, so that the fuzzer sees the
@@ -244,4 +260,4 @@ test-fuzz: stage
 	@python3 scripts/config_error_kinds.py $(STAGE)/lib/$(REAL_SO) Tests/fuzz/corpus/config
 
 clean:
-	rm -rf $(BUILD) $(STATIC_SCRATCH) $(FUZZ_SCRATCH) .build Tests/c/bin
+	rm -rf $(BUILD) $(STATIC_SCRATCH) $(FUZZ_SCRATCH) $(TSAN_SCRATCH) .build Tests/c/bin
