@@ -238,10 +238,21 @@ def dims():
     return tuple(int(v) for v in rng.choice([0, 1, 2, 3, 7], size=rng.integers(1, 4)))
 def num():
     return rng.choice([0, 1, -1, 2 ** 63, -2 ** 70, 0.5, float("nan"), float("inf"), 1e-300, 3])
+try:
+    import torch, aepo.torch as at
+except ImportError:
+    torch = None
+def tensor(shape):
+    a = arr(shape)
+    if a is None or a.dtype.kind in "US": return a
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    if t.is_floating_point() and rng.integers(0, 2): t.requires_grad_(True)
+    return t
 calls = 0
 loss, sampler, ctl, head = aepo.PolicyLoss(), aepo.Sampler(), aepo.EntropyController(), aepo.FusedLMHead()
+thead = at.FusedLMHead() if torch is not None else None
 for _ in range(2000):
-    op = rng.integers(0, 8)
+    op = rng.integers(0, 12 if torch is not None else 8)
     try:
         if op == 0: loss.compute(arr(dims()), arr(dims()), arr(dims()), arr(dims()), step=num(), dp_size=num())
         elif op == 1: aepo.compute_advantages(arr(dims()), arr(dims()))
@@ -250,7 +261,17 @@ for _ in range(2000):
         elif op == 4: sampler.sample(arr(dims()), step=num(), temperature=num())
         elif op == 5: ctl.step(nll=num(), step=num())
         elif op == 6: head.forward(arr(dims()), arr(dims()), arr(dims()), temperature=num())
-        else: aepo.validate_config(rng.bytes(int(rng.integers(0, 40))).decode("latin-1"))
+        elif op == 7: aepo.validate_config(rng.bytes(int(rng.integers(0, 40))).decode("latin-1"))
+        elif op == 8:
+            r = at.policy_loss(tensor(dims()), tensor(dims()), tensor(dims()), tensor(dims()))
+            if r.requires_grad: r.backward()
+        elif op == 9:
+            s = at.logits_stats(tensor(dims()), tensor(dims()), num())
+            if s.logp is not None and s.logp.requires_grad: s.logp.sum().backward()
+        elif op == 10: at.verl_policy_loss(tensor(dims()), tensor(dims()), tensor(dims()), tensor(dims()))
+        else:
+            lp, ent = thead(tensor(dims()), tensor(dims()), tensor(dims()))
+            if lp.requires_grad: (lp.sum() + ent.sum()).backward()
     except ALLOWED:
         pass
     calls += 1
