@@ -5,7 +5,7 @@ import CAepoAPI
 // The entropy controller's exports: validate every argument, call the core, report.
 
 /// What an `aepo_controller *` points to.
-final class ControllerHandle {
+final class ControllerHandle: ExportedHandle {
     /// The whole normalised document the handle was created from.
     let config: Config
     /// Read and written only under `lock`.
@@ -38,19 +38,15 @@ public func aepo_controller_create(_ json: UnsafePointer<CChar>?, _ len: Int,
                                    _ out: UnsafeMutablePointer<OpaquePointer?>?,
                                    _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        guard let out else { throw .nullPointer("out") }
-        out.pointee = nil
-        let config = try parseConfigArgument(json, len)
-        let controller = try EntropyController(config.controller)
-        let handle = ControllerHandle(config: config, controller: controller)
-        out.pointee = OpaquePointer(Unmanaged.passRetained(handle).toOpaque())
+        try createHandle(json, len, out) { config throws(AepoFailure) in
+            ControllerHandle(config: config, controller: try EntropyController(config.controller))
+        }
     }
 }
 
 @c @implementation
 public func aepo_controller_free(_ ctl: OpaquePointer?) {
-    guard let ctl else { return }
-    Unmanaged<ControllerHandle>.fromOpaque(UnsafeRawPointer(ctl)).release()
+    ControllerHandle.release(ctl)
 }
 
 @c @implementation
@@ -58,8 +54,7 @@ public func aepo_controller_config_json(_ ctl: OpaquePointer?, _ buf: UnsafeMuta
                                         _ len: UnsafeMutablePointer<Int>?,
                                         _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let h = try controllerHandle(ctl)
-        try writeText(ConfigWriter.emit(h.config), buf, cap, len)
+        try writeHandleConfig(ControllerHandle.self, ctl, "ctl", buf, cap, len)
     }
 }
 
@@ -157,8 +152,7 @@ public func aepo_controller_history(_ ctl: OpaquePointer?, _ index: Int64, _ out
 // MARK: - helpers
 
 func controllerHandle(_ p: OpaquePointer?) throws(AepoFailure) -> ControllerHandle {
-    guard let p else { throw .nullPointer("ctl") }
-    return Unmanaged<ControllerHandle>.fromOpaque(UnsafeRawPointer(p)).takeUnretainedValue()
+    try ControllerHandle.borrow(p, "ctl")
 }
 
 func statisticArgument(_ code: Int32) throws(AepoFailure) -> ControllerStatistic {

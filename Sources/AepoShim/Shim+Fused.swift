@@ -3,7 +3,7 @@ import AepoCore
 import CAepoAPI
 
 /// The object behind an `aepo_fused *`: the whole config it was made from and the head.
-final class FusedHandle {
+final class FusedHandle: ExportedHandle {
     let config: Config
     let head: FusedHead
     init(_ config: Config, _ head: FusedHead) {
@@ -12,8 +12,7 @@ final class FusedHandle {
     }
 
     static func from(_ h: OpaquePointer?, _ name: String = "h") throws(AepoFailure) -> FusedHandle {
-        guard let h else { throw .nullPointer(name) }
-        return Unmanaged<FusedHandle>.fromOpaque(UnsafeRawPointer(h)).takeUnretainedValue()
+        try borrow(h, name)
     }
 }
 
@@ -22,18 +21,13 @@ public func aepo_fused_create(_ json: UnsafePointer<CChar>?, _ len: Int,
                               _ out: UnsafeMutablePointer<OpaquePointer?>?,
                               _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        guard let out else { throw .nullPointer("out") }
-        out.pointee = nil
-        let config = try parseConfigArgument(json, len)
-        let head = try FusedHead(config: config.fused)
-        out.pointee = OpaquePointer(Unmanaged.passRetained(FusedHandle(config, head)).toOpaque())
+        try createHandle(json, len, out) { config throws(AepoFailure) in FusedHandle(config, try FusedHead(config: config.fused)) }
     }
 }
 
 @c @implementation
 public func aepo_fused_free(_ h: OpaquePointer?) {
-    guard let h else { return }
-    Unmanaged<FusedHandle>.fromOpaque(UnsafeRawPointer(h)).release()
+    FusedHandle.release(h)
 }
 
 @c @implementation
@@ -41,8 +35,7 @@ public func aepo_fused_config_json(_ h: OpaquePointer?, _ buf: UnsafeMutablePoin
                                    _ len: UnsafeMutablePointer<Int>?,
                                    _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let handle = try FusedHandle.from(h)
-        try writeText(ConfigWriter.emit(handle.config), buf, cap, len)
+        try writeHandleConfig(FusedHandle.self, h, "h", buf, cap, len)
     }
 }
 

@@ -2,14 +2,14 @@ import AepoConfig
 import AepoCore
 import CAepoAPI
 
-/// The object behind an `aepo_loss *`.
-final class LossHandle {
+/// The object behind an `aepo_loss *`. Never written after creation.
+final class LossHandle: ExportedHandle {
     let engine: PolicyLossEngine
+    var config: Config { engine.config }
     init(_ engine: PolicyLossEngine) { self.engine = engine }
 
     static func from(_ h: OpaquePointer?, _ name: String = "h") throws(AepoFailure) -> LossHandle {
-        guard let h else { throw .nullPointer(name) }
-        return Unmanaged<LossHandle>.fromOpaque(UnsafeRawPointer(h)).takeUnretainedValue()
+        try borrow(h, name)
     }
 }
 
@@ -60,18 +60,13 @@ public func aepo_loss_create(_ json: UnsafePointer<CChar>?, _ len: Int,
                              _ out: UnsafeMutablePointer<OpaquePointer?>?,
                              _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        guard let out else { throw .nullPointer("out") }
-        out.pointee = nil
-        let config = try parseConfigArgument(json, len)
-        let engine = try PolicyLossEngine(config: config)
-        out.pointee = OpaquePointer(Unmanaged.passRetained(LossHandle(engine)).toOpaque())
+        try createHandle(json, len, out) { config throws(AepoFailure) in LossHandle(try PolicyLossEngine(config: config)) }
     }
 }
 
 @c @implementation
 public func aepo_loss_free(_ h: OpaquePointer?) {
-    guard let h else { return }
-    Unmanaged<LossHandle>.fromOpaque(UnsafeRawPointer(h)).release()
+    LossHandle.release(h)
 }
 
 @c @implementation
@@ -79,8 +74,7 @@ public func aepo_loss_config_json(_ h: OpaquePointer?, _ buf: UnsafeMutablePoint
                                   _ len: UnsafeMutablePointer<Int>?,
                                   _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let handle = try LossHandle.from(h)
-        try writeText(ConfigWriter.emit(handle.engine.config), buf, cap, len)
+        try writeHandleConfig(LossHandle.self, h, "h", buf, cap, len)
     }
 }
 

@@ -4,7 +4,7 @@ import CAepoAPI
 
 /// What an `aepo_sampler *` points to: the whole document it was created from (for
 /// aepo_sampler_config_json) and the core sampler built from its `sampler` section.
-final class SamplerHandle {
+final class SamplerHandle: ExportedHandle {
     let config: Config
     /// Keeps scratch between calls: used only under `lock`.
     let sampler: Sampler
@@ -16,8 +16,7 @@ final class SamplerHandle {
     }
 
     static func from(_ p: OpaquePointer?, argument: String = "sampler") throws(AepoFailure) -> SamplerHandle {
-        guard let p else { throw .nullPointer(argument) }
-        return Unmanaged<SamplerHandle>.fromOpaque(UnsafeRawPointer(p)).takeUnretainedValue()
+        try borrow(p, argument)
     }
 }
 
@@ -25,17 +24,13 @@ final class SamplerHandle {
 public func aepo_sampler_create(_ json: UnsafePointer<CChar>?, _ len: Int, _ out: UnsafeMutablePointer<OpaquePointer?>?,
                                 _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        guard let out else { throw .nullPointer("out") }
-        out.pointee = nil
-        let handle = try SamplerHandle(config: parseConfigArgument(json, len))
-        out.pointee = OpaquePointer(Unmanaged.passRetained(handle).toOpaque())
+        try createHandle(json, len, out) { config throws(AepoFailure) in try SamplerHandle(config: config) }
     }
 }
 
 @c @implementation
 public func aepo_sampler_free(_ sampler: OpaquePointer?) {
-    guard let sampler else { return }
-    Unmanaged<SamplerHandle>.fromOpaque(UnsafeRawPointer(sampler)).release()
+    SamplerHandle.release(sampler)
 }
 
 @c @implementation
@@ -43,8 +38,7 @@ public func aepo_sampler_config_json(_ sampler: OpaquePointer?, _ buf: UnsafeMut
                                      _ len: UnsafeMutablePointer<Int>?,
                                      _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let h = try SamplerHandle.from(sampler)
-        try writeText(ConfigWriter.emit(h.config), buf, cap, len)
+        try writeHandleConfig(SamplerHandle.self, sampler, "sampler", buf, cap, len)
     }
 }
 
