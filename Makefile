@@ -31,7 +31,7 @@ SOURCES := $(shell find Sources include -type f) Package.swift exports.map Makef
 CSMOKE := $(wildcard Tests/c/smoke_*.c)
 CWARN := -Wall -Wextra -Werror -pedantic
 
-.PHONY: all lib deps venv install stage test test-swift test-c test-python test-demo \
+.PHONY: all lib deps venv install stage bench-chunks test test-swift test-c test-python test-demo \
         test-example example check-exports bench demo clean fuzz fuzz-build test-fuzz test-reliability \
         reliability-table leak-valgrind tsan
 
@@ -116,6 +116,13 @@ bench: lib
 	@V=$$(scripts/venv.sh) && \
 	  AEPO_LIB_PATH=$(CURDIR)/$(BUILD)/lib/$(REAL_SO) PYTHONPATH=bindings/python \
 	  $$V/bin/python bench/run.py --threads $(THREADS)
+
+# How fused.chunk_n sets loss_and_grad's speed (docs/FUSED.md): CHUNKS="128 512".
+CHUNKS ?= 64 128 192 256 384 512 1024
+bench-chunks: lib
+	@V=$$(scripts/venv.sh) && \
+	  AEPO_LIB_PATH=$(CURDIR)/$(BUILD)/lib/$(REAL_SO) PYTHONPATH=bindings/python \
+	  $$V/bin/python bench/fused_chunk_sweep.py --threads $(THREADS) $(CHUNKS)
 
 demo:
 	@start=$$(date +%s%N); \

@@ -618,9 +618,9 @@ AEPO_API int32_t aepo_sampler_sample(aepo_sampler *sampler, const float *logits,
  * walk each row block over the vocabulary in chunk_v columns (peak extra memory about
  * chunk_n * (chunk_v + 2 D) floats plus O(N + V)); loss_and_grad makes the chunk_n x V
  * logits of a row block at once (about chunk_n * (V + 2 D) floats plus O(N + V)), so each
- * logit is produced once. The defaults (192, 8192) keep loss_and_grad at 24 MB for
- * V = 32000 (chunk_n is 192 rather than the API page's 128 because OpenBLAS re-packs W
- * for every row block's products; docs/FUSED.md has the measurement). The handle keeps
+ * logit is produced once. The defaults (128, 8192) keep loss_and_grad at 16 MB for
+ * V = 32000; a taller chunk_n (384-512) is faster where its memory is affordable, since
+ * every row block's products pass over all of W and dW (docs/FUSED.md). The handle keeps
  * nothing between calls.
  *
  * Threads: the library's own loops use fused.threads pthreads and their results are

@@ -117,7 +117,7 @@ public struct SamplerConfig: Equatable, Sendable {
 }
 
 public struct FusedConfig: Equatable, Sendable {
-    public var chunkN: Int64 = 192
+    public var chunkN: Int64 = 128
     public var chunkV: Int64 = 8192
     public var temperature = 1.0
     public var threads: Int64 = 1

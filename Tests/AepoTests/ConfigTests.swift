@@ -103,12 +103,11 @@ import Testing
             "schedule": {"kind": "constant", "end_target": 0.5, "start_step": 0, "end_step": 0, "points": []}
           },
           "sampler": {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "greedy": false, "seed": 0, "threads": 1},
-          "fused": {"chunk_n": 192, "chunk_v": 8192, "temperature": 1.0, "threads": 1}
+          "fused": {"chunk_n": 128, "chunk_v": 8192, "temperature": 1.0, "threads": 1}
         }
         """
         // The adaptive gains are chosen by the controller (API.md marks them placeholders), so
-        // that sub-object is left to its defaults here. fused.chunk_n is 192, not API.md's 128:
-        // the one measured deviation from the page (docs/API-NOTES.md, docs/FUSED.md).
+        // that sub-object is left to its defaults here.
         #expect(try ConfigCodec.parse(doc) == Config())
     }
 }

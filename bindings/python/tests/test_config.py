@@ -20,8 +20,7 @@ def test_default_config_matches_api_defaults():
     assert d["loss"]["clip_ratio_low"] == 0.2 and d["loss"]["clip_ratio_c"] == 3.0
     assert d["regularizer"]["alpha"] == 60 / 640
     assert d["sampler"]["top_p"] == 1.0
-    # chunk_n 192, not API.md's 128: docs/API-NOTES.md
-    assert d["fused"] == {"chunk_n": 192, "chunk_v": 8192, "temperature": 1.0, "threads": 1}
+    assert d["fused"] == {"chunk_n": 128, "chunk_v": 8192, "temperature": 1.0, "threads": 1}
     assert d["controller"]["schedule"]["points"] == []
 
 
