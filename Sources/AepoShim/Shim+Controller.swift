@@ -62,7 +62,7 @@ public func aepo_controller_config_json(_ ctl: OpaquePointer?, _ buf: UnsafeMuta
 public func aepo_controller_decision(_ ctl: OpaquePointer?, _ out: UnsafeMutablePointer<aepo_decision>?,
                                      _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let h = try controllerHandle(ctl)
+        let h = try ControllerHandle.borrow(ctl, "ctl")
         let o = try decisionOutput(out, "out")
         writeDecision(h.lock.run { h.controller.decision }, o)
     }
@@ -73,7 +73,7 @@ public func aepo_controller_step(_ ctl: OpaquePointer?, _ statistic: Int32, _ va
                                  _ next: UnsafeMutablePointer<aepo_decision>?,
                                  _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let h = try controllerHandle(ctl)
+        let h = try ControllerHandle.borrow(ctl, "ctl")
         let kind = try statisticArgument(statistic)
         let s = try stepArgument(step)
         let o: UnsafeMutablePointer<aepo_decision>? = next == nil ? nil : try decisionOutput(next, "next")
@@ -87,7 +87,7 @@ public func aepo_controller_step_sums(_ ctl: OpaquePointer?, _ statistic: Int32,
                                       _ step: Int64, _ next: UnsafeMutablePointer<aepo_decision>?,
                                       _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let h = try controllerHandle(ctl)
+        let h = try ControllerHandle.borrow(ctl, "ctl")
         let kind = try statisticArgument(statistic)
         let s = try stepArgument(step)
         let o: UnsafeMutablePointer<aepo_decision>? = next == nil ? nil : try decisionOutput(next, "next")
@@ -103,7 +103,7 @@ public func aepo_controller_state_json(_ ctl: OpaquePointer?, _ buf: UnsafeMutab
                                        _ len: UnsafeMutablePointer<Int>?,
                                        _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let h = try controllerHandle(ctl)
+        let h = try ControllerHandle.borrow(ctl, "ctl")
         let text = try h.lock.run { () throws(AepoFailure) in try ControllerStateCodec.encode(h.controller) }
         try writeText(text, buf, cap, len)
     }
@@ -113,7 +113,7 @@ public func aepo_controller_state_json(_ ctl: OpaquePointer?, _ buf: UnsafeMutab
 public func aepo_controller_restore(_ ctl: OpaquePointer?, _ json: UnsafePointer<CChar>?, _ len: Int,
                                     _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let h = try controllerHandle(ctl)
+        let h = try ControllerHandle.borrow(ctl, "ctl")
         guard let json else { throw .nullPointer("json") }
         if len < 0 { throw .shape("len", "must be >= 0, got \(len)") }
         let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(json).assumingMemoryBound(to: UInt8.self), count: len)
@@ -126,7 +126,7 @@ public func aepo_controller_restore(_ ctl: OpaquePointer?, _ json: UnsafePointer
 public func aepo_controller_history_count(_ ctl: OpaquePointer?, _ count: UnsafeMutablePointer<Int64>?,
                                           _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let h = try controllerHandle(ctl)
+        let h = try ControllerHandle.borrow(ctl, "ctl")
         guard let count else { throw .nullPointer("count") }
         count.pointee = Int64(h.lock.run { h.controller.history.count })
     }
@@ -136,7 +136,7 @@ public func aepo_controller_history_count(_ ctl: OpaquePointer?, _ count: Unsafe
 public func aepo_controller_history(_ ctl: OpaquePointer?, _ index: Int64, _ out: UnsafeMutablePointer<aepo_decision>?,
                                     _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let h = try controllerHandle(ctl)
+        let h = try ControllerHandle.borrow(ctl, "ctl")
         let d = try h.lock.run { () throws(AepoFailure) -> ControllerDecision in
             let n = h.controller.history.count
             guard index >= 0 && index < Int64(n) else {
@@ -150,10 +150,6 @@ public func aepo_controller_history(_ ctl: OpaquePointer?, _ index: Int64, _ out
 }
 
 // MARK: - helpers
-
-func controllerHandle(_ p: OpaquePointer?) throws(AepoFailure) -> ControllerHandle {
-    try ControllerHandle.borrow(p, "ctl")
-}
 
 func statisticArgument(_ code: Int32) throws(AepoFailure) -> ControllerStatistic {
     guard let k = ControllerStatistic(rawValue: code) else {

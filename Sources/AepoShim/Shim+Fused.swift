@@ -10,10 +10,6 @@ final class FusedHandle: ExportedHandle {
         self.config = config
         self.head = head
     }
-
-    static func from(_ h: OpaquePointer?, _ name: String = "h") throws(AepoFailure) -> FusedHandle {
-        try borrow(h, name)
-    }
 }
 
 @c @implementation
@@ -95,7 +91,7 @@ public func aepo_fused_forward(_ h: OpaquePointer?, _ X: UnsafePointer<Float>?, 
                                _ lse: UnsafeMutablePointer<Double>?,
                                _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let handle = try FusedHandle.from(h)
+        let handle = try FusedHandle.borrow(h, "h")
         let s = try FusedSizes(N, D, V)
         let inp = try fusedInputs(s, X, W, bias, targets, mask)
         try handle.head.forward(inp, logp: outFloats(logp, s.n), entropy: outFloats(entropy, s.n),
@@ -115,7 +111,7 @@ public func aepo_fused_backward(_ h: OpaquePointer?, _ X: UnsafePointer<Float>?,
                                 _ dbias: UnsafeMutablePointer<Float>?,
                                 _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let handle = try FusedHandle.from(h)
+        let handle = try FusedHandle.borrow(h, "h")
         let s = try FusedSizes(N, D, V)
         let inp = try fusedInputs(s, X, W, bias, targets, mask)
         let lseBuf: UnsafeBufferPointer<Double>
@@ -143,8 +139,8 @@ public func aepo_fused_loss_and_grad(_ h: OpaquePointer?, _ policyLoss: OpaquePo
                                      _ logp: UnsafeMutablePointer<Float>?, _ entropy: UnsafeMutablePointer<Float>?,
                                      _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let handle = try FusedHandle.from(h)
-        let lossHandle = try LossHandle.from(policyLoss, "policy_loss")
+        let handle = try FusedHandle.borrow(h, "h")
+        let lossHandle = try LossHandle.borrow(policyLoss, "policy_loss")
         guard let input else { throw .nullPointer("in") }
         let v = try readLossInputs(input)
         guard v.logp == nil else {

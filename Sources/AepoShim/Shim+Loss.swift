@@ -7,10 +7,6 @@ final class LossHandle: ExportedHandle {
     let engine: PolicyLossEngine
     var config: Config { engine.config }
     init(_ engine: PolicyLossEngine) { self.engine = engine }
-
-    static func from(_ h: OpaquePointer?, _ name: String = "h") throws(AepoFailure) -> LossHandle {
-        try borrow(h, name)
-    }
 }
 
 enum LossMetricNames {
@@ -131,7 +127,7 @@ public func aepo_loss_compute(_ h: OpaquePointer?, _ input: UnsafePointer<aepo_l
                               _ gradEntropy: UnsafeMutablePointer<Float>?, _ metrics: UnsafeMutablePointer<Double>?,
                               _ metricsCap: Int, _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let handle = try LossHandle.from(h)
+        let handle = try LossHandle.borrow(h, "h")
         guard let input else { throw .nullPointer("in") }
         let v = try readLossInputs(input)
         let B = try dimension(v.B, "B")
@@ -184,7 +180,7 @@ public func aepo_loss_advantages(_ h: OpaquePointer?, _ rewards: UnsafePointer<F
                                  _ lengths: UnsafePointer<Int64>?, _ out: UnsafeMutablePointer<Float>?,
                                  _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let handle = try LossHandle.from(h)
+        let handle = try LossHandle.borrow(h, "h")
         let count = try dimension(n, "n")
         let r = try floats(rewards, count, "rewards")
         guard let groupIds else { if count > 0 { throw .nullPointer("group_ids") }; return }
@@ -203,7 +199,7 @@ public func aepo_loss_select_regularizer(_ h: OpaquePointer?, _ rewards: UnsafeP
                                          _ k: UnsafeMutablePointer<Int64>?, _ nPositive: UnsafeMutablePointer<Int64>?,
                                          _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let handle = try LossHandle.from(h)
+        let handle = try LossHandle.borrow(h, "h")
         let count = try dimension(n, "n")
         guard kMax >= 0 else { throw .invalid("k_max", "must be >= 0, got \(kMax)") }
         guard halve == 0 || halve == 1 else { throw .invalid("halve", "must be 0 or 1, got \(halve)") }

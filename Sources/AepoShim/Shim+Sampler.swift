@@ -14,10 +14,6 @@ final class SamplerHandle: ExportedHandle {
         self.config = config
         sampler = try Sampler(config.sampler)
     }
-
-    static func from(_ p: OpaquePointer?, argument: String = "sampler") throws(AepoFailure) -> SamplerHandle {
-        try borrow(p, argument)
-    }
 }
 
 @c @implementation
@@ -50,7 +46,7 @@ public func aepo_sampler_sample(_ sampler: OpaquePointer?, _ logits: UnsafePoint
                                 _ kept: UnsafeMutablePointer<Int32>?,
                                 _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let h = try SamplerHandle.from(sampler)
+        let h = try SamplerHandle.borrow(sampler, "sampler")
         guard let logits else { throw .nullPointer("logits") }
         guard let tokens else { throw .nullPointer("tokens") }
         // Int64 and Int are the same width on every platform this library builds for.
