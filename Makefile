@@ -32,7 +32,7 @@ CSMOKE := $(wildcard Tests/c/smoke_*.c)
 CWARN := -Wall -Wextra -Werror -pedantic
 
 .PHONY: all lib deps venv install stage bench-chunks test test-swift test-c test-python test-demo \
-        test-example example check-exports bench demo clean fuzz fuzz-build test-fuzz test-reliability \
+        test-example example check-exports bench demo demo-grid clean fuzz fuzz-build test-fuzz test-reliability \
         reliability-table leak-valgrind tsan
 
 all: lib
@@ -123,6 +123,13 @@ bench-chunks: lib
 	@V=$$(scripts/venv.sh) && \
 	  AEPO_LIB_PATH=$(CURDIR)/$(BUILD)/lib/$(REAL_SO) PYTHONPATH=bindings/python \
 	  $$V/bin/python bench/fused_chunk_sweep.py --threads $(THREADS) $(CHUNKS)
+
+# The demo's self-tuning runs beside the best fixed-gain PI of a grid search (docs/DEMO.md);
+# about 550 training runs, 10-20 minutes on 2 cores.
+demo-grid: lib
+	@V=$$(scripts/venv.sh) && \
+	  AEPO_LIB_PATH=$(CURDIR)/$(BUILD)/lib/$(REAL_SO) PYTHONPATH=$(CURDIR)/bindings/python \
+	  $$V/bin/python bench/demo_gain_grid.py --jobs $(THREADS)
 
 demo:
 	@start=$$(date +%s%N); \

@@ -191,7 +191,16 @@ typedef struct aepo_fused aepo_fused;           /* fused LM head */
 #define AEPO_LOSS_METRIC_N_TOKENS           9  /* valid tokens in the call, all rows */
 #define AEPO_LOSS_METRIC_N_SEQS            10  /* rows with at least one valid token */
 #define AEPO_LOSS_METRIC_REG_LOSS          11  /* the `weighted` regulariser term as added to the loss */
-#define AEPO_LOSS_METRIC_COUNT             12
+/* 12-17: plain token means over this call's valid tokens by row role (main rows: reg_rows = 0;
+ * regulariser rows: reg_rows = 1, under either combine), not aggregated by loss_agg_mode: sum
+ * mean * count and count over micro-batches and ranks. An empty role has mean 0. */
+#define AEPO_LOSS_METRIC_NLL_MAIN          12  /* mean(-logp) over valid main-row tokens */
+#define AEPO_LOSS_METRIC_ENTROPY_MAIN      13  /* mean(entropy) over valid main-row tokens; 0 without entropy */
+#define AEPO_LOSS_METRIC_N_TOKENS_MAIN     14  /* valid main-row tokens in the call */
+#define AEPO_LOSS_METRIC_NLL_REG           15  /* mean(-logp) over valid regulariser-row tokens */
+#define AEPO_LOSS_METRIC_ENTROPY_REG       16  /* mean(entropy) over valid regulariser-row tokens; 0 without entropy */
+#define AEPO_LOSS_METRIC_N_TOKENS_REG      17  /* valid regulariser-row tokens in the call */
+#define AEPO_LOSS_METRIC_COUNT             18
 
 /* Number of metrics this library writes (AEPO_LOSS_METRIC_COUNT of the library's build). */
 AEPO_API int32_t aepo_loss_metric_count(void);
@@ -373,7 +382,8 @@ AEPO_API int32_t aepo_loss_select_regularizer(const aepo_loss *h, const float *r
 #define AEPO_CONTROLLER_REASON_SATURATED_HIGH     5 /* adaptive: at t_max (or alpha_max at t_high) */
 #define AEPO_CONTROLLER_REASON_SATURATED_LOW      6 /* adaptive: at t_min (or alpha_max at t_low) */
 #define AEPO_CONTROLLER_REASON_RATE_LIMITED       7 /* adaptive: the change was cut to t_rate */
-#define AEPO_CONTROLLER_REASON_COUNT              8
+#define AEPO_CONTROLLER_REASON_UNREACHABLE        8 /* adaptive: at a bound, error of one sign */
+#define AEPO_CONTROLLER_REASON_COUNT              9
 
 /* `step` value meaning "the step of the pending decision". */
 #define AEPO_CONTROLLER_STEP_NEXT (-1)
@@ -385,10 +395,16 @@ AEPO_API const char *aepo_controller_statistic_name(int32_t statistic);
 AEPO_API const char *aepo_controller_reason_name(int32_t reason);
 
 /* One decision. The caller sets struct_size = sizeof(aepo_decision) before a call; the
- * library fills every field it knows and leaves struct_size, and any later fields of a
- * newer, larger struct, unchanged. A struct_size below AEPO_DECISION_SIZE_V1 (the size of
- * this first version) is AEPO_ERR_INVALID_ARGUMENT naming the struct argument. */
+ * library fills the fields that struct_size covers and leaves struct_size, and any later
+ * fields of a newer, larger struct, unchanged: a caller compiled against version 1 gets
+ * the version 1 fields. A struct_size below AEPO_DECISION_SIZE_V1 (the size of the first
+ * version) is AEPO_ERR_INVALID_ARGUMENT naming the struct argument.
+ *
+ * Version 2 appends the self-tuning controller's estimate (adaptive, tuning "auto"), for
+ * logging: the identified loop and the gains derived from it. They are NaN (est_delay -1)
+ * in other modes and before the first observation. */
 #define AEPO_DECISION_SIZE_V1 80
+#define AEPO_DECISION_SIZE_V2 144
 typedef struct aepo_decision {
     size_t struct_size;
     int64_t step;        /* the training step this decision is for */
@@ -404,6 +420,16 @@ typedef struct aepo_decision {
     int32_t mode;        /* AEPO_CONTROLLER_MODE_* */
     int32_t reason;      /* AEPO_CONTROLLER_REASON_* */
     int32_t reserved;    /* 0 */
+    /* version 2 */
+    double est_gain;              /* b: statistic change per step per unit of T - 1 */
+    double est_same_step;         /* c: same-step response of the statistic per unit of T - 1 */
+    double est_process_noise;     /* estimated sd of the entropy's own noise per step, nats */
+    double est_measurement_noise; /* estimated sd of the statistic's measurement noise, nats */
+    double est_horizon;           /* steps beyond the delay the law aims ahead */
+    double est_feedback;          /* proportional gain: temperature per nat of predicted error */
+    double est_confidence;        /* b / (b + 2 sd(b)), in (0, 1] */
+    int32_t est_delay;            /* identified steps between a decision and its effect; -1 none */
+    int32_t reserved2;            /* 0 */
 } aepo_decision;
 
 /* Creates a controller from a whole config document (NULL or "" means all defaults).
@@ -433,6 +459,16 @@ AEPO_API int32_t aepo_controller_step(aepo_controller *ctl, int32_t statistic, d
 AEPO_API int32_t aepo_controller_step_sums(aepo_controller *ctl, int32_t statistic, double sum,
                                            int64_t count, int64_t step, aepo_decision *next,
                                            aepo_error *err);
+
+/* The same, from the loss metrics of the update (aepo_loss_compute or
+ * aepo_fused_loss_and_grad; n >= AEPO_LOSS_METRIC_N_TOKENS_REG + 1): the statistic that
+ * controller.statistic picks, over the rows controller.statistic_rows picks ("main": the
+ * *_main metrics; "all": main and regulariser rows weighted by their token counts; "auto":
+ * all under bang_bang, main under adaptive). Errors name "metrics" (err->index the metric);
+ * no token in the picked rows is AEPO_ERR_INVALID_ARGUMENT. For "exact", the metrics must
+ * carry entropy (a loss call given the entropy input, or the fused head). */
+AEPO_API int32_t aepo_controller_step_metrics(aepo_controller *ctl, const double *metrics, size_t n,
+                                              int64_t step, aepo_decision *next, aepo_error *err);
 
 /* Writes the controller's state as JSON (text rule above): the pending decision, the
  * level or actuator, the smoothed statistic, the history, and the controller section of
@@ -690,8 +726,9 @@ AEPO_API int32_t aepo_fused_backward(const aepo_fused *h, const float *X, const 
  *   in: the loss inputs as for aepo_loss_compute, except that in->logp and in->entropy
  *       must be NULL (the head computes them); in->mask is also the head's mask;
  *   loss: out, the loss, or NULL; metrics: out, the first min(metrics_cap,
- *       AEPO_LOSS_METRIC_COUNT) loss metrics, or NULL (the entropy metric is always
- *       reported, whatever loss.entropy_coeff is);
+ *       AEPO_LOSS_METRIC_COUNT) loss metrics, or NULL (the entropy metrics, ENTROPY,
+ *       ENTROPY_MAIN and ENTROPY_REG, are always reported from the head's exact entropies
+ *       at fused.temperature, whatever loss.entropy_coeff is);
  *   dX [N, D] or NULL: written, 0 where mask = 0;
  *   dW [V, D] or NULL, dbias [V] or NULL: ADDED to;
  *   logp, entropy [N] or NULL: written, 0 where mask = 0.

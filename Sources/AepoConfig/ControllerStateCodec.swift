@@ -9,17 +9,20 @@ import Glibc
 ///
 ///     {"actuator": 1.2, "config": {<the controller section>}, "decision": {...},
 ///      "error": 0.01, "format": "aepo.controller.state", "history": [{...}, ...],
-///      "level": "high", "observations": 12, "smoothed": 0.49, "statistic": 0.49,
-///      "step": 12, "version": 1}
+///      "estimator": {...} or null, "level": "high", "observations": 12, "pushes": 0,
+///      "smoothed": 0.49, "statistic": 0.49, "step": 12, "version": 2}
 ///
 /// `config` records the whole controller section that produced the state; restoring
-/// compares its `mode`, `statistic` and `adaptive.actuator` with the restoring controller.
-/// A decision's `alpha` is null when the controller does not set alpha. Reading is
-/// strict: unknown or missing keys, wrong types and out-of-range values are state errors
-/// that name the JSON path.
+/// compares its `mode`, `statistic`, `adaptive.actuator` and `adaptive.tuning` with the
+/// restoring controller. `estimator` is the self-tuning controller's identification (null
+/// in other modes). A decision's `alpha` is null when the controller does not set alpha,
+/// and its `estimate` is null when there is none. Version 1 blobs (no estimator, pushes or
+/// estimates; written before `tuning` existed, so an adaptive one is `"fixed"`) still
+/// read. Reading is strict: unknown or missing keys, wrong types and out-of-range values
+/// are state errors that name the JSON path.
 public enum ControllerStateCodec {
     public static let format = "aepo.controller.state"
-    public static let version: Int64 = 1
+    public static let version: Int64 = 2
 
     // MARK: - writing
 
@@ -41,6 +44,9 @@ public enum ControllerStateCodec {
         b.set(root, "actuator", real(s.actuator))
         b.set(root, "error", real(s.error))
         b.set(root, "decision", decisionObject(s.decision, &b))
+        b.set(root, "pushes", json_integer(s.pushes))
+        b.set(root, "estimator", controller.mode == .adaptive && controller.tuning == .auto
+                  ? estimatorObject(s.estimator, &b) : json_null())
         let hist = json_array()
         for d in snap.history { b.append(hist, decisionObject(d, &b)) }
         b.set(root, "history", hist)
@@ -97,6 +103,53 @@ public enum ControllerStateCodec {
         b.set(o, "smoothed", real(d.smoothed))
         b.set(o, "mode", json_string(d.mode.name))
         b.set(o, "reason", json_string(d.reason.name))
+        let e = d.estimate
+        if e.delay < 0 {
+            b.set(o, "estimate", json_null())
+        } else {
+            let eo = json_object()
+            b.set(eo, "gain", real(e.gain))
+            b.set(eo, "same_step", real(e.sameStep))
+            b.set(eo, "delay", json_integer(e.delay))
+            b.set(eo, "process_noise", real(e.processNoise))
+            b.set(eo, "measurement_noise", real(e.measurementNoise))
+            b.set(eo, "horizon", real(e.horizon))
+            b.set(eo, "feedback", real(e.feedback))
+            b.set(eo, "confidence", real(e.confidence))
+            b.set(o, "estimate", eo)
+        }
+        return o
+    }
+
+    private static func reals(_ xs: [Double], _ b: inout Builder) -> UnsafeMutablePointer<json_t>? {
+        let arr = json_array()
+        for x in xs { b.append(arr, real(x)) }
+        return arr
+    }
+
+    private static func estimatorObject(_ e: LoopEstimator, _ b: inout Builder) -> UnsafeMutablePointer<json_t>? {
+        let o = json_object()
+        let filters = json_array()
+        for f in e.filters {
+            let fo = json_object()
+            b.set(fo, "delay", json_integer(Int64(f.delay)))
+            b.set(fo, "leaky", f.leaky ? json_true() : json_false())
+            b.set(fo, "mean", reals(f.mean, &b))
+            b.set(fo, "covariance", reals(f.covariance, &b))
+            b.set(fo, "score", real(f.score))
+            b.set(fo, "correction", real(f.correction))
+            b.append(filters, fo)
+        }
+        b.set(o, "filters", filters)
+        b.set(o, "inputs", reals(e.inputs, &b))
+        b.set(o, "observations", json_integer(e.observations))
+        b.set(o, "selected", json_integer(Int64(e.selected)))
+        b.set(o, "last_observation", real(e.lastObservation))
+        b.set(o, "last_residual", real(e.lastResidual))
+        b.set(o, "residual_moment0", real(e.residualMoment0))
+        b.set(o, "residual_moment1", real(e.residualMoment1))
+        b.set(o, "process_variance", real(e.processVariance))
+        b.set(o, "measurement_variance", real(e.measurementVariance))
         return o
     }
 
@@ -164,15 +217,20 @@ public enum ControllerStateCodec {
             throw .state("format", "is \"\(fmt)\"; expected \"\(format)\" (this is not a controller state)")
         }
         let ver = try top.integer("version")
-        if ver != version {
-            throw .state("version", "unsupported state version \(ver); this library reads version \(version)")
+        if ver != 1 && ver != version {
+            throw .state("version", "unsupported state version \(ver); this library reads versions 1 and \(version)")
         }
-        try top.expectKeys(["actuator", "config", "decision", "error", "format", "history", "level",
-                            "observations", "smoothed", "statistic", "step", "version"])
+        let v2 = ver == 2
+        var keys: Set<String> = ["actuator", "config", "decision", "error", "format", "history", "level",
+                                 "observations", "smoothed", "statistic", "step", "version"]
+        if v2 { keys.formUnion(["estimator", "pushes"]) }
+        try top.expectKeys(keys)
         let cfg = try top.object("config")
         let mode = try cfg.string("mode")
         let statistic = try cfg.string("statistic")
-        let actuator = try cfg.object("adaptive").string("actuator")
+        let adaptive = try cfg.object("adaptive")
+        let actuator = try adaptive.string("actuator")
+        let tuning = v2 ? try adaptive.string("tuning") : "fixed"
 
         let levelName = try top.string("level")
         guard levelName == "high" || levelName == "low" else {
@@ -182,15 +240,58 @@ public enum ControllerStateCodec {
             step: try top.integer("step"), observations: try top.integer("observations"),
             statistic: try top.real("statistic"), smoothed: try top.real("smoothed"), high: levelName == "high",
             actuator: try top.real("actuator"), error: try top.real("error"),
-            decision: try decision(top.object("decision")))
+            decision: try decision(top.object("decision"), v2: v2),
+            estimator: v2 && !top.isNull("estimator") ? try estimator(top.object("estimator")) : LoopEstimator(),
+            pushes: v2 ? try top.integer("pushes") : 0)
         let hist = try top.array("history")
         var history: [ControllerDecision] = []
         for i in 0..<json_array_size(hist.value) {
             guard let item = json_array_get(hist.value, i) else { break }
-            history.append(try decision(Reader(item, "history[\(i)]")))
+            history.append(try decision(Reader(item, "history[\(i)]"), v2: v2))
         }
-        return ControllerSnapshot(mode: mode, statistic: statistic, actuator: actuator, state: state,
-                                  history: history)
+        return ControllerSnapshot(mode: mode, statistic: statistic, actuator: actuator, tuning: tuning,
+                                  state: state, history: history)
+    }
+
+    private static func estimator(_ r: Reader) throws(AepoFailure) -> LoopEstimator {
+        try r.expectKeys(["filters", "inputs", "last_observation", "last_residual", "measurement_variance",
+                          "observations", "process_variance", "residual_moment0", "residual_moment1", "selected"])
+        var e = LoopEstimator()
+        let filters = try r.array("filters")
+        let n = json_array_size(filters.value)
+        if n != e.filters.count {
+            throw .state(r.path("filters"), "holds \(n) filters; expected \(e.filters.count)")
+        }
+        for i in 0..<n {
+            guard let item = json_array_get(filters.value, i) else { break }
+            let f = try Reader(item, r.path("filters[\(i)]"))
+            try f.expectKeys(["correction", "covariance", "delay", "leaky", "mean", "score"])
+            let delay = try f.integer("delay")
+            let want = e.filters[i]
+            if delay != Int64(want.delay) { throw .state(f.path("delay"), "is \(delay); expected \(want.delay)") }
+            if try f.bool("leaky") != want.leaky { throw .state(f.path("leaky"), "expected \(want.leaky)") }
+            e.filters[i].mean = try f.reals("mean", count: want.mean.count)
+            e.filters[i].covariance = try f.reals("covariance", count: want.covariance.count)
+            e.filters[i].score = try f.real("score")
+            e.filters[i].correction = try f.real("correction")
+        }
+        e.inputs = try r.reals("inputs", count: LoopEstimator.maxDelay + 1)
+        e.observations = try r.integer("observations")
+        let sel = try r.integer("selected")
+        if sel < 0 || sel >= Int64(LoopEstimator.filterCount) {
+            throw .state(r.path("selected"), "is \(sel); expected 0 ... \(LoopEstimator.filterCount - 1)")
+        }
+        e.selected = Int(sel)
+        e.lastObservation = try r.real("last_observation")
+        e.lastResidual = try r.real("last_residual")
+        e.residualMoment0 = try r.real("residual_moment0")
+        e.residualMoment1 = try r.real("residual_moment1")
+        e.processVariance = try r.real("process_variance")
+        e.measurementVariance = try r.real("measurement_variance")
+        if !e.isValid {
+            throw .state(r.path("filters"), "the estimator holds a non-finite value or a negative variance")
+        }
+        return e
     }
 
     public static func decode(_ text: String) throws(AepoFailure) -> ControllerSnapshot {
@@ -202,9 +303,11 @@ public enum ControllerStateCodec {
         return try result.get()
     }
 
-    private static func decision(_ r: Reader) throws(AepoFailure) -> ControllerDecision {
-        try r.expectKeys(["alpha", "halve", "k_max", "mode", "reason", "smoothed", "statistic", "step",
-                          "target", "temperature"])
+    private static func decision(_ r: Reader, v2: Bool) throws(AepoFailure) -> ControllerDecision {
+        var keys: Set<String> = ["alpha", "halve", "k_max", "mode", "reason", "smoothed", "statistic", "step",
+                                 "target", "temperature"]
+        if v2 { keys.insert("estimate") }
+        try r.expectKeys(keys)
         let modeName = try r.string("mode")
         guard let mode = ControllerMode(name: modeName) else {
             throw .state(r.path("mode"), "unknown mode \"\(modeName)\"")
@@ -213,10 +316,25 @@ public enum ControllerStateCodec {
         guard let reason = ControllerReason(name: reasonName) else {
             throw .state(r.path("reason"), "unknown reason \"\(reasonName)\"")
         }
+        var estimate = ControllerEstimate.none
+        if v2 && !r.isNull("estimate") {
+            let e = try r.object("estimate")
+            try e.expectKeys(["confidence", "delay", "feedback", "gain", "horizon", "measurement_noise",
+                              "process_noise", "same_step"])
+            let delay = try e.integer("delay")
+            if delay < 0 || delay > Int64(LoopEstimator.maxDelay) {
+                throw .state(e.path("delay"), "is \(delay); expected 0 ... \(LoopEstimator.maxDelay)")
+            }
+            estimate = ControllerEstimate(
+                gain: try e.real("gain"), sameStep: try e.real("same_step"), delay: delay,
+                processNoise: try e.real("process_noise"), measurementNoise: try e.real("measurement_noise"),
+                horizon: try e.real("horizon"), feedback: try e.real("feedback"), confidence: try e.real("confidence"))
+        }
         return ControllerDecision(
             step: try r.integer("step"), temperature: try r.real("temperature"), kMax: try r.integer("k_max"),
             halve: try r.bool("halve"), alpha: try r.real("alpha", nullable: true), target: try r.real("target"),
-            statistic: try r.real("statistic"), smoothed: try r.real("smoothed"), mode: mode, reason: reason)
+            statistic: try r.real("statistic"), smoothed: try r.real("smoothed"), mode: mode, reason: reason,
+            estimate: estimate)
     }
 
     /// Typed access to one JSON object, with errors that name the path.
@@ -252,6 +370,26 @@ public enum ControllerStateCodec {
         func field(_ key: String) throws(AepoFailure) -> UnsafeMutablePointer<json_t> {
             guard let v = json_object_get(value, key) else { throw .state(path(key), "missing") }
             return v
+        }
+
+        func isNull(_ key: String) -> Bool {
+            json_object_get(value, key).map { $0.pointee.type == JSON_NULL } ?? false
+        }
+
+        func reals(_ key: String, count: Int) throws(AepoFailure) -> [Double] {
+            let arr = try array(key)
+            let n = json_array_size(arr.value)
+            if n != count { throw .state(path(key), "holds \(n) values; expected \(count)") }
+            var out: [Double] = []
+            for i in 0..<n {
+                guard let v = json_array_get(arr.value, i) else { break }
+                switch v.pointee.type {
+                case JSON_REAL: out.append(json_real_value(v))
+                case JSON_INTEGER: out.append(Double(json_integer_value(v)))
+                default: throw .state(path(key) + "[\(i)]", "expected a real, got \(ConfigCodec.describe(v))")
+                }
+            }
+            return out
         }
 
         func object(_ key: String) throws(AepoFailure) -> Reader {

@@ -71,10 +71,13 @@ public struct ScheduleConfig: Equatable, Sendable {
     public init() {}
 }
 
-/// The adaptive controller's settings. The gains are chosen on the plant of issue 5 and
-/// documented, with the reasoning and the measured tracking errors, in docs/CONTROLLER.md.
+/// The adaptive controller's settings (docs/CONTROLLER.md). Under `tuning = "auto"` the
+/// controller identifies the loop online and derives its own gains; `kp`, `ki` and `ema` are
+/// read only under `tuning = "fixed"`.
 public struct AdaptiveConfig: Equatable, Sendable {
     public var actuator = "temperature"
+    /// "auto": self-tuning (identified loop, derived gains); "fixed": the PI with kp, ki, ema.
+    public var tuning = "auto"
     public var tMin = 0.5
     public var tMax = 2.0
     public var alphaMax = 0.5
@@ -97,6 +100,10 @@ public struct ControllerConfig: Equatable, Sendable {
     public var kMax: Int64 = 60
     public var halveAboveTarget = true
     public var statistic = "nll"
+    /// Which rows the fed statistic covers: "all" (the reference), "main" (main rows only,
+    /// free of the regulariser's same-step response) or "auto" (all under bang_bang, main
+    /// under adaptive).
+    public var statisticRows = "auto"
     public var initialEntropy = 0.0
     public var hysteresis = 0.0
     public var history: Int64 = 32

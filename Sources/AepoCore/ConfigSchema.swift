@@ -152,6 +152,7 @@ public enum ConfigSchema {
             int("controller.k_max", \.controller.kMax, 0, .max),
             name("controller.mode", \.controller.mode, ["bang_bang", "adaptive"]),
             name("controller.statistic", \.controller.statistic, ["nll", "exact"]),
+            name("controller.statistic_rows", \.controller.statisticRows, ["auto", "all", "main"]),
             real("controller.t_high", \.controller.tHigh, .positive, hint: temperatureHint),
             real("controller.t_low", \.controller.tLow, .positive, hint: temperatureHint),
             real("controller.target", \.controller.target, .nonNegative),
@@ -170,6 +171,7 @@ public enum ConfigSchema {
             real("controller.adaptive.t_max", \.controller.adaptive.tMax, .positive, hint: temperatureHint),
             real("controller.adaptive.t_min", \.controller.adaptive.tMin, .positive, hint: temperatureHint),
             real("controller.adaptive.t_rate", \.controller.adaptive.tRate, .positive),
+            name("controller.adaptive.tuning", \.controller.adaptive.tuning, ["auto", "fixed"]),
 
             bool("sampler.greedy", \.sampler.greedy),
             real("sampler.min_p", \.sampler.minP, .closedOpen(0, 1)),

@@ -76,7 +76,7 @@ public func aepo_controller_step(_ ctl: OpaquePointer?, _ statistic: Int32, _ va
         let h = try ControllerHandle.borrow(ctl, "ctl")
         let kind = try statisticArgument(statistic)
         let s = try stepArgument(step)
-        let o: UnsafeMutablePointer<aepo_decision>? = next == nil ? nil : try decisionOutput(next, "next")
+        let o: UnsafeMutableRawPointer? = next == nil ? nil : try decisionOutput(next, "next")
         let d = try h.lock.run { () throws(AepoFailure) in try h.controller.observe(kind, value: value, step: s) }
         if let o { writeDecision(d, o) }
     }
@@ -90,10 +90,26 @@ public func aepo_controller_step_sums(_ ctl: OpaquePointer?, _ statistic: Int32,
         let h = try ControllerHandle.borrow(ctl, "ctl")
         let kind = try statisticArgument(statistic)
         let s = try stepArgument(step)
-        let o: UnsafeMutablePointer<aepo_decision>? = next == nil ? nil : try decisionOutput(next, "next")
+        let o: UnsafeMutableRawPointer? = next == nil ? nil : try decisionOutput(next, "next")
         let d = try h.lock.run { () throws(AepoFailure) in
             try h.controller.observe(kind, sum: sum, count: count, step: s)
         }
+        if let o { writeDecision(d, o) }
+    }
+}
+
+@c @implementation
+public func aepo_controller_step_metrics(_ ctl: OpaquePointer?, _ metrics: UnsafePointer<Double>?, _ n: Int,
+                                         _ step: Int64, _ next: UnsafeMutablePointer<aepo_decision>?,
+                                         _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        let h = try ControllerHandle.borrow(ctl, "ctl")
+        guard let metrics else { throw .nullPointer("metrics") }
+        if n < 0 { throw .shape("n", "must be >= 0, got \(n)") }
+        let s = try stepArgument(step)
+        let o: UnsafeMutableRawPointer? = next == nil ? nil : try decisionOutput(next, "next")
+        let buf = UnsafeBufferPointer(start: metrics, count: n)
+        let d = try h.lock.run { () throws(AepoFailure) in try h.controller.observe(metrics: buf, step: s) }
         if let o { writeDecision(d, o) }
     }
 }
@@ -168,22 +184,26 @@ func stepArgument(_ step: Int64) throws(AepoFailure) -> Int64? {
     return step
 }
 
-/// Checks a caller's decision struct: non-NULL, and struct_size at least this version's
-/// size. Reads only the leading size field.
+/// Checks a caller's decision struct: non-NULL, and struct_size at least the first
+/// version's size. Reads only the leading size field. The struct is handed on as raw
+/// memory, since a caller's may be shorter than this library's.
 func decisionOutput(_ p: UnsafeMutablePointer<aepo_decision>?, _ name: String) throws(AepoFailure)
-    -> UnsafeMutablePointer<aepo_decision> {
+    -> UnsafeMutableRawPointer {
     guard let p else { throw .nullPointer(name) }
     let size = UnsafeRawPointer(p).load(as: Int.self)
-    let need = MemoryLayout<aepo_decision>.size
+    let need = Int(AEPO_DECISION_SIZE_V1)
     if size < need {
         throw .invalid(name, "struct_size is \(size); set it to sizeof(aepo_decision) (at least \(need))")
     }
-    return p
+    return UnsafeMutableRawPointer(p)
 }
 
-func writeDecision(_ d: ControllerDecision, _ out: UnsafeMutablePointer<aepo_decision>) {
+/// Writes the fields the caller's struct_size covers; struct_size itself and anything past
+/// this library's struct stay as they were.
+func writeDecision(_ d: ControllerDecision, _ out: UnsafeMutableRawPointer) {
     var c = aepo_decision()
-    c.struct_size = UnsafeRawPointer(out).load(as: Int.self)
+    let callerSize = out.load(as: Int.self)
+    c.struct_size = callerSize
     c.step = d.step
     c.temperature = d.temperature
     c.alpha = d.alpha
@@ -195,7 +215,19 @@ func writeDecision(_ d: ControllerDecision, _ out: UnsafeMutablePointer<aepo_dec
     c.mode = d.mode.rawValue
     c.reason = d.reason.rawValue
     c.reserved = 0
-    out.pointee = c
+    let e = d.estimate
+    c.est_gain = e.gain
+    c.est_same_step = e.sameStep
+    c.est_process_noise = e.processNoise
+    c.est_measurement_noise = e.measurementNoise
+    c.est_horizon = e.horizon
+    c.est_feedback = e.feedback
+    c.est_confidence = e.confidence
+    c.est_delay = Int32(clamping: e.delay)
+    c.reserved2 = 0
+    withUnsafeBytes(of: &c) { src in
+        if let base = src.baseAddress { out.copyMemory(from: base, byteCount: min(callerSize, src.count)) }
+    }
 }
 
 /// Static names of the controller's codes.

@@ -106,7 +106,8 @@ private func fmt(_ x: Double) -> String {
     /// rate limit) and is back on target within a few dozen steps; an integrator that had
     /// wound up during the 150 saturated steps would stay pinned for far longer.
     @Test func saturationDoesNotWindUp() throws {
-        let c = ControllerConfig.adaptive(target: 1.5).withPiecewise([(150, 0.5)])
+        var c = ControllerConfig.adaptive(target: 1.5).withPiecewise([(150, 0.5)])
+        c.adaptive.tuning = "fixed"
         let run = try EntropyPlant().run(c, seed: 2)
         let saturated = run.decisions[100..<150]
         #expect(saturated.allSatisfy { $0.temperature == 2.0 && $0.reason == .saturatedHigh })
@@ -125,6 +126,7 @@ private func fmt(_ x: Double) -> String {
     /// initial entropy 0.5 (so the first error is 0 and T starts at exactly 1).
     @Test func piUpdateByHand() throws {
         var c = ControllerConfig.adaptive(target: 0.5)
+        c.adaptive.tuning = "fixed"
         c.adaptive.kp = 2
         c.adaptive.ki = 0.5
         c.adaptive.tRate = 1
@@ -151,6 +153,7 @@ private func fmt(_ x: Double) -> String {
 
     @Test func emaSmoothsTheStatistic() throws {
         var c = ControllerConfig.adaptive(target: 0.5)
+        c.adaptive.tuning = "fixed"
         c.adaptive.ema = 0.75
         var ctl = try EntropyController(c)
         #expect(ctl.decision.smoothed == 0)  // initial_entropy
@@ -169,6 +172,7 @@ private func fmt(_ x: Double) -> String {
 
     @Test func alphaActuatorMapsTheExcursion() throws {
         var c = ControllerConfig.adaptive(target: 0.5)
+        c.adaptive.tuning = "fixed"
         c.adaptive.actuator = "alpha"
         c.adaptive.kp = 0
         c.adaptive.ki = 1

@@ -178,7 +178,7 @@ import Testing
         #expect(s(aepo_controller_statistic_name(AEPO_CONTROLLER_STATISTIC_EXACT)) == "exact")
         #expect(s(aepo_controller_statistic_name(-1)) == "unknown")
         let reasons = ["initial", "at_or_below_target", "above_target", "hysteresis_hold", "tracking",
-                       "saturated_high", "saturated_low", "rate_limited"]
+                       "saturated_high", "saturated_low", "rate_limited", "unreachable"]
         #expect(Int(AEPO_CONTROLLER_REASON_COUNT) == reasons.count)
         for (i, r) in reasons.enumerated() {
             #expect(s(aepo_controller_reason_name(Int32(i))) == r)
@@ -187,8 +187,12 @@ import Testing
         #expect(s(aepo_controller_reason_name(AEPO_CONTROLLER_REASON_COUNT)) == "unknown")
         #expect(AEPO_CONTROLLER_REASON_RATE_LIMITED == ControllerReason.rateLimited.rawValue)
         #expect(AEPO_CONTROLLER_REASON_HYSTERESIS_HOLD == ControllerReason.hysteresisHold.rawValue)
-        #expect(MemoryLayout<aepo_decision>.size == Int(AEPO_DECISION_SIZE_V1))
+        #expect(AEPO_CONTROLLER_REASON_UNREACHABLE == ControllerReason.unreachable.rawValue)
+        #expect(MemoryLayout<aepo_decision>.size == Int(AEPO_DECISION_SIZE_V2))
+        #expect(Int(AEPO_DECISION_SIZE_V1) == 80)
         #expect(MemoryLayout<aepo_decision>.offset(of: \.reserved) == 76)
+        #expect(MemoryLayout<aepo_decision>.offset(of: \.est_gain) == 80)
+        #expect(MemoryLayout<aepo_decision>.offset(of: \.reserved2) == 140)
     }
 
     @Test func configJSONIsTheEffectiveDocument() throws {

@@ -83,12 +83,14 @@ import Testing
 
     @Test func metricNamesArePinned() {
         let want = ["pg_loss", "pg_clipfrac", "pg_clipfrac_lower", "ppo_kl", "kl_loss", "entropy", "reg_used",
-                    "n_positive", "reg_token_frac", "n_tokens", "n_seqs", "reg_loss"]
+                    "n_positive", "reg_token_frac", "n_tokens", "n_seqs", "reg_loss", "nll_main", "entropy_main",
+                    "n_tokens_main", "nll_reg", "entropy_reg", "n_tokens_reg"]
         #expect(aepo_loss_metric_count() == AEPO_LOSS_METRIC_COUNT)
         #expect(Int(AEPO_LOSS_METRIC_COUNT) == want.count)
         for (i, n) in want.enumerated() { #expect(String(cString: aepo_loss_metric_name(Int32(i))!) == n) }
         #expect(aepo_loss_metric_name(-1) == nil && aepo_loss_metric_name(AEPO_LOSS_METRIC_COUNT) == nil)
         #expect(AEPO_LOSS_METRIC_REG_TOKEN_FRAC == 8 && AEPO_LOSS_METRIC_N_SEQS == 10)
+        #expect(AEPO_LOSS_METRIC_NLL_MAIN == 12 && AEPO_LOSS_METRIC_N_TOKENS_REG == 17)
     }
 
     @Test func unknownModesAndUnsupportedAggregation() {

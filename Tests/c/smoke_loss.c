@@ -1,6 +1,6 @@
 /* The policy-loss handle through the installed header and library: the vanilla example of
- * anchors-rl-losses.md section 7.3 (known numbers), metric names, GRPO advantages, the
- * regulariser selection, and errors that name the argument. */
+ * anchors-rl-losses.md section 7.3 (known numbers), metric names, the metrics by row role,
+ * GRPO advantages, the regulariser selection, and errors that name the argument. */
 #include <aepo.h>
 #include <stdlib.h>
 
@@ -11,10 +11,13 @@ int main(void) {
     static const float old_logp[8] = {-1.2f, -0.4f, -1.0f, -0.1f, -0.3f, -2.7f, -0.2f, -0.5f};
     static const float adv[2] = {1.0f, -1.0f};
     static const uint8_t mask[8] = {1, 1, 1, 0, 1, 1, 1, 1};
+    static const float entropy[8] = {0.5f, 1.0f, 1.5f, NAN, 2.0f, 0.5f, 0.75f, 1.25f};
+    static const uint8_t reg_rows[2] = {0, 1};
     static const char *cfg = "{\"loss\": {\"clip_ratio_high\": 0.28}}";
     static const char *names[AEPO_LOSS_METRIC_COUNT] = {
         "pg_loss", "pg_clipfrac", "pg_clipfrac_lower", "ppo_kl", "kl_loss", "entropy", "reg_used",
-        "n_positive", "reg_token_frac", "n_tokens", "n_seqs", "reg_loss"};
+        "n_positive", "reg_token_frac", "n_tokens", "n_seqs", "reg_loss", "nll_main", "entropy_main",
+        "n_tokens_main", "nll_reg", "entropy_reg", "n_tokens_reg"};
     aepo_error err;
     aepo_loss *h = NULL;
     aepo_loss_inputs in;
@@ -63,6 +66,29 @@ int main(void) {
     for (i = 0; i < 8; i++) CHECK(grad_ent[i] == 0.0f);
     printf("vanilla token-mean loss %.10f, pg_clipfrac %.10f, ppo_kl %.10f\n", loss,
            metrics[AEPO_LOSS_METRIC_PG_CLIPFRAC], metrics[AEPO_LOSS_METRIC_PPO_KL]);
+    /* Without reg_rows every valid token is a main-row token: nll_main = 14.7 / 7; no entropy. */
+    CHECK_NEAR(metrics[AEPO_LOSS_METRIC_NLL_MAIN], 2.1, 1e-7);
+    CHECK(metrics[AEPO_LOSS_METRIC_N_TOKENS_MAIN] == 7.0 && metrics[AEPO_LOSS_METRIC_ENTROPY_MAIN] == 0.0);
+    CHECK(metrics[AEPO_LOSS_METRIC_NLL_REG] == 0.0 && metrics[AEPO_LOSS_METRIC_ENTROPY_REG] == 0.0 &&
+          metrics[AEPO_LOSS_METRIC_N_TOKENS_REG] == 0.0);
+
+    /* Row 1 a regulariser row, with entropy (NaN under mask = 0 is never read): main row 0 has
+     * nll (1 + 0.5 + 2) / 3 and entropy 3 / 3; regulariser row 1 has nll 11.2 / 4 and entropy
+     * 4.5 / 4. */
+    in.entropy = entropy;
+    in.reg_rows = reg_rows;
+    CHECK_STATUS(aepo_loss_compute(h, &in, &loss, NULL, NULL, metrics, AEPO_LOSS_METRIC_COUNT, &err), AEPO_OK, &err);
+    CHECK_NEAR(metrics[AEPO_LOSS_METRIC_NLL_MAIN], 3.5 / 3, 1e-7);
+    CHECK_NEAR(metrics[AEPO_LOSS_METRIC_ENTROPY_MAIN], 1.0, 1e-7);
+    CHECK(metrics[AEPO_LOSS_METRIC_N_TOKENS_MAIN] == 3.0);
+    CHECK_NEAR(metrics[AEPO_LOSS_METRIC_NLL_REG], 2.8, 1e-7);
+    CHECK_NEAR(metrics[AEPO_LOSS_METRIC_ENTROPY_REG], 1.125, 1e-7);
+    CHECK(metrics[AEPO_LOSS_METRIC_N_TOKENS_REG] == 4.0);
+    printf("by row role: nll_main %.10f, entropy_main %.10f, nll_reg %.10f, entropy_reg %.10f\n",
+           metrics[AEPO_LOSS_METRIC_NLL_MAIN], metrics[AEPO_LOSS_METRIC_ENTROPY_MAIN], metrics[AEPO_LOSS_METRIC_NLL_REG],
+           metrics[AEPO_LOSS_METRIC_ENTROPY_REG]);
+    in.entropy = NULL;
+    in.reg_rows = NULL;
 
     /* Bad inputs name the argument and the index. */
     memcpy(bad_mask, mask, sizeof bad_mask);

@@ -4,7 +4,8 @@
  *
  * Invariants beyond fz_check:
  *   - compute: on success the loss, metrics and gradients are finite, the gradients are 0
- *     where mask = 0, metrics beyond AEPO_LOSS_METRIC_COUNT are not written; a mask or
+ *     where mask = 0, metrics beyond min(cap, AEPO_LOSS_METRIC_COUNT) are not written, the
+ *     main-row and regulariser-row token counts add up to n_tokens; a mask or
  *     reg_rows value other than 0/1 fails; NaN/Inf under mask = 1 in any given array fails
  *     (with the documented exceptions: advantages of regulariser rows and of rows without a
  *     valid token are not read); AEPO_ERR_NON_FINITE names a float array and an index inside
@@ -21,6 +22,7 @@ static const char *const AGGS[] = {"token-mean", "token-sum", "seq-mean-token-su
 static const char *const KLS[] = {"kl", "abs", "mse", "low_var_kl", "k3+", "k1", "k2"};
 static const char *const ESTIMATORS[] = {"grpo", "rloo", "reinforce_plus_plus_baseline", "grpo_passk"};
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
+#define FZ_METRIC_SLOTS (AEPO_LOSS_METRIC_COUNT + 4) /* the metrics buffer, with slots past the count */
 
 static char json[768]; /* the config of the current input (printed by AEPO_FUZZ_TRACE) */
 
@@ -82,8 +84,8 @@ static void fuzz_compute(fz *f, aepo_loss *h) {
     float *logp = NULL, *old = NULL, *adv = NULL, *ref = NULL, *isw = NULL, *ent = NULL;
     uint8_t *mask = NULL, *reg = NULL;
     float *grad = NULL, *grad_ent = NULL;
-    double loss = 12345.0, metrics[16];
-    size_t cap = (size_t)fz_below(f, 15), k;
+    double loss = 12345.0, metrics[FZ_METRIC_SLOTS];
+    size_t cap = (size_t)fz_below(f, FZ_METRIC_SLOTS), k;
     int32_t rc;
     int64_t i, b;
     int want_fail = 0, bad_value = 0;
@@ -105,7 +107,7 @@ static void fuzz_compute(fz *f, aepo_loss *h) {
     if (nb >= 0 && (flags & 0x400)) reg = fz_mask(f, nb, flags & 0x800);
     for (i = 0; grad && i < n; i++) grad[i] = sentinel;
     for (i = 0; grad_ent && i < n; i++) grad_ent[i] = sentinel;
-    for (k = 0; k < 16; k++) metrics[k] = -777.0;
+    for (k = 0; k < FZ_METRIC_SLOTS; k++) metrics[k] = -777.0;
 
     rc = aepo_loss_inputs_init(&in, sizeof in, NULL);
     FZ_ASSERT(rc == AEPO_OK, "aepo_loss_inputs_init failed");
@@ -187,8 +189,13 @@ static void fuzz_compute(fz *f, aepo_loss *h) {
         if (!(flags & 0x400000)) {
             for (k = 0; k < cap && k < AEPO_LOSS_METRIC_COUNT; k++)
                 FZ_ASSERT(isfinite(metrics[k]), "metric %zu is %g", k, metrics[k]);
-            for (k = AEPO_LOSS_METRIC_COUNT; k < 16; k++)
-                FZ_ASSERT(metrics[k] == -777.0, "metric slot %zu beyond the count was written", k);
+            for (k = cap < AEPO_LOSS_METRIC_COUNT ? cap : AEPO_LOSS_METRIC_COUNT; k < FZ_METRIC_SLOTS; k++)
+                FZ_ASSERT(metrics[k] == -777.0, "metric slot %zu beyond the cap or the count was written", k);
+            if (cap >= AEPO_LOSS_METRIC_COUNT)
+                FZ_ASSERT(metrics[AEPO_LOSS_METRIC_N_TOKENS_MAIN] + metrics[AEPO_LOSS_METRIC_N_TOKENS_REG] ==
+                              metrics[AEPO_LOSS_METRIC_N_TOKENS],
+                          "n_tokens_main %g + n_tokens_reg %g != n_tokens %g", metrics[AEPO_LOSS_METRIC_N_TOKENS_MAIN],
+                          metrics[AEPO_LOSS_METRIC_N_TOKENS_REG], metrics[AEPO_LOSS_METRIC_N_TOKENS]);
         }
         for (i = 0; i < n; i++) {
             if (grad) {
@@ -202,7 +209,7 @@ static void fuzz_compute(fz *f, aepo_loss *h) {
         }
     } else {
         FZ_ASSERT(loss == 12345.0, "a failed compute wrote the loss");
-        for (k = 0; k < 16; k++) FZ_ASSERT(metrics[k] == -777.0, "a failed compute wrote metric %zu", k);
+        for (k = 0; k < FZ_METRIC_SLOTS; k++) FZ_ASSERT(metrics[k] == -777.0, "a failed compute wrote metric %zu", k);
         if (rc != AEPO_ERR_NON_FINITE) {
             for (i = 0; i < n; i++) {
                 FZ_ASSERT(!grad || memcmp(&grad[i], &sentinel, sizeof sentinel) == 0,

@@ -43,7 +43,13 @@ PIN(m_reg_token_frac, AEPO_LOSS_METRIC_REG_TOKEN_FRAC == 8);
 PIN(m_n_tokens, AEPO_LOSS_METRIC_N_TOKENS == 9);
 PIN(m_n_seqs, AEPO_LOSS_METRIC_N_SEQS == 10);
 PIN(m_reg_loss, AEPO_LOSS_METRIC_REG_LOSS == 11);
-PIN(m_count, AEPO_LOSS_METRIC_COUNT >= 12); /* appended metrics only ever raise it */
+PIN(m_nll_main, AEPO_LOSS_METRIC_NLL_MAIN == 12);
+PIN(m_entropy_main, AEPO_LOSS_METRIC_ENTROPY_MAIN == 13);
+PIN(m_n_tokens_main, AEPO_LOSS_METRIC_N_TOKENS_MAIN == 14);
+PIN(m_nll_reg, AEPO_LOSS_METRIC_NLL_REG == 15);
+PIN(m_entropy_reg, AEPO_LOSS_METRIC_ENTROPY_REG == 16);
+PIN(m_n_tokens_reg, AEPO_LOSS_METRIC_N_TOKENS_REG == 17);
+PIN(m_count, AEPO_LOSS_METRIC_COUNT >= 18); /* appended metrics only ever raise it */
 
 /* Controller codes. */
 PIN(mode_bb, AEPO_CONTROLLER_MODE_BANG_BANG == 0);
@@ -60,7 +66,8 @@ PIN(r_tracking, AEPO_CONTROLLER_REASON_TRACKING == 4);
 PIN(r_sat_high, AEPO_CONTROLLER_REASON_SATURATED_HIGH == 5);
 PIN(r_sat_low, AEPO_CONTROLLER_REASON_SATURATED_LOW == 6);
 PIN(r_rate, AEPO_CONTROLLER_REASON_RATE_LIMITED == 7);
-PIN(r_count, AEPO_CONTROLLER_REASON_COUNT >= 8);
+PIN(r_unreachable, AEPO_CONTROLLER_REASON_UNREACHABLE == 8);
+PIN(r_count, AEPO_CONTROLLER_REASON_COUNT >= 9);
 PIN(step_next, AEPO_CONTROLLER_STEP_NEXT == -1);
 
 /* aepo_error. */
@@ -95,9 +102,11 @@ PIN(in_global_reg_tokens, offsetof(aepo_loss_inputs, global_reg_tokens) == 120);
 PIN(in_dp_size, offsetof(aepo_loss_inputs, dp_size) == 128);
 PIN(in_step, offsetof(aepo_loss_inputs, step) == 136);
 
-/* aepo_decision, version 1. */
+/* aepo_decision, versions 1 and 2. */
 PIN(dec_v1, AEPO_DECISION_SIZE_V1 == 80);
-PIN(dec_size, sizeof(aepo_decision) == 80);
+PIN(dec_size, sizeof(aepo_decision) == 144);
+PIN(dec_size_v1, AEPO_DECISION_SIZE_V1 == 80);
+PIN(dec_size_v2, AEPO_DECISION_SIZE_V2 == 144);
 PIN(dec_struct_size, offsetof(aepo_decision, struct_size) == 0);
 PIN(dec_step, offsetof(aepo_decision, step) == 8);
 PIN(dec_temperature, offsetof(aepo_decision, temperature) == 16);
@@ -110,6 +119,15 @@ PIN(dec_halve, offsetof(aepo_decision, halve) == 64);
 PIN(dec_mode, offsetof(aepo_decision, mode) == 68);
 PIN(dec_reason, offsetof(aepo_decision, reason) == 72);
 PIN(dec_reserved, offsetof(aepo_decision, reserved) == 76);
+PIN(dec_est_gain, offsetof(aepo_decision, est_gain) == 80);
+PIN(dec_est_same_step, offsetof(aepo_decision, est_same_step) == 88);
+PIN(dec_est_process_noise, offsetof(aepo_decision, est_process_noise) == 96);
+PIN(dec_est_measurement_noise, offsetof(aepo_decision, est_measurement_noise) == 104);
+PIN(dec_est_horizon, offsetof(aepo_decision, est_horizon) == 112);
+PIN(dec_est_feedback, offsetof(aepo_decision, est_feedback) == 120);
+PIN(dec_est_confidence, offsetof(aepo_decision, est_confidence) == 128);
+PIN(dec_est_delay, offsetof(aepo_decision, est_delay) == 136);
+PIN(dec_reserved2, offsetof(aepo_decision, reserved2) == 140);
 
 /* The type of every exported function: a changed signature does not compile (-Werror). */
 struct abi_functions {
@@ -142,6 +160,8 @@ struct abi_functions {
     int32_t (*controller_step)(aepo_controller *, int32_t, double, int64_t, aepo_decision *, aepo_error *);
     int32_t (*controller_step_sums)(aepo_controller *, int32_t, double, int64_t, int64_t, aepo_decision *,
                                     aepo_error *);
+    int32_t (*controller_step_metrics)(aepo_controller *, const double *, size_t, int64_t, aepo_decision *,
+                                       aepo_error *);
     int32_t (*controller_state_json)(const aepo_controller *, char *, size_t, size_t *, aepo_error *);
     int32_t (*controller_restore)(aepo_controller *, const char *, size_t, aepo_error *);
     int32_t (*controller_history_count)(const aepo_controller *, int64_t *, aepo_error *);
@@ -176,7 +196,8 @@ static const struct abi_functions FUNCTIONS = {
     aepo_loss_inputs_init, aepo_loss_create, aepo_loss_free, aepo_loss_config_json, aepo_loss_compute,
     aepo_loss_advantages, aepo_loss_select_regularizer, aepo_controller_mode_name, aepo_controller_statistic_name,
     aepo_controller_reason_name, aepo_controller_create, aepo_controller_free, aepo_controller_config_json,
-    aepo_controller_decision, aepo_controller_step, aepo_controller_step_sums, aepo_controller_state_json,
+    aepo_controller_decision, aepo_controller_step, aepo_controller_step_sums, aepo_controller_step_metrics,
+    aepo_controller_state_json,
     aepo_controller_restore, aepo_controller_history_count, aepo_controller_history, aepo_logits_stats,
     aepo_logits_backward, aepo_sampler_create, aepo_sampler_free, aepo_sampler_config_json, aepo_sampler_sample,
     aepo_fused_create, aepo_fused_free, aepo_fused_config_json, aepo_fused_forward, aepo_fused_backward,
@@ -190,11 +211,12 @@ static const char *const STATUS_NAMES[] = {
 };
 static const char *const METRIC_NAMES[] = {
     "pg_loss", "pg_clipfrac", "pg_clipfrac_lower", "ppo_kl", "kl_loss", "entropy", "reg_used", "n_positive",
-    "reg_token_frac", "n_tokens", "n_seqs", "reg_loss",
+    "reg_token_frac", "n_tokens", "n_seqs", "reg_loss", "nll_main", "entropy_main", "n_tokens_main", "nll_reg",
+    "entropy_reg", "n_tokens_reg",
 };
 static const char *const REASON_NAMES[] = {
     "initial", "at_or_below_target", "above_target", "hysteresis_hold", "tracking", "saturated_high",
-    "saturated_low", "rate_limited",
+    "saturated_low", "rate_limited", "unreachable",
 };
 
 int main(void) {
@@ -214,7 +236,8 @@ int main(void) {
     CHECK(strcmp(aepo_status_name(-1), "AEPO_ERR_UNKNOWN") == 0);
 
     CHECK(aepo_loss_metric_count() == AEPO_LOSS_METRIC_COUNT);
-    for (i = 0; i < 12; i++) CHECK(strcmp(aepo_loss_metric_name(i), METRIC_NAMES[i]) == 0);
+    for (i = 0; i < (int)(sizeof METRIC_NAMES / sizeof METRIC_NAMES[0]); i++)
+        CHECK(strcmp(aepo_loss_metric_name(i), METRIC_NAMES[i]) == 0);
     CHECK(aepo_loss_metric_name(-1) == NULL && aepo_loss_metric_name(AEPO_LOSS_METRIC_COUNT) == NULL);
 
     CHECK(strcmp(aepo_controller_mode_name(0), "bang_bang") == 0);
@@ -223,7 +246,7 @@ int main(void) {
     CHECK(strcmp(aepo_controller_statistic_name(0), "nll") == 0);
     CHECK(strcmp(aepo_controller_statistic_name(1), "exact") == 0);
     CHECK(strcmp(aepo_controller_statistic_name(2), "unknown") == 0);
-    for (i = 0; i < 8; i++) CHECK(strcmp(aepo_controller_reason_name(i), REASON_NAMES[i]) == 0);
+    for (i = 0; i < 9; i++) CHECK(strcmp(aepo_controller_reason_name(i), REASON_NAMES[i]) == 0);
     CHECK(strcmp(aepo_controller_reason_name(AEPO_CONTROLLER_REASON_COUNT), "unknown") == 0);
 
     /* The library agrees on the struct sizes: the first version is the minimum it takes. */
@@ -237,6 +260,15 @@ int main(void) {
     d.struct_size = AEPO_DECISION_SIZE_V1;
     CHECK_STATUS(aepo_controller_decision(c, &d, &e), AEPO_OK, &e);
     CHECK(d.struct_size == 80 && d.reason == AEPO_CONTROLLER_REASON_INITIAL && d.mode == AEPO_CONTROLLER_MODE_BANG_BANG);
+    /* A version 1 caller's struct: nothing past its 80 bytes is written. */
+    memset(&d, 0xAB, sizeof d);
+    d.struct_size = AEPO_DECISION_SIZE_V1;
+    CHECK_STATUS(aepo_controller_decision(c, &d, &e), AEPO_OK, &e);
+    CHECK(((const unsigned char *)&d)[AEPO_DECISION_SIZE_V1] == 0xAB && d.reserved == 0);
+    memset(&d, 0, sizeof d);
+    d.struct_size = sizeof d;
+    CHECK_STATUS(aepo_controller_decision(c, &d, &e), AEPO_OK, &e);
+    CHECK(d.struct_size == 144 && d.est_delay == -1 && d.est_gain != d.est_gain && d.reserved2 == 0);
     aepo_controller_free(c);
 
     return smoke_finish("abi");

@@ -491,6 +491,34 @@ static void controller_cases(void) {
     rc = aepo_controller_step_sums(c, 0, 1e308, 1, AEPO_CONTROLLER_STEP_NEXT, &d, &e);
     expect("aepo_controller_step_sums", "valid", "sum 1e308", rc, &e, AEPO_OK, "", -1);
 
+    {
+        double m[AEPO_LOSS_METRIC_COUNT] = {0};
+        m[AEPO_LOSS_METRIC_NLL_MAIN] = 0.5;
+        m[AEPO_LOSS_METRIC_N_TOKENS_MAIN] = 64;
+        rc = aepo_controller_step_metrics(c, m, AEPO_LOSS_METRIC_COUNT, AEPO_CONTROLLER_STEP_NEXT, &d, &e);
+        expect("aepo_controller_step_metrics", "valid", "valid metrics", rc, &e, AEPO_OK, "", -1);
+        rc = aepo_controller_step_metrics(c, NULL, AEPO_LOSS_METRIC_COUNT, AEPO_CONTROLLER_STEP_NEXT, &d, &e);
+        expect("aepo_controller_step_metrics", "null", "metrics NULL", rc, &e, AEPO_ERR_NULL_POINTER, "metrics", -1);
+        rc = aepo_controller_step_metrics(c, m, AEPO_LOSS_METRIC_N_TOKENS_REG, AEPO_CONTROLLER_STEP_NEXT, &d, &e);
+        expect("aepo_controller_step_metrics", "shape", "n one short of the role metrics", rc, &e, AEPO_ERR_SHAPE,
+               "metrics", -1);
+        m[AEPO_LOSS_METRIC_NLL_MAIN] = NAN;
+        rc = aepo_controller_step_metrics(c, m, AEPO_LOSS_METRIC_COUNT, AEPO_CONTROLLER_STEP_NEXT, &d, &e);
+        expect("aepo_controller_step_metrics", "non-finite", "nll_main NaN", rc, &e, AEPO_ERR_NON_FINITE, "metrics",
+               AEPO_LOSS_METRIC_NLL_MAIN);
+        m[AEPO_LOSS_METRIC_NLL_MAIN] = 0.5;
+        m[AEPO_LOSS_METRIC_N_TOKENS_MAIN] = -3;
+        rc = aepo_controller_step_metrics(c, m, AEPO_LOSS_METRIC_COUNT, AEPO_CONTROLLER_STEP_NEXT, &d, &e);
+        expect("aepo_controller_step_metrics", "value", "a negative token count", rc, &e, AEPO_ERR_INVALID_ARGUMENT,
+               "metrics", AEPO_LOSS_METRIC_N_TOKENS_MAIN);
+        m[AEPO_LOSS_METRIC_N_TOKENS_MAIN] = 0;
+        rc = aepo_controller_step_metrics(c, m, AEPO_LOSS_METRIC_COUNT, AEPO_CONTROLLER_STEP_NEXT, &d, &e);
+        expect("aepo_controller_step_metrics", "value", "no token in the picked rows", rc, &e,
+               AEPO_ERR_INVALID_ARGUMENT, "metrics", -1);
+        rc = aepo_controller_step_metrics(NULL, m, AEPO_LOSS_METRIC_COUNT, AEPO_CONTROLLER_STEP_NEXT, &d, &e);
+        expect("aepo_controller_step_metrics", "null", "NULL handle", rc, &e, AEPO_ERR_NULL_POINTER, "ctl", -1);
+    }
+
     rc = aepo_controller_decision(c, NULL, &e);
     expect("aepo_controller_decision", "null", "out NULL", rc, &e, AEPO_ERR_NULL_POINTER, "out", -1);
     rc = aepo_controller_decision(NULL, &d, &e);

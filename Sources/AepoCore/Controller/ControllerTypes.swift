@@ -72,6 +72,38 @@ public enum ControllerActuator: Sendable, NamedCases {
     }
 }
 
+/// Which rows of the update batch the fed statistic covers (`controller.statistic_rows`,
+/// with "auto" resolved by mode).
+public enum StatisticRows: Sendable, NamedCases {
+    /// Main and regulariser rows together: the reference code's statistic, which the
+    /// regulariser's own temperature moves within the same step.
+    case all
+    /// The main (on-policy) rows only: free of the regulariser's same-step response.
+    case main
+
+    public var name: String {
+        switch self {
+        case .all: return "all"
+        case .main: return "main"
+        }
+    }
+}
+
+/// How the adaptive controller gets its gains (`controller.adaptive.tuning`).
+public enum ControllerTuning: Sendable, NamedCases {
+    /// Identifies the loop online and derives the gains from it (the default).
+    case auto
+    /// The PI controller with `kp`, `ki` and `ema` as configured.
+    case fixed
+
+    public var name: String {
+        switch self {
+        case .auto: return "auto"
+        case .fixed: return "fixed"
+        }
+    }
+}
+
 /// Why a decision came out the way it did.
 public enum ControllerReason: Int32, Sendable, NamedCases {
     /// No statistic has been observed yet; the decision comes from `initial_entropy`.
@@ -90,6 +122,9 @@ public enum ControllerReason: Int32, Sendable, NamedCases {
     case saturatedLow = 6
     /// Adaptive: the temperature change was cut to `t_rate`.
     case rateLimited = 7
+    /// Adaptive: the actuator sits at a bound and the error has kept its sign there, so the
+    /// target cannot be reached with the configured range; nothing winds up meanwhile.
+    case unreachable = 8
 
     public var name: String {
         switch self {
@@ -101,7 +136,62 @@ public enum ControllerReason: Int32, Sendable, NamedCases {
         case .saturatedHigh: return "saturated_high"
         case .saturatedLow: return "saturated_low"
         case .rateLimited: return "rate_limited"
+        case .unreachable: return "unreachable"
         }
+    }
+}
+
+/// What the self-tuning controller has identified and derived, for logging. Every field is
+/// NaN (and `delay` -1) for decisions not made by `adaptive` with `tuning = "auto"`, and
+/// before its first observation.
+public struct ControllerEstimate: Sendable, CustomStringConvertible {
+    /// b: the statistic's change per step per unit of T - 1 (or of the alpha actuator's
+    /// temperature-equivalent excursion), as used by the law (floored at 1e-3).
+    public var gain: Double
+    /// c: the statistic's same-step response per unit of T - 1, as used by the law. With a
+    /// delay of 0 it may come out as c - b of a loop with a delay of 1, which predicts the
+    /// same statistic (the two cannot be told apart), so it can be negative.
+    public var sameStep: Double
+    /// The identified delay in steps between a decision and its effect on entropy.
+    public var delay: Int64
+    /// The estimated process (entropy) and measurement noise, standard deviations in nats.
+    public var processNoise: Double
+    public var measurementNoise: Double
+    /// The design: extra steps m beyond the delay, and the proportional gain 1/(b(m+1)+c)
+    /// in temperature per nat of predicted error.
+    public var horizon: Double
+    public var feedback: Double
+    /// b / (b + 2 σ_b), in (0, 1]: 1 is a sharp estimate.
+    public var confidence: Double
+
+    public init(gain: Double, sameStep: Double, delay: Int64, processNoise: Double, measurementNoise: Double,
+                horizon: Double, feedback: Double, confidence: Double) {
+        self.gain = gain
+        self.sameStep = sameStep
+        self.delay = delay
+        self.processNoise = processNoise
+        self.measurementNoise = measurementNoise
+        self.horizon = horizon
+        self.feedback = feedback
+        self.confidence = confidence
+    }
+
+    /// No estimate.
+    public static let none = ControllerEstimate(gain: .nan, sameStep: .nan, delay: -1, processNoise: .nan,
+                                                measurementNoise: .nan, horizon: .nan, feedback: .nan,
+                                                confidence: .nan)
+
+    var reals: [Double] { [gain, sameStep, processNoise, measurementNoise, horizon, feedback, confidence] }
+
+    public var description: String {
+        delay < 0 ? "none" : "b=\(gain) c=\(sameStep) delay=\(delay) sw=\(processNoise) sv=\(measurementNoise) "
+            + "m=\(horizon) gain=\(feedback) confidence=\(confidence)"
+    }
+}
+
+extension ControllerEstimate: Equatable {
+    public static func == (a: ControllerEstimate, b: ControllerEstimate) -> Bool {
+        a.delay == b.delay && bitEqual(a.reals, b.reals)
     }
 }
 
@@ -129,10 +219,12 @@ public struct ControllerDecision: Sendable, CustomStringConvertible {
     public var smoothed: Double
     public var mode: ControllerMode
     public var reason: ControllerReason
+    /// The self-tuning controller's identified loop and gains (`.none` otherwise).
+    public var estimate: ControllerEstimate
 
     public init(step: Int64, temperature: Double, kMax: Int64, halve: Bool, alpha: Double,
                 target: Double, statistic: Double, smoothed: Double, mode: ControllerMode,
-                reason: ControllerReason) {
+                reason: ControllerReason, estimate: ControllerEstimate = .none) {
         self.step = step
         self.temperature = temperature
         self.kMax = kMax
@@ -143,11 +235,12 @@ public struct ControllerDecision: Sendable, CustomStringConvertible {
         self.smoothed = smoothed
         self.mode = mode
         self.reason = reason
+        self.estimate = estimate
     }
 
     public var description: String {
         "step \(step): T=\(temperature) k_max=\(kMax) halve=\(halve) alpha=\(alpha) target=\(target) "
-            + "statistic=\(statistic) smoothed=\(smoothed) \(mode.name)/\(reason.name)"
+            + "statistic=\(statistic) smoothed=\(smoothed) \(mode.name)/\(reason.name) estimate: \(estimate)"
     }
 }
 
@@ -157,5 +250,6 @@ extension ControllerDecision: Equatable {
             && a.halve == b.halve && a.alpha.bitPattern == b.alpha.bitPattern
             && a.target.bitPattern == b.target.bitPattern && a.statistic.bitPattern == b.statistic.bitPattern
             && a.smoothed.bitPattern == b.smoothed.bitPattern && a.mode == b.mode && a.reason == b.reason
+            && a.estimate == b.estimate
     }
 }

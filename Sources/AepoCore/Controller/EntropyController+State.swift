@@ -11,15 +11,18 @@ public struct ControllerSnapshot: Sendable, Equatable {
     public var statistic: String
     /// `controller.adaptive.actuator` of the controller that saved it.
     public var actuator: String
+    /// `controller.adaptive.tuning` of the controller that saved it.
+    public var tuning: String
     public var state: ControllerState
     /// Oldest first.
     public var history: [ControllerDecision]
 
-    public init(mode: String, statistic: String, actuator: String, state: ControllerState,
+    public init(mode: String, statistic: String, actuator: String, tuning: String, state: ControllerState,
                 history: [ControllerDecision]) {
         self.mode = mode
         self.statistic = statistic
         self.actuator = actuator
+        self.tuning = tuning
         self.state = state
         self.history = history
     }
@@ -29,13 +32,14 @@ extension EntropyController {
     /// The controller's state and history, for saving.
     public var snapshot: ControllerSnapshot {
         ControllerSnapshot(mode: mode.name, statistic: statistic.name, actuator: actuator.name,
-                           state: state, history: history.entries)
+                           tuning: tuning.name, state: state, history: history.entries)
     }
 
     /// Replaces the state and history with a saved snapshot.
     ///
     /// The snapshot must come from a controller with the same `mode`, `statistic` and
-    /// (in adaptive mode) `adaptive.actuator`: those decide what the state means. Other
+    /// (in adaptive mode) `adaptive.actuator` and `adaptive.tuning`: those decide what the
+    /// state means. Other
     /// keys may differ (a new target, gains or bounds); they apply from the next step on.
     /// With an equal config, the restored controller continues bit for bit like the one
     /// that saved it. The history keeps the newest `controller.history` entries.
@@ -54,7 +58,15 @@ extension EntropyController {
             throw .state("config.adaptive.actuator", "the state was saved by an adaptive controller with actuator "
                 + "\"\(snap.actuator)\", but this one moves \"\(actuator.name)\"")
         }
+        if mode == .adaptive && snap.tuning != tuning.name {
+            throw .state("config.adaptive.tuning", "the state was saved by an adaptive controller with tuning "
+                + "\"\(snap.tuning)\", but this one runs \"\(tuning.name)\"")
+        }
         let s = snap.state
+        if !s.estimator.isValid {
+            throw .state("estimator", "holds a non-finite value or a negative variance")
+        }
+        if s.pushes < 0 { throw .state("pushes", "is \(s.pushes); expected an integer >= 0") }
         if s.step < 0 || s.step == Int64.max {
             throw .state("step", "is \(s.step); expected an integer in [0, \(Int64.max - 1)]")
         }

@@ -36,6 +36,10 @@ public struct EntropyController: Sendable {
     public let mode: ControllerMode
     public let statistic: ControllerStatistic
     public let actuator: ControllerActuator
+    public let tuning: ControllerTuning
+    /// `controller.statistic_rows` with "auto" resolved: all rows under bang_bang (the
+    /// reference), main rows under adaptive.
+    public let statisticRows: StatisticRows
     public let schedule: TargetSchedule
 
     public internal(set) var state: ControllerState
@@ -50,10 +54,17 @@ public struct EntropyController: Sendable {
         let mode: ControllerMode = try Self.named(config.mode, "controller.mode")
         let statistic: ControllerStatistic = try Self.named(config.statistic, "controller.statistic")
         let actuator: ControllerActuator = try Self.named(config.adaptive.actuator, "controller.adaptive.actuator")
+        let tuning: ControllerTuning = try Self.named(config.adaptive.tuning, "controller.adaptive.tuning")
         self.config = config
         self.mode = mode
         self.statistic = statistic
         self.actuator = actuator
+        self.tuning = tuning
+        switch config.statisticRows {
+        case "all": self.statisticRows = .all
+        case "main": self.statisticRows = .main
+        default: self.statisticRows = mode == .bangBang ? .all : .main
+        }
         self.schedule = try TargetSchedule(target: config.target, schedule: config.schedule)
         self.history = DecisionHistory(capacity: Int(clamping: config.history))
 
@@ -61,13 +72,14 @@ public struct EntropyController: Sendable {
             step: 0, observations: 0, statistic: config.initialEntropy, smoothed: config.initialEntropy,
             high: true, actuator: 0, error: 0,
             decision: ControllerDecision(step: 0, temperature: 1, kMax: 0, halve: false, alpha: .nan, target: 0,
-                                         statistic: 0, smoothed: 0, mode: mode, reason: .initial))
+                                         statistic: 0, smoothed: 0, mode: mode, reason: .initial),
+            estimator: LoopEstimator(), pushes: 0)
         if mode == .adaptive && actuator == .temperature {
             s.actuator = min(max(1, config.adaptive.tMin), config.adaptive.tMax)
         }
         // The placeholder decision above is replaced by the first real one.
         s.decision = Self.decide(&s, step: 0, initial: true, config: config, mode: mode, actuator: actuator,
-                                 schedule: schedule)
+                                 tuning: tuning, schedule: schedule)
         self.state = s
         history.append(s.decision)
     }
@@ -124,6 +136,45 @@ public struct EntropyController: Sendable {
         return try advance(with: sum / Double(count), step: step)
     }
 
+    /// Records the statistic from the loss metrics of the update (indexed by `LossMetric`):
+    /// `controller.statistic` over the rows `statisticRows` picks, as the token-weighted
+    /// mean of the per-role means. The exact statistic needs metrics that carry entropy (a
+    /// loss call given the entropy input, or the fused head).
+    @discardableResult
+    public mutating func observe(metrics: UnsafeBufferPointer<Double>, step: Int64? = nil) throws(AepoFailure)
+        -> ControllerDecision {
+        let need = LossMetric.nTokensReg.rawValue + 1
+        if metrics.count < need {
+            throw .shape("metrics", "holds \(metrics.count) values; the controller reads the role metrics up to "
+                + "index \(need - 1) (n_tokens_reg), so pass at least \(need)")
+        }
+        let (mainMean, regMean): (LossMetric, LossMetric) = statistic == .nll
+            ? (.nllMain, .nllReg) : (.entropyMain, .entropyReg)
+        var parts: [(LossMetric, LossMetric)] = [(mainMean, .nTokensMain)]
+        if statisticRows == .all { parts.append((regMean, .nTokensReg)) }
+        var sum = 0.0
+        var count = 0.0
+        for (m, n) in parts {
+            let mean = metrics[m.rawValue]
+            let tokens = metrics[n.rawValue]
+            if !mean.isFinite {
+                throw AepoFailure(.nonFinite, "metrics", "metrics[\(m.rawValue)] (\(m.name)) is \(mean)", index: m.rawValue)
+            }
+            if !(tokens >= 0 && tokens.isFinite && tokens == tokens.rounded()) {
+                throw .invalid("metrics", "metrics[\(n.rawValue)] (\(n.name)) is \(tokens); a token count must be "
+                    + "a whole number >= 0", index: n.rawValue)
+            }
+            sum += mean * tokens
+            count += tokens
+        }
+        if count < 1 {
+            throw .invalid("metrics", "the rows controller.statistic_rows picks (\"\(statisticRows.name)\") hold no "
+                + "token in these metrics, so there is no statistic to record")
+        }
+        if count > 9e15 { throw .invalid("metrics", "the token count \(count) is too large") }
+        return try observe(statistic, sum: sum, count: Int64(count), step: step)
+    }
+
     private func checkKind(_ kind: ControllerStatistic) throws(AepoFailure) {
         guard kind == statistic else {
             let want = statistic.argumentName
@@ -145,7 +196,8 @@ public struct EntropyController: Sendable {
             throw .invalid("step", "is \(k); it must be < \(Int64.max) so that a next step exists")
         }
         var s = state
-        let ema = mode == .adaptive ? config.adaptive.ema : 0
+        let selfTuning = mode == .adaptive && tuning == .auto
+        let ema = mode == .adaptive && !selfTuning ? config.adaptive.ema : 0
         s.statistic = value
         if s.observations == 0 || ema == 0 {
             s.smoothed = value
@@ -153,10 +205,11 @@ public struct EntropyController: Sendable {
             let m = ema * s.smoothed + (1 - ema) * value
             s.smoothed = m.isFinite ? m : value
         }
+        if selfTuning { s.estimator.observe(value) }
         s.observations = s.observations == Int64.max ? Int64.max : s.observations + 1
         s.step = k + 1
         s.decision = Self.decide(&s, step: k + 1, initial: false, config: config, mode: mode,
-                                 actuator: actuator, schedule: schedule)
+                                 actuator: actuator, tuning: tuning, schedule: schedule)
         state = s
         history.append(s.decision)
         return s.decision
@@ -165,7 +218,7 @@ public struct EntropyController: Sendable {
     /// The rule itself: updates the level or actuator in `s` and returns the decision for
     /// `step` from `s.statistic` / `s.smoothed`.
     static func decide(_ s: inout ControllerState, step: Int64, initial: Bool, config c: ControllerConfig,
-                       mode: ControllerMode, actuator: ControllerActuator,
+                       mode: ControllerMode, actuator: ControllerActuator, tuning: ControllerTuning,
                        schedule: TargetSchedule) -> ControllerDecision {
         let r = schedule.target(at: step)
         switch mode {
@@ -185,6 +238,9 @@ public struct EntropyController: Sendable {
             return ControllerDecision(step: step, temperature: s.high ? c.tHigh : c.tLow, kMax: c.kMax,
                                       halve: !s.high && c.halveAboveTarget, alpha: .nan, target: r,
                                       statistic: y, smoothed: s.smoothed, mode: mode, reason: reason)
+        case .adaptive where tuning == .auto:
+            return decideSelfTuning(&s, step: step, initial: initial, config: c, actuator: actuator,
+                                    schedule: schedule)
         case .adaptive:
             let a = c.adaptive
             let e = r - s.smoothed
@@ -215,24 +271,103 @@ public struct EntropyController: Sendable {
             if initial { reason = .initial }
             s.actuator = u
             s.error = e
-            var temperature = u
-            var alpha = Double.nan
-            if actuator == .alpha {
-                if u > 0 {
-                    temperature = c.tHigh
-                    alpha = a.alphaMax * (u / hi)
-                } else if u < 0 {
-                    temperature = c.tLow
-                    alpha = a.alphaMax * (u / lo)
-                } else {
-                    temperature = c.tHigh
-                    alpha = 0
+            return adaptiveDecision(u, s, step: step, target: r, reason: reason, config: c, actuator: actuator)
+        }
+    }
+
+    /// The self-tuning rule: identify, derive the gains, apply the law, then the rate limit
+    /// and the range. `s.estimator` has already seen the statistic of the last step.
+    static func decideSelfTuning(_ s: inout ControllerState, step: Int64, initial: Bool, config c: ControllerConfig,
+                                 actuator: ControllerActuator, schedule: TargetSchedule) -> ControllerDecision {
+        let a = c.adaptive
+        let r = schedule.target(at: step)
+        let (lo, hi) = actuatorRange(c, actuator)
+        var reason: ControllerReason = .initial
+        var estimate = ControllerEstimate.none
+        var u: Double
+        if initial || s.estimator.observations == 0 {
+            // Start safe: neutral (T = 1, or alpha 0) until there is something to learn from.
+            u = min(max(0, lo), hi)
+            if actuator == .temperature { u = min(max(1, a.tMin), a.tMax) }
+            s.pushes = 0
+            if !initial { reason = .tracking }
+        } else {
+            let design = SelfTuningLaw.design(s.estimator, tRate: a.tRate)
+            let aim = schedule.target(at: step > Int64.max - SelfTuningLaw.lookahead(design)
+                                          ? Int64.max : step + SelfTuningLaw.lookahead(design))
+            // The law works in the temperature-equivalent excursion x = T - 1.
+            let offset = actuator == .temperature ? 1.0 : 0.0
+            var raw = SelfTuningLaw.actuator(s.estimator, design, target: aim) + offset
+            if !raw.isFinite { raw = s.actuator }
+            let prev = s.actuator
+            var v = raw
+            reason = .tracking
+            if v > prev + a.tRate {
+                v = prev + a.tRate
+                reason = .rateLimited
+            } else if v < prev - a.tRate {
+                v = prev - a.tRate
+                reason = .rateLimited
+            }
+            // At a bound with the law asking for more and the error of the same sign: a push.
+            // After a few pushes in a row (more than the delay) the target is out of reach of
+            // the actuator's range, for now.
+            let e = r - s.statistic
+            var pushing = false
+            if v >= hi {
+                v = hi
+                if raw > hi {
+                    reason = .saturatedHigh
+                    pushing = e > 0
+                }
+            } else if v <= lo {
+                v = lo
+                if raw < lo {
+                    reason = .saturatedLow
+                    pushing = e < 0
                 }
             }
-            return ControllerDecision(step: step, temperature: temperature, kMax: c.kMax, halve: false,
-                                      alpha: alpha, target: r, statistic: s.statistic, smoothed: s.smoothed,
-                                      mode: mode, reason: reason)
+            s.pushes = pushing ? (s.pushes == Int64.max ? s.pushes : s.pushes + 1) : 0
+            if s.pushes >= Int64(max(3, design.delay + 2)) { reason = .unreachable }
+            u = v
+            s.error = e
+            let f = s.estimator.filters[s.estimator.selected]
+            estimate = ControllerEstimate(
+                gain: design.b, sameStep: design.c, delay: Int64(f.delay),
+                processNoise: s.estimator.processVariance.squareRoot(),
+                measurementNoise: s.estimator.measurementVariance.squareRoot(), horizon: design.horizon,
+                feedback: 1 / design.denominator, confidence: design.confidence)
         }
+        s.actuator = u
+        s.estimator.apply(actuator == .temperature ? u - 1 : u)
+        var d = adaptiveDecision(u, s, step: step, target: r, reason: reason, config: c, actuator: actuator)
+        d.estimate = estimate
+        return d
+    }
+
+    /// The decision for the adaptive actuator value u (a temperature, or the alpha
+    /// actuator's temperature-equivalent excursion).
+    static func adaptiveDecision(_ u: Double, _ s: ControllerState, step: Int64, target r: Double,
+                                 reason: ControllerReason, config c: ControllerConfig,
+                                 actuator: ControllerActuator) -> ControllerDecision {
+        var temperature = u
+        var alpha = Double.nan
+        if actuator == .alpha {
+            let (lo, hi) = actuatorRange(c, actuator)
+            if u > 0 {
+                temperature = c.tHigh
+                alpha = c.adaptive.alphaMax * (u / hi)
+            } else if u < 0 {
+                temperature = c.tLow
+                alpha = c.adaptive.alphaMax * (u / lo)
+            } else {
+                temperature = c.tHigh
+                alpha = 0
+            }
+        }
+        return ControllerDecision(step: step, temperature: temperature, kMax: c.kMax, halve: false,
+                                  alpha: alpha, target: r, statistic: s.statistic, smoothed: s.smoothed,
+                                  mode: .adaptive, reason: reason)
     }
 
     /// The range of the adaptive actuator: the temperature, or the temperature-equivalent
@@ -264,9 +399,14 @@ public struct ControllerState: Sendable, Equatable {
     public var error: Double
     /// The pending decision.
     public var decision: ControllerDecision
+    /// The self-tuning controller's identification of the loop (untouched in other modes).
+    public var estimator: LoopEstimator
+    /// Self-tuning: consecutive decisions at a bound with the law pushing beyond it.
+    public var pushes: Int64
 
     public init(step: Int64, observations: Int64, statistic: Double, smoothed: Double, high: Bool,
-                actuator: Double, error: Double, decision: ControllerDecision) {
+                actuator: Double, error: Double, decision: ControllerDecision,
+                estimator: LoopEstimator = LoopEstimator(), pushes: Int64 = 0) {
         self.step = step
         self.observations = observations
         self.statistic = statistic
@@ -275,12 +415,14 @@ public struct ControllerState: Sendable, Equatable {
         self.actuator = actuator
         self.error = error
         self.decision = decision
+        self.estimator = estimator
+        self.pushes = pushes
     }
 
     public static func == (a: ControllerState, b: ControllerState) -> Bool {
         a.step == b.step && a.observations == b.observations && a.statistic.bitPattern == b.statistic.bitPattern
             && a.smoothed.bitPattern == b.smoothed.bitPattern && a.high == b.high
             && a.actuator.bitPattern == b.actuator.bitPattern && a.error.bitPattern == b.error.bitPattern
-            && a.decision == b.decision
+            && a.decision == b.decision && a.estimator == b.estimator && a.pushes == b.pushes
     }
 }

@@ -149,6 +149,15 @@ public enum LossMetric: Int, CaseIterable, Sendable {
     case nTokens
     case nSeqs
     case regLoss
+    // Plain token means over this call's valid tokens by row role, with their counts: main
+    // rows (reg_rows = 0) and regulariser rows (reg_rows = 1, under either combine). Not
+    // aggregated by loss_agg_mode, so mean * count and count add over micro-batches and ranks.
+    case nllMain
+    case entropyMain
+    case nTokensMain
+    case nllReg
+    case entropyReg
+    case nTokensReg
 
     public static let count = LossMetric.allCases.count
 
@@ -166,6 +175,12 @@ public enum LossMetric: Int, CaseIterable, Sendable {
         case .nTokens: return "n_tokens"
         case .nSeqs: return "n_seqs"
         case .regLoss: return "reg_loss"
+        case .nllMain: return "nll_main"
+        case .entropyMain: return "entropy_main"
+        case .nTokensMain: return "n_tokens_main"
+        case .nllReg: return "nll_reg"
+        case .entropyReg: return "entropy_reg"
+        case .nTokensReg: return "n_tokens_reg"
         }
     }
 }

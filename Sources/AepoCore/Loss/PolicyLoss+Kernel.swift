@@ -38,6 +38,8 @@ struct Kernel {
         var bad = V()
         var kl = V()
         var ent = V()
+        /// Sum of the valid log-probs (the role metrics).
+        var lp = V()
     }
 
     /// Tokens [from, to) of row `b`; `base` is the flat index the block pointers start at.
@@ -164,7 +166,15 @@ struct Kernel {
         let s = acc.loss.sum()
         if plan.inRegTerm[b] { out.reg += wPol * s } else { out.policy += wPol * s }
         if hasRef { out.kl += wAux * acc.kl.sum() }
-        if hasEntropy { out.entropy += wAux * acc.ent.sum() }
+        let h = hasEntropy ? acc.ent.sum() : 0
+        if hasEntropy { out.entropy += wAux * h }
+        if plan.isRegRow[b] {
+            out.logpReg += acc.lp.sum()
+            out.entropyReg += h
+        } else {
+            out.logpMain += acc.lp.sum()
+            out.entropyMain += h
+        }
         out.clipped += Double(acc.clip.wrappedSum())
         out.clippedLower += Double(acc.low.wrappedSum())
         out.negLogRatio += acc.metric.sum()
@@ -174,7 +184,8 @@ struct Kernel {
     }
 
     /// One pass over a segment: the policy term of form `F` (l * is_weight and the clip
-    /// metrics), the KL term of estimator `K` and the entropy term; writes dL/dlogp and dL/dH.
+    /// metrics), the KL term of estimator `K`, the entropy term and the sums of the role
+    /// metrics; writes dL/dlogp and dL/dH.
     @inline(__always)
     func policyLoop<F: PolicyForm, K: KLForm>(_: F.Type, _: K.Type, from: Int, to: Int, io: SegmentIO,
                                               advRow: Double, plan: AggregationPlan, acc: inout Acc) {
@@ -228,6 +239,7 @@ struct Kernel {
             }
             // A non-finite logp or old_logp makes the sum of delta non-finite.
             acc.bad += delta
+            acc.lp += x
             acc.loss += LossMath.keep(loss, valid)
             LossMath.count(&acc.clip, t.clipped .& valid)
             if F.countsLower { LossMath.count(&acc.low, t.lower .& valid) }

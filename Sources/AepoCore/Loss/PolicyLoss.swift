@@ -32,7 +32,9 @@ import Synchronization
 /// pg_clipfrac_lower = mean(A < 0 and C1 > L3), ppo_kl = mean(-d), each over the call's
 /// valid tokens with verl's +1e-8 in the denominator. The other modes change l, its
 /// gradient and what the three metrics count (`PolicyForm`); the aggregation and the KL and
-/// entropy terms are shared.
+/// entropy terms are shared. The role metrics (nll_main, entropy_main, n_tokens_main and
+/// their _reg counterparts) are plain means of -logp and H over the call's valid tokens of
+/// main rows and of regulariser rows, whatever the mode and the aggregation.
 ///
 /// Numerical properties: per-token arithmetic in float64 (`LossMath`), sums in float64;
 /// the gradient is rounded once to float32.
@@ -130,6 +132,13 @@ public struct PolicyLossEngine: Sendable {
         m[LossMetric.nTokens.rawValue] = n
         m[LossMetric.nSeqs.rawValue] = Double(plan.allSeqs)
         m[LossMetric.regLoss.rawValue] = p.reg
+        let nReg = Double(plan.regTokens), nMain = Double(plan.allTokens - plan.regTokens)
+        m[LossMetric.nllMain.rawValue] = nMain > 0 ? -p.logpMain / nMain : 0
+        m[LossMetric.entropyMain.rawValue] = nMain > 0 ? p.entropyMain / nMain : 0
+        m[LossMetric.nTokensMain.rawValue] = nMain
+        m[LossMetric.nllReg.rawValue] = nReg > 0 ? -p.logpReg / nReg : 0
+        m[LossMetric.entropyReg.rawValue] = nReg > 0 ? p.entropyReg / nReg : 0
+        m[LossMetric.nTokensReg.rawValue] = nReg
         var loss = p.policy
         if c.entropyCoeff != 0 { loss -= c.entropyCoeff * p.entropy }
         if c.klLossCoef != 0 { loss += c.klLossCoef * p.kl }
@@ -321,6 +330,12 @@ public struct TokenPartials: Sendable {
     public var clippedLower = 0.0
     /// Sum over every valid token of the mode's ppo_kl term (-d, or |d| for kl_cov).
     public var negLogRatio = 0.0
+    /// Unweighted sums of logp and H over the valid tokens of main rows (reg_rows = 0) and
+    /// of regulariser rows (reg_rows = 1), for the role metrics; H's are 0 without entropy.
+    public var logpMain = 0.0
+    public var logpReg = 0.0
+    public var entropyMain = 0.0
+    public var entropyReg = 0.0
     public var nonFinite = false
 
     public init() {}
@@ -334,6 +349,10 @@ public struct TokenPartials: Sendable {
         clipped += o.clipped
         clippedLower += o.clippedLower
         negLogRatio += o.negLogRatio
+        logpMain += o.logpMain
+        logpReg += o.logpReg
+        entropyMain += o.entropyMain
+        entropyReg += o.entropyReg
         nonFinite = nonFinite || o.nonFinite
     }
 }

@@ -18,7 +18,9 @@
  *   5. old log-probs of the update batch at the policy temperature (aepo_fused_forward),
  *      then the policy loss and its gradients in one pass (aepo_fused_loss_and_grad);
  *   6. an Adam step on the head's weights and bias (optim.c);
- *   7. the controller is fed the statistic of that update (aepo_controller_step).
+ *   7. the controller is fed the statistic of that update, from the update's loss metrics
+ *      (aepo_controller_step_metrics: controller.statistic over the rows that
+ *      controller.statistic_rows picks).
  * controller.k_max = 0 turns the regulariser off, and the step is then plain GRPO
  * (grpo.json): the loop is the same, steps 3 and 4 do nothing.
  *
@@ -437,7 +439,8 @@ int main(int argc, char **argv) {
             goto done;
         }
         fprintf(csv, "step,run,target,statistic,entropy_exact,reward,temperature,k_max,halve,reason,"
-                     "decision_statistic,decision_smoothed,alpha,k,n_positive,loss,pg_clipfrac\n");
+                     "decision_statistic,decision_smoothed,alpha,k,n_positive,loss,pg_clipfrac,"
+                     "est_gain,est_same_step,est_delay,est_measurement_noise,est_feedback\n");
     }
 
     {
@@ -464,7 +467,7 @@ int main(int argc, char **argv) {
 
     t_start = now_seconds();
     for (step = 0; step < cfg.steps; step++) {
-        aepo_decision d;
+        aepo_decision d, next;
         aepo_loss_inputs in;
         double metrics[AEPO_LOSS_METRIC_COUNT], loss_value = 0, nll, exact, reward, statistic;
         int64_t k = 0, n_positive = 0, rows;
@@ -497,6 +500,8 @@ int main(int argc, char **argv) {
         /* 2. The controller's decision for this step. */
         memset(&d, 0, sizeof d);
         d.struct_size = sizeof d;
+        memset(&next, 0, sizeof next);
+        next.struct_size = sizeof next;
         AEPO_TRY(aepo_controller_decision(ctl, &d, &err));
         is_grpo = d.k_max == 0;
 
@@ -533,10 +538,12 @@ int main(int argc, char **argv) {
             for (i = 0; i < k; i++) {
                 copy_row(buf.upd_tokens, buf.upd_states, i, buf.reg_tokens, buf.reg_states, buf.selected[i], L);
                 buf.upd_adv[i] = 1.0f;
+                buf.upd_reg[i] = 1;
             }
             for (i = k; i < N; i++) {
                 copy_row(buf.upd_tokens, buf.upd_states, i, buf.tokens, buf.states, i, L);
                 buf.upd_adv[i] = buf.adv[i];
+                buf.upd_reg[i] = 0;
             }
             rows = N;
         }
@@ -559,8 +566,10 @@ int main(int argc, char **argv) {
         in.advantages = buf.upd_adv;
         in.mask = buf.mask;
         in.step = step;
+        /* The regulariser rows are marked under either combine (their advantage is 1 either
+         * way), so the loss metrics split the statistic into main and regulariser rows. */
+        in.reg_rows = buf.upd_reg;
         if (weighted && k > 0) {
-            in.reg_rows = buf.upd_reg;
             /* alpha is NaN unless the controller drives it; -1 means regularizer.alpha. */
             in.reg_alpha = isnan(d.alpha) ? -1.0 : d.alpha;
         }
@@ -572,11 +581,15 @@ int main(int argc, char **argv) {
         adam_step(&opt, buf.params, buf.grads);
 
         /* 7. Feed the controller the statistic of the update that just finished; it
-         *    advances to step + 1. Its next decision is read at the top of the next step. */
-        statistic = exact_statistic ? exact : nll;
-        AEPO_TRY(aepo_controller_step(ctl, exact_statistic ? AEPO_CONTROLLER_STATISTIC_EXACT
-                                                           : AEPO_CONTROLLER_STATISTIC_NLL,
-                                      statistic, step, NULL, &err));
+         *    advances to step + 1. The library picks the statistic from the loss metrics
+         *    (controller.statistic over controller.statistic_rows); the next decision
+         *    records the value it used. GRPO logs the NLL of its update batch. */
+        if (is_grpo) {
+            statistic = exact_statistic ? exact : nll;
+        } else {
+            AEPO_TRY(aepo_controller_step_metrics(ctl, metrics, AEPO_LOSS_METRIC_COUNT, step, &next, &err));
+            statistic = next.statistic;
+        }
 
         hist_stat[step] = statistic;
         hist_exact[step] = exact;
@@ -596,11 +609,13 @@ int main(int argc, char **argv) {
                    decision, reg, loss_value);
         }
         if (csv != NULL) {
-            fprintf(csv, "%lld,%s,%.17g,%.17g,%.17g,%.17g,%.17g,%lld,%d,%s,%.17g,%.17g,%.17g,%lld,%lld,%.17g,%.17g\n",
+            fprintf(csv, "%lld,%s,%.17g,%.17g,%.17g,%.17g,%.17g,%lld,%d,%s,%.17g,%.17g,%.17g,%lld,%lld,%.17g,%.17g,"
+                         "%.17g,%.17g,%d,%.17g,%.17g\n",
                     (long long)step, is_grpo ? "grpo" : aepo_controller_mode_name(d.mode), d.target, statistic,
                     exact, reward, d.temperature, (long long)d.k_max, (int)d.halve,
                     aepo_controller_reason_name(d.reason), d.statistic, d.smoothed, d.alpha, (long long)k,
-                    (long long)n_positive, loss_value, metrics[AEPO_LOSS_METRIC_PG_CLIPFRAC]);
+                    (long long)n_positive, loss_value, metrics[AEPO_LOSS_METRIC_PG_CLIPFRAC], d.est_gain,
+                    d.est_same_step, (int)d.est_delay, d.est_measurement_noise, d.est_feedback);
         }
     }
 
@@ -626,9 +641,15 @@ int main(int argc, char **argv) {
             printf("summary: mean |H - target| over steps %lld..%lld: %.4f (target %g)\n", (long long)half,
                    (long long)(cfg.steps - 1), mae, hist_target[cfg.steps - 1]);
         }
-        printf("summary: H is the %s; %.2f s, %.1f ms per step\n",
-               exact_statistic ? "exact token entropy of the on-policy batch"
-                               : "token NLL of the update batch at the policy temperature",
+        if (last.est_delay >= 0) {
+            printf("summary: identified loop: b %.4f per step, c %.4f same-step, delay %d, "
+                   "statistic noise %.4f nats; gain %.3g T per nat\n",
+                   last.est_gain, last.est_same_step, (int)last.est_delay, last.est_measurement_noise,
+                   last.est_feedback);
+        }
+        printf("summary: H is the %s (%s); %.2f s, %.1f ms per step\n",
+               exact_statistic ? "exact token entropy" : "token NLL at the policy temperature",
+               last.k_max > 0 ? "rows as controller.statistic_rows picks" : "the update batch",
                elapsed, 1e3 * elapsed / (double)cfg.steps);
     }
     exit_code = 0;

@@ -12,7 +12,7 @@ __version__ = _lib.version
 ABI_VERSION = _lib.ABI_VERSION
 library_path = _lib.lib_path
 
-from .controller import Decision, EntropyController
+from .controller import Decision, EntropyController, Estimate
 from .kernels import LogitsStats, logits_backward, logits_stats
 from .loss import LossResult, PolicyLoss, RegSelection, compute_advantages, select_regularizer
 from .sampler import SampleResult, Sampler
@@ -22,7 +22,7 @@ from .fused import FusedLMHead
 __all__ = [
     "__version__", "ABI_VERSION", "library_path",
     "default_config", "default_config_json", "validate_config",
-    "Decision", "EntropyController",
+    "Decision", "EntropyController", "Estimate",
     "LogitsStats", "logits_backward", "logits_stats",
     "LossResult", "PolicyLoss", "RegSelection", "compute_advantages", "select_regularizer",
     "AepoError", "BufferTooSmallError", "ConfigError", "DeviceError", "DTypeError", "InternalError",

@@ -32,7 +32,7 @@ class Error(ctypes.Structure):
 
 
 class CDecision(ctypes.Structure):
-    """Mirror of ``aepo_decision`` (version 1, 80 bytes)."""
+    """Mirror of ``aepo_decision`` (version 2, 144 bytes)."""
 
     _fields_ = [
         ("struct_size", c_size_t),
@@ -47,6 +47,15 @@ class CDecision(ctypes.Structure):
         ("mode", c_int32),
         ("reason", c_int32),
         ("reserved", c_int32),
+        ("est_gain", c_double),
+        ("est_same_step", c_double),
+        ("est_process_noise", c_double),
+        ("est_measurement_noise", c_double),
+        ("est_horizon", c_double),
+        ("est_feedback", c_double),
+        ("est_confidence", c_double),
+        ("est_delay", c_int32),
+        ("reserved2", c_int32),
     ]
 
     def __init__(self):
@@ -98,6 +107,7 @@ _TABLE = {
     "aepo_controller_decision": (c_int32, [Handle, CDecision_p, Error_p]),
     "aepo_controller_step": (c_int32, [Handle, c_int32, c_double, c_int64, CDecision_p, Error_p]),
     "aepo_controller_step_sums": (c_int32, [Handle, c_int32, c_double, c_int64, c_int64, CDecision_p, Error_p]),
+    "aepo_controller_step_metrics": (c_int32, [Handle, c_double_p, c_size_t, c_int64, CDecision_p, Error_p]),
     "aepo_controller_state_json": (c_int32, [Handle, c_char_p, c_size_t, c_size_t_p, Error_p]),
     "aepo_controller_restore": (c_int32, [Handle, c_char_p, c_size_t, Error_p]),
     "aepo_controller_history_count": (c_int32, [Handle, c_int64_p, Error_p]),

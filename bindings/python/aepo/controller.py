@@ -32,7 +32,27 @@ def _names(fn, count):
 
 
 _MODE_NAMES = _names(_lib.lib.aepo_controller_mode_name, 2)
-_REASON_NAMES = _names(_lib.lib.aepo_controller_reason_name, 8)
+_REASON_NAMES = _names(_lib.lib.aepo_controller_reason_name, 9)
+
+
+class Estimate(NamedTuple):
+    """The self-tuning controller's view of the loop, for logging (adaptive, tuning "auto").
+
+    ``gain`` (b) is the statistic's change per step per unit of T - 1 and ``same_step`` (c)
+    its jump within the step; ``delay`` the steps between a decision and its effect;
+    ``process_noise`` and ``measurement_noise`` standard deviations in nats; ``horizon`` the
+    steps beyond the delay the law aims ahead, ``feedback`` its proportional gain in
+    temperature per nat, and ``confidence`` b / (b + 2 sd(b)) in (0, 1].
+    """
+
+    gain: float
+    same_step: float
+    delay: int
+    process_noise: float
+    measurement_noise: float
+    horizon: float
+    feedback: float
+    confidence: float
 
 
 class Decision(NamedTuple):
@@ -42,7 +62,8 @@ class Decision(NamedTuple):
     drives it (adaptive mode, actuator "alpha"), and None otherwise (use regularizer.alpha).
     ``mode`` is "bang_bang" or "adaptive"; ``reason`` is one of "initial",
     "at_or_below_target", "above_target", "hysteresis_hold", "tracking", "saturated_high",
-    "saturated_low", "rate_limited".
+    "saturated_low", "rate_limited", "unreachable". ``estimate`` is the self-tuning
+    controller's :class:`Estimate`, or None in other modes and before the first observation.
     """
 
     step: int
@@ -55,14 +76,19 @@ class Decision(NamedTuple):
     smoothed: float
     mode: str
     reason: str
+    estimate: Optional[Estimate] = None
 
     @classmethod
     def _from_c(cls, d):
         alpha = None if math.isnan(d.alpha) else d.alpha
         mode = _MODE_NAMES[d.mode] if 0 <= d.mode < len(_MODE_NAMES) else f"unknown({d.mode})"
         reason = _REASON_NAMES[d.reason] if 0 <= d.reason < len(_REASON_NAMES) else f"unknown({d.reason})"
+        est = None
+        if d.est_delay >= 0:
+            est = Estimate(d.est_gain, d.est_same_step, d.est_delay, d.est_process_noise, d.est_measurement_noise,
+                           d.est_horizon, d.est_feedback, d.est_confidence)
         return cls(d.step, d.temperature, d.k_max, bool(d.halve), alpha, d.target, d.statistic, d.smoothed,
-                   mode, reason)
+                   mode, reason, est)
 
 
 def _as_float(x, name):
@@ -138,9 +164,16 @@ class EntropyController(_lib.NativeHandle):
 
     # stepping
 
-    def step(self, *, entropy=None, nll=None, entropy_sum=None, nll_sum=None, count=None, step=None) -> Decision:
+    def step(self, *, entropy=None, nll=None, entropy_sum=None, nll_sum=None, count=None, metrics=None,
+             step=None) -> Decision:
         """Records the statistic of the update that just finished, advances, and returns the
         decision for the next step.
+
+        ``metrics=`` takes the loss metrics of the update (the ``metrics`` dict of a
+        :class:`aepo.LossResult`, of ``FusedLMHead.loss_and_grad``, or a sequence in metric
+        index order): the library then picks ``controller.statistic`` over the rows
+        ``controller.statistic_rows`` names (main rows, or main and regulariser rows weighted
+        by their token counts). It excludes the other statistic arguments.
 
         Pass the statistic ``controller.statistic`` picks, as a token mean (``nll=`` /
         ``entropy=``) or as a sum with its token count (``nll_sum=`` / ``entropy_sum=`` with
@@ -150,6 +183,20 @@ class EntropyController(_lib.NativeHandle):
         ``step + 1``. A call that raises leaves the controller unchanged.
         """
         h = self._handle()
+        if metrics is not None:
+            given = [k for k, v in (("entropy", entropy), ("nll", nll), ("entropy_sum", entropy_sum),
+                                    ("nll_sum", nll_sum), ("count", count)) if v is not None]
+            if given:
+                raise InvalidValueError(f"metrics: pass either metrics= or {given[0]}=, not both", argument="metrics")
+            arr = self._metric_array(metrics)
+            s = STEP_NEXT if step is None else _as_int64(step, "step")
+            if step is not None and s < 0:
+                raise InvalidValueError(f"step: is {s}; a step must be >= 0", argument="step")
+            with self._lock:
+                status = _lib.lib.aepo_controller_step_metrics(h, arr, len(arr), s, self._dp, self._errp)
+                if status != 0:
+                    _lib.raise_error(status, self._err)
+                return Decision._from_c(self._d)
         if self._statistic == "nll":
             want, value, total, code = "nll", nll, nll_sum, STATISTIC_NLL
             others = {"entropy": entropy, "entropy_sum": entropy_sum}
@@ -183,6 +230,23 @@ class EntropyController(_lib.NativeHandle):
             if status != 0:
                 _lib.raise_error(status, self._err)
             return Decision._from_c(self._d)
+
+    @staticmethod
+    def _metric_array(metrics):
+        from .loss import METRIC_NAMES
+        if isinstance(metrics, dict):
+            missing = [n for n in METRIC_NAMES if n not in metrics]
+            if missing:
+                raise InvalidValueError(f"metrics: missing {', '.join(missing)}; pass the whole metrics dict of "
+                                        "a loss call", argument="metrics")
+            values = [metrics[n] for n in METRIC_NAMES]
+        else:
+            try:
+                values = list(metrics)
+            except TypeError:
+                raise DTypeError(f"metrics: expected a dict or a sequence of numbers, got {type(metrics).__name__}",
+                                 argument="metrics") from None
+        return (ctypes.c_double * len(values))(*[_as_float(v, "metrics") for v in values])
 
     # checkpoints
 

@@ -161,7 +161,8 @@ class FusedLMHead(_lib.NativeHandle):
         Returns ``(loss, dX, dW, dbias, metrics, logp, entropy)``: the loss (float), dX in
         X's shape (into ``out_dX`` when given), dW [V, D] (added into ``grad_W`` when given),
         dbias [V] (added into ``grad_bias`` when given; None without bias and grad_bias), the
-        metrics dict (the entropy metric is always filled), and logp and entropy [B, L].
+        metrics dict (the entropy metrics, ``entropy``, ``entropy_main`` and ``entropy_reg``,
+        are always filled from the head's entropies), and logp and entropy [B, L].
         """
         if not isinstance(loss, PolicyLoss):
             raise TypeError(f"loss: expected an aepo.PolicyLoss, got {type(loss).__name__}")

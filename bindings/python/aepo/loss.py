@@ -107,7 +107,13 @@ class PolicyLoss(_lib.NativeHandle):
         sequence) or [B, L] (per token); reg_rows: [B] 0/1. Global counts and dp_size make
         micro-batch results add up to the one-call result (docs/LOSS.md; clip_cov and kl_cov
         take their statistics per call). ``step`` keys clip_cov's random pick, with
-        ``loss.seed``."""
+        ``loss.seed``.
+
+        ``metrics`` maps every name of ``METRIC_NAMES`` to a float. ``nll_main``,
+        ``entropy_main`` and ``n_tokens_main`` (and the ``_reg`` three) are plain token means
+        of -logp and entropy over this call's valid tokens of main rows (of the rows marked in
+        ``reg_rows``) and their count: sum mean * count and count over micro-batches and
+        ranks for the means of the whole batch."""
         h = self._handle()
         lp = float_in(logp, "logp", ndim=2)
         B, L = lp.shape

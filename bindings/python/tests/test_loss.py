@@ -260,6 +260,59 @@ def test_weighted_metrics_report_the_regulariser():
     assert none.metrics["reg_used"] == 0 and none.metrics["n_positive"] == 0 and none.metrics["reg_loss"] == 0
 
 
+ROLE_METRICS = ("nll_main", "entropy_main", "n_tokens_main", "nll_reg", "entropy_reg", "n_tokens_reg")
+
+
+def role_reference(case, reg_rows, entropy=True):
+    """The role metrics in float64 numpy: plain token means over the valid tokens of main rows
+    (reg_rows = 0) and of regulariser rows (reg_rows = 1)."""
+    valid = case["mask"] != 0
+    out = {}
+    for role, rows in (("main", ~reg_rows), ("reg", reg_rows)):
+        sel = valid & rows[:, None]
+        n = int(sel.sum())
+        lp = case["logp"].astype(np.float64)[sel]
+        h = case["entropy"].astype(np.float64)[sel]
+        out[f"nll_{role}"] = -lp.sum() / n if n else 0.0
+        out[f"entropy_{role}"] = h.sum() / n if n and entropy else 0.0
+        out[f"n_tokens_{role}"] = float(n)
+    return out
+
+
+@pytest.mark.parametrize("combine", ["replace", "weighted"])
+@pytest.mark.parametrize("with_entropy", [True, False])
+def test_role_metrics_match_numpy(rng, combine, with_entropy):
+    assert METRIC_NAMES[12:18] == ROLE_METRICS
+    cfg = anchor_cfg("seq-mean-token-mean")
+    cfg["regularizer"] = {"combine": combine}
+    case = random_case(rng, B=8)  # NaN padding: never read
+    reg = np.array([0, 1, 0, 0, 1, 0, 1, 0], dtype=bool)
+    kw = {k: case[k] for k in ("logp", "old_logp", "advantages", "mask")}
+    if with_entropy:
+        kw["entropy"] = case["entropy"]
+    with aepo.PolicyLoss(cfg) as pl:
+        r = pl.compute(**kw, reg_rows=reg)
+        plain = pl.compute(**kw)
+        parts = [pl.compute(**{k: v[lo:lo + 3] for k, v in kw.items()}, reg_rows=reg[lo:lo + 3],
+                            global_tokens=10**6, global_seqs=10**6, global_reg_tokens=10**6) for lo in range(0, 8, 3)]
+    want = role_reference(case, reg, with_entropy)
+    assert want["n_tokens_main"] > 0 and want["n_tokens_reg"] > 0
+    for name in ROLE_METRICS:
+        assert math.isclose(r.metrics[name], want[name], rel_tol=1e-12, abs_tol=1e-12), (name, r.metrics[name], want[name])
+    assert r.metrics["n_tokens_main"] + r.metrics["n_tokens_reg"] == r.metrics["n_tokens"]
+    # Without reg_rows every valid token is a main-row token.
+    none = role_reference(case, np.zeros(8, dtype=bool), with_entropy)
+    for name in ROLE_METRICS:
+        assert math.isclose(plain.metrics[name], none[name], rel_tol=1e-12, abs_tol=1e-12), name
+    # Micro-batches: mean * count and count add up to the one call's.
+    for role in ("main", "reg"):
+        n = sum(p.metrics[f"n_tokens_{role}"] for p in parts)
+        assert n == r.metrics[f"n_tokens_{role}"]
+        for stat in ("nll", "entropy"):
+            got = sum(p.metrics[f"{stat}_{role}"] * p.metrics[f"n_tokens_{role}"] for p in parts) / n
+            assert math.isclose(got, r.metrics[f"{stat}_{role}"], rel_tol=1e-12, abs_tol=1e-12), (stat, role)
+
+
 # ---------------------------------------------------------------------------- errors
 
 def test_errors_name_the_argument():

@@ -41,14 +41,13 @@ def parse_args(argv):
 
 
 def base_config(path):
-    """The demo's base config: library defaults plus the demo's regulariser budget and gains.
+    """The demo's base config: library defaults plus the demo's regulariser budget.
 
     k_max = 128 lets up to half of the 256 rollouts of a step be regulariser samples, which
     gives the controller authority on this small task (the reference code's 60 of 2560 does
-    not). That actuator is about twice as strong as the plant the library's adaptive defaults
-    were tuned on (docs/CONTROLLER.md), so the demo halves both PI gains.
+    not). The adaptive controller runs on its defaults: it identifies this loop itself.
     """
-    cfg = {"controller": {"k_max": 128, "adaptive": {"kp": 2.5, "ki": 0.75}}}
+    cfg = {"controller": {"k_max": 128}}
     if path:
         with open(path) as f:
             user = json.load(f)

@@ -7,8 +7,9 @@ import time
 
 import numpy as np
 
-COLUMNS = ["run", "mode", "step", "target", "statistic", "entropy_exact", "reward", "temperature", "k",
-           "n_positive", "loss"]
+COLUMNS = ["run", "mode", "step", "target", "statistic", "nll_all", "nll_main", "entropy_exact", "reward",
+           "temperature", "k", "n_positive", "loss", "est_gain", "est_same_step", "est_delay",
+           "est_measurement_noise"]
 
 
 def _fmt(v):
@@ -43,6 +44,8 @@ def summarize(results, evals, ks):
             "tracking_mae": (float(np.abs(stat[half:] - res.spec.target).mean())
                              if not math.isnan(res.spec.target) else None),
             "final_reward": float(np.mean([r["reward"] for r in res.rows[-tail:]])),
+            "statistic_noise": (float(res.rows[-1]["est_measurement_noise"])
+                                if not math.isnan(res.rows[-1]["est_measurement_noise"]) else None),
             "pass_at_k": {str(k): v for k, v in passk.items()},
             "distinct_correct": distinct,
         }
@@ -62,7 +65,8 @@ def print_table(summary, ks):
         print(f"{r['run']:16} {r['start_entropy']:8.3f} {r['final_statistic']:8.3f} {r['final_entropy_exact']:8.3f} "
               f"{mae:>16} {r['final_reward']:7.3f} {r['pass_at_k']['1']:7.3f} {r['pass_at_k'][str(kmax)]:8.3f} "
               f"{r['distinct_correct']:17d}")
-    print("H: the controller's statistic (token NLL of the update batch at T = 1), mean of the last 10 steps; "
+    print("H: the statistic the controller is fed (token NLL at T = 1: the main rows for adaptive, the whole "
+          "update batch for bang-bang and GRPO), mean of the last 10 steps; "
           "exact H: full-vocabulary entropy of the on-policy batch.\n"
           "reward: training reward, last 10 steps. pass@k: unbiased, at T = 1, on sums never trained on. "
           "distinct correct: different correct answers among the evaluation samples of every sum.")

@@ -8,7 +8,9 @@ A step follows the reference algorithm (arXiv 2510.08141; see docs/DEMO.md):
   5. `replace`: the k positives take the place of the first k main responses with advantage 1
      (or `weighted`: they are appended and weighted by alpha);
   6. old log-probs at T = 1, then one policy-gradient update through the fused LM head;
-  7. the controller is fed the statistic of the update that just finished.
+  7. the controller is fed the statistic of the update that just finished, from the loss
+     metrics: controller.statistic over the rows controller.statistic_rows picks (the main
+     rows for the adaptive controller, all rows for bang-bang, as the reference).
 """
 import math
 from dataclasses import dataclass, field
@@ -125,7 +127,9 @@ def train(task, spec, base_config, hyper, progress=None):
 
             k, n_pos, temp, target = 0, 0, float("nan"), float("nan")
             upd_toks, upd_states, upd_adv = toks, states, adv
+            reg_rows = np.zeros(len(toks), dtype=np.uint8)
             extra = {}
+            d = None
             if spec.mode != "grpo":
                 d = ctrl.decision()
                 temp, target = d.temperature, d.target
@@ -136,10 +140,13 @@ def train(task, spec, base_config, hyper, progress=None):
                 sel = aepo.select_regularizer(r_reg, groups[: nb * n], k_max=d.k_max, halve=d.halve,
                                               threshold=threshold)
                 k, n_pos = int(sel.k), int(sel.n_positive)
+                # The regulariser rows are marked in reg_rows under either combine: their
+                # advantage is 1 either way, and the loss metrics then split the statistic by role.
                 if k and hyper.combine == "replace":
                     upd_toks = np.concatenate([t_reg[sel.indices], toks[k:]])
                     upd_states = np.concatenate([s_reg[sel.indices], states[k:]])
                     upd_adv = np.concatenate([np.ones(k, dtype=np.float32), adv[k:]])
+                    reg_rows[:k] = 1
                 elif k:
                     upd_toks = np.concatenate([toks, t_reg[sel.indices]])
                     upd_states = np.concatenate([states, s_reg[sel.indices]])
@@ -147,9 +154,9 @@ def train(task, spec, base_config, hyper, progress=None):
                     reg_rows = np.zeros(len(upd_toks), dtype=np.uint8)
                     reg_rows[len(toks):] = 1
                     # alpha comes from the controller when it drives alpha, else regularizer.alpha.
-                    extra = {"reg_rows": reg_rows}
                     if d.alpha is not None:
                         extra["reg_alpha"] = d.alpha
+                extra["reg_rows"] = reg_rows
 
             rows = len(upd_toks)
             X = task.hidden(upd_states.reshape(-1))
@@ -157,21 +164,27 @@ def train(task, spec, base_config, hyper, progress=None):
             mask = np.ones((rows, L), dtype=np.uint8)
             old_logp, _, _ = head.forward(X, W, targets, bias=b)
             old_logp = old_logp.reshape(rows, L)
-            # The statistic of this update, measured at T = 1 with the parameters it starts from.
+            # The token NLL of the whole update batch, at T = 1 with the parameters the update
+            # starts from (the reference's statistic), logged for every run.
             nll = float(-old_logp.mean())
             lval, _, dW, db, metrics, _, _ = head.loss_and_grad(X, W, targets, loss, old_logp, upd_adv, mask,
                                                                 bias=b, step=step, **extra)
             opt.step([dW, db])
+            fed = nll
             if spec.mode != "grpo":
-                if cfg["controller"]["statistic"] == "exact":
-                    ctrl.step(entropy=exact, step=step)
-                else:
-                    ctrl.step(nll=nll, step=step)
+                # The library picks the statistic and its rows from the update's metrics.
+                nxt = ctrl.step(metrics=metrics, step=step)
+                fed = nxt.statistic
+            est = d.estimate if d is not None else None
             result.rows.append({
                 "run": spec.name, "mode": spec.mode, "step": step,
-                "target": target, "statistic": nll, "entropy_exact": exact,
-                "reward": float(rewards.mean()), "temperature": temp, "k": k, "n_positive": n_pos,
-                "loss": float(lval),
+                "target": target, "statistic": fed, "nll_all": nll, "nll_main": float(metrics["nll_main"]),
+                "entropy_exact": exact, "reward": float(rewards.mean()), "temperature": temp, "k": k,
+                "n_positive": n_pos, "loss": float(lval),
+                "est_gain": est.gain if est else float("nan"),
+                "est_same_step": est.same_step if est else float("nan"),
+                "est_delay": est.delay if est else -1,
+                "est_measurement_noise": est.measurement_noise if est else float("nan"),
             })
             if progress:
                 progress(step + 1)

@@ -127,8 +127,9 @@ def global_counts(mask, group=None) -> GlobalCounts:
 def all_reduce_sums(sum, count, group=None):  # noqa: A002  (the name API.md gives it)
     """``(sum over ranks of sum, sum over ranks of count)`` as ``(float, int)``.
 
-    ``sum`` is a float (an entropy or NLL sum, such as ``LogitsStats.nll_sum``) or a
-    sequence of floats (several sums over the same tokens, gathered in one collective; a
+    ``sum`` is a float (an entropy or NLL sum, such as ``LogitsStats.nll_sum``, or a loss
+    metric times its count, such as ``nll_main * n_tokens_main`` summed over micro-batches) or
+    a sequence of floats (several sums over the same tokens, gathered in one collective; a
     tuple of floats is then returned); ``count`` is the number of tokens they cover. The
     statistic for ``EntropyController.step(nll_sum=..., count=...)`` is their ratio. Every
     rank receives the same bits.

@@ -32,7 +32,7 @@ class FusedPolicyLoss(NamedTuple):
     loss: torch.Tensor     # 0-dim, differentiable with respect to X, W and bias
     logp: torch.Tensor     # [B, L] log p(target) at the policy temperature (no gradient)
     entropy: torch.Tensor  # [B, L] exact entropy at the policy temperature (no gradient)
-    metrics: dict          # PolicyLoss metrics (the entropy metric is always filled)
+    metrics: dict          # PolicyLoss metrics (the entropy metrics are always filled)
 
 
 class _Inputs:
