@@ -1,7 +1,8 @@
 # libaepo build, install, test, bench and demo.
 #   make                 build build/lib/libaepo.so (static Swift stdlib, SONAME libaepo.so.0)
 #   make install PREFIX=/usr/local
-#   make test            Swift unit tests, C smoke tests (plain, C++, ASan/UBSan), reliability
+#   make test            no citations of pages outside the repo (test-refs), Swift unit tests,
+#                        C smoke tests (plain, C++, ASan/UBSan), reliability
 #                        checks (fuzz corpus replay, ABI guard, bad inputs, stress, leaks), pytest,
 #                        the C example trainer (plain and ASan/UBSan)
 #   make fuzz            every libFuzzer harness for FUZZ_SECONDS each, FUZZ_JOBS at a time
@@ -31,7 +32,7 @@ SOURCES := $(shell find Sources include -type f) Package.swift exports.map Makef
 CSMOKE := $(wildcard Tests/c/smoke_*.c)
 CWARN := -Wall -Wextra -Werror -pedantic
 
-.PHONY: all lib deps venv install stage bench-chunks test test-swift test-c test-python test-demo \
+.PHONY: all lib deps venv install stage bench-chunks test test-refs test-swift test-c test-python test-demo \
         test-example example check-exports bench demo demo-grid clean fuzz fuzz-build test-fuzz test-reliability \
         reliability-table leak-valgrind tsan
 
@@ -69,8 +70,12 @@ stage: lib
 	@rm -rf $(STAGE)
 	@$(call INSTALL_TO,$(STAGE))
 
-test: deps lib test-swift stage check-exports test-c test-reliability test-fuzz test-python test-demo test-example
+test: test-refs deps lib test-swift stage check-exports test-c test-reliability test-fuzz test-python test-demo test-example
 	@echo "make test: all suites passed"
+
+# Every citation must resolve inside the repository (docs/API.md is the contract).
+test-refs:
+	@sh scripts/check_no_outside_refs.sh
 
 test-swift:
 	swift test -c release

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The numbers behind docs/CONTROLLER.md: the entropy controller on the fixed plant of issue 5.
+"""The numbers behind docs/CONTROLLER.md: the entropy controller on the fixed plant
+of the controller tests (EntropyPlant in Tests/AepoTests/ControllerTestSupport.swift).
 
     PYTHONPATH=bindings/python AEPO_LIB_PATH=build/lib/libaepo.so.0.1.0 python bench/controller_plant.py [--sweep]
 

@@ -4,14 +4,14 @@ Four rows, each the median of interleaved runs:
 - loss_and_grad against PyTorch CPU autograd of (X Wᵀ)/T plus the same loss, with the default
   chunks (chunk_n = 128) and with chunk_n = 512. OpenBLAS packs all of W again for every row
   block's products and updates all of dW, so 128-row blocks spend about 12-17% more time in
-  the products than the three full-size products, 512-row blocks about 5%. The issue's
+  the products than the three full-size products, 512-row blocks about 5%. The
   speed target asks for at most 1/8 of PyTorch's peak memory, which chunk_n = 512 (62.5 MiB
   of logits block, 1/16 of PyTorch's) keeps; the default keeps under 1/8 of N*V*4 bytes;
 - loss_and_grad against the floor: the three full-size cblas_sgemm products of a linear
   head's forward and backward, on pre-touched buffers, through the OpenBLAS libaepo links;
 - the separate forward, loss, backward sequence against the same floor.
 Peak extra memory of each call is measured in a fresh child process (fusedlib.measure_memory).
-Targets (issue 8): loss_and_grad <= 1.25x the floor, the pair <= 1.6x, loss_and_grad >= 1.3x
+Targets: loss_and_grad <= 1.25x the floor, the pair <= 1.6x, loss_and_grad >= 1.3x
 faster than PyTorch with <= 1/8 of its peak memory, and a peak under N*V*4/8 bytes with the
 default chunks.
 """

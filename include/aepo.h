@@ -462,9 +462,9 @@ AEPO_API int32_t aepo_controller_step_sums(aepo_controller *ctl, int32_t statist
 
 /* The same, from the loss metrics of the update (aepo_loss_compute or
  * aepo_fused_loss_and_grad; n >= AEPO_LOSS_METRIC_N_TOKENS_REG + 1): the statistic that
- * controller.statistic picks, over the rows controller.statistic_rows picks ("main": the
- * *_main metrics; "all": main and regulariser rows weighted by their token counts; "auto":
- * all under bang_bang, main under adaptive). Errors name "metrics" (err->index the metric);
+ * controller.statistic picks, over the rows controller.statistic_rows picks ("all", the
+ * default: main and regulariser rows weighted by their token counts; "main": the *_main
+ * metrics). Errors name "metrics" (err->index the metric);
  * no token in the picked rows is AEPO_ERR_INVALID_ARGUMENT. For "exact", the metrics must
  * carry entropy (a loss call given the entropy input, or the fused head). */
 AEPO_API int32_t aepo_controller_step_metrics(aepo_controller *ctl, const double *metrics, size_t n,

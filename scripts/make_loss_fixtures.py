@@ -284,7 +284,7 @@ def advantage_case(name, section, rewards, ids, lengths=None, note=""):
 
 # ------------------------------------------------------------------------------ cases
 
-# anchors-rl-losses.md §7.3
+# The loss example of docs/API.md ("Reference values")
 LP = [[-1, -0.5, -2, -0.1], [-0.3, -1.2, -0.7, -9.0]]
 OLP = [[-1.2, -0.4, -1.0, -0.1], [-0.3, -2.7, -0.2, -0.5]]
 MASK = [[1, 1, 1, 0], [1, 1, 1, 1]]
@@ -357,7 +357,7 @@ def cases():
     adv = []
     r5, ids5 = [1, 0, 0, 1, 0.5], [7, 7, 7, 7, 3]
     adv.append(advantage_case("rloo_singleton_zero", {"estimator": "rloo"}, r5, ids5,
-                              note="anchors §7.3: +-2/3; the singleton gets 0"))
+                              note="reference values of docs/API.md: +-2/3; the singleton gets 0"))
     adv.append(advantage_case("rloo_singleton_score", {"estimator": "rloo", "rloo_singleton": "score"}, r5, ids5))
     adv.append(advantage_case("rloo_three", {"estimator": "rloo"}, [0.2, 0.5, 0.9, 1.0, -1.0], [1, 1, 1, 2, 2]))
     adv.append(advantage_case("rfpp_baseline", {"estimator": "reinforce_plus_plus_baseline"}, r5, ids5,
@@ -376,7 +376,7 @@ def cases():
 def document():
     loss, adv = cases()
     return {"generator": "scripts/make_loss_fixtures.py",
-            "about": "hand-derived cases for issue 4's policy-loss modes and advantage estimators (numpy float64)",
+            "about": "hand-derived cases for the policy-loss modes and advantage estimators (numpy float64)",
             "loss_cases": loss, "advantage_cases": adv}
 
 

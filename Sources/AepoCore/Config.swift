@@ -100,10 +100,9 @@ public struct ControllerConfig: Equatable, Sendable {
     public var kMax: Int64 = 60
     public var halveAboveTarget = true
     public var statistic = "nll"
-    /// Which rows the fed statistic covers: "all" (the reference), "main" (main rows only,
-    /// free of the regulariser's same-step response) or "auto" (all under bang_bang, main
-    /// under adaptive).
-    public var statisticRows = "auto"
+    /// Which rows the fed statistic covers: "all" (the reference's; the default) or "main"
+    /// (main rows only, free of the regulariser's same-step response).
+    public var statisticRows = "all"
     public var initialEntropy = 0.0
     public var hysteresis = 0.0
     public var history: Int64 = 32

@@ -152,7 +152,7 @@ public enum ConfigSchema {
             int("controller.k_max", \.controller.kMax, 0, .max),
             name("controller.mode", \.controller.mode, ["bang_bang", "adaptive"]),
             name("controller.statistic", \.controller.statistic, ["nll", "exact"]),
-            name("controller.statistic_rows", \.controller.statisticRows, ["auto", "all", "main"]),
+            name("controller.statistic_rows", \.controller.statisticRows, ["all", "main"]),
             real("controller.t_high", \.controller.tHigh, .positive, hint: temperatureHint),
             real("controller.t_low", \.controller.tLow, .positive, hint: temperatureHint),
             real("controller.target", \.controller.target, .nonNegative),

@@ -78,7 +78,7 @@ import Testing
         #expect(paths.count == 59)
     }
 
-    /// The default document exactly as API.md §1 writes it parses to the built-in defaults.
+    /// A default document written out by hand parses to the built-in defaults.
     @Test func apiDocumentDefaultsMatch() throws {
         let doc = """
         {
@@ -106,8 +106,8 @@ import Testing
           "fused": {"chunk_n": 128, "chunk_v": 8192, "temperature": 1.0, "threads": 1}
         }
         """
-        // The adaptive gains are chosen by the controller (API.md marks them placeholders), so
-        // that sub-object is left to its defaults here.
+        // The adaptive sub-object belongs to the controller tests, so it is left to its
+        // defaults here.
         #expect(try ConfigCodec.parse(doc) == Config())
     }
 }

@@ -12,7 +12,7 @@ private func fmt(_ x: Double) -> String {
 }
 
 @Suite struct ControllerAdaptiveTests {
-    /// The cases of issue 5: constant targets 0.3, 0.6 and 1.0, and a piecewise schedule.
+    /// The tracking cases: constant targets 0.3, 0.6 and 1.0, and a piecewise schedule.
     static let cases: [(String, ControllerConfig, ControllerConfig)] = [
         ("0.3", .adaptive(target: 0.3), .bangBang(target: 0.3)),
         ("0.6", .adaptive(target: 0.6), .bangBang(target: 0.6)),
@@ -21,7 +21,7 @@ private func fmt(_ x: Double) -> String {
          ControllerConfig.bangBang(target: 0.4).withPiecewise(plantPiecewise)),
     ]
 
-    /// Done-when 2: with its default gains the adaptive controller keeps the mean absolute
+    /// With its default gains the adaptive controller keeps the mean absolute
     /// tracking error (observed statistic, second half) <= 0.02 nats on every case and
     /// seed, and below bang-bang's at 1.2/0.8 on the same plant and noise.
     @Test(arguments: 0..<4)
@@ -46,7 +46,7 @@ private func fmt(_ x: Double) -> String {
         print(line + "; mean \(fmt(sumA / n)) / \(fmt(sumB / n)); worst adaptive \(fmt(worstA))")
     }
 
-    /// Robustness beyond the issue: the same gains on the slower reading of the plant, in
+    /// Robustness beyond those cases: the same gains on the slower reading of the plant, in
     /// which the observation of step t reads the entropy before that step's update (one
     /// more step of delay in the loop). Constant targets still hold within 0.02.
     @Test func constantTargetsHoldWithTheSlowerReading() throws {

@@ -2,7 +2,7 @@
 import Testing
 
 /// A transcription of the reference trainer's rule (AEPO `ray_trainer.py`, `fit`, the
-/// AEPO branch; aepo-method.md §1.4 and §3.2), kept independent of the library:
+/// AEPO branch), kept independent of the library:
 /// - `H_prev` starts at 0;
 /// - `T = temperature_high if H_prev <= entropy_base else temperature_low`;
 /// - `k = min(reinforce_sample_num, #kept)`, then `k //= 2` when `H_prev > entropy_base`;
@@ -22,7 +22,7 @@ private struct ReferenceRule {
     }
 }
 
-/// How many regulariser samples a decision admits out of `kept` positives (API.md §4:
+/// How many regulariser samples a decision admits out of `kept` positives (docs/API.md:
 /// the first min(k_max, n_positive), then the floor-half when `halve`).
 private func selected(_ d: ControllerDecision, kept: Int) -> Int {
     let k = min(Int(d.kMax), kept)
@@ -71,7 +71,7 @@ private let recordedTrace: [Double] = [
         try compare(recordedTrace, c)
     }
 
-    /// A trace recorded from the closed loop on the plant, replayed through the
+    /// A trace recorded from the closed loop on the fixed plant, replayed through the
     /// transcription.
     @Test func plantTraceMatchesTheReferenceRule() throws {
         for target in [0.3, 0.6, 1.0] {

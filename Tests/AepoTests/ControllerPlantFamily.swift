@@ -287,7 +287,7 @@ extension FamilyPlant {
         FamilyPlant(name: "tanh-sat", about: "push saturates beyond |T-1| ~ 0.3, 1 late",
                     c: 0.05, b: 0.15, delay: 1, sigmaW: 0.01, sigmaV: 0, leak: 0.03,
                     saturation: .tanh(0.3)),
-        // The old single plant of issue 5 (EntropyPlant), started at 1.0: push fading
+        // The old single plant of the controller tests (EntropyPlant), started at 1.0: push fading
         // toward a ceiling of 1.6 nats.
         FamilyPlant(name: "ceiling", about: "old plant: push fades toward 1.6 nats",
                     c: 0.02, b: 0.08, delay: 0, sigmaW: 0.01, sigmaV: 0, leak: 0.02,

@@ -383,3 +383,41 @@ private func homeTarget(_ plant: FamilyPlant) -> Double? {
             + "settling " + plants.map { "\($0.name) \($0.settlingTime())" }.joined(separator: ", "))
     }
 }
+
+/// Which rows to feed: a GRPO-like loop in which the whole-batch statistic carries the
+/// regulariser's same-step response (c = 0.13), against the main-row statistic of the same
+/// loop (c = 0), both under the default controller and the same noise. What a trainer wants
+/// on target is the policy's entropy. Fed the whole batch, the controller holds the mixed
+/// statistic there, and entropy sits off by c·u (the regulariser's own contribution) and
+/// varies more; fed the main rows, it holds entropy itself (docs/CONTROLLER.md, "Feeding
+/// the statistic").
+@Suite struct ControllerStatisticRowsTests {
+    @Test func mainRowsHoldEntropyCloserThanAllRows() throws {
+        // One name, so both runs see the same noise.
+        let all = FamilyPlant(name: "rows", about: "whole-batch statistic", c: 0.13, b: 0.01, delay: 0,
+                              sigmaW: 0.005, sigmaV: 0.01, leak: 0.003)
+        var main = all
+        main.c = 0
+        func entropyError(_ run: FamilyRun) -> Double {
+            let half = run.entropy.count / 2
+            var e = 0.0
+            for t in half..<run.entropy.count { e += abs(run.entropy[t] - run.decisions[t].target) }
+            return e / Double(run.entropy.count - half)
+        }
+        var line = "statistic rows, entropy error (all / main):"
+        for target in [0.6, 1.0] {
+            var ea = 0.0
+            var em = 0.0
+            for seed in FamilyControllers.seeds {
+                var cfg = FamilyControllers.defaultConfig(FamilyTarget.all[0])
+                cfg.target = target
+                ea += entropyError(try all.run(cfg, seed: seed)) / Double(FamilyControllers.seeds.count)
+                em += entropyError(try main.run(cfg, seed: seed)) / Double(FamilyControllers.seeds.count)
+            }
+            line += " \(target): \(ea) / \(em);"
+            #expect(em <= 0.03, "target \(target): main rows \(em)")
+            #expect(em < ea, "target \(target): main rows \(em) not closer than all rows \(ea)")
+        }
+        print(line)
+    }
+}

@@ -32,7 +32,7 @@ private func document(_ c: ControllerConfig) -> String {
 }
 
 @Suite struct ControllerStateTests {
-    /// Done-when 3: save after `cut` steps, restore into a fresh controller, continue with
+    /// Save after `cut` steps, restore into a fresh controller, continue with
     /// the same observations: every decision is bit-identical to the uninterrupted run.
     @Test(arguments: 0..<5)
     func saveRestoreContinuesBitForBit(_ i: Int) throws {

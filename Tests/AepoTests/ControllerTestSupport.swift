@@ -38,7 +38,7 @@ struct TestGaussian {
     }
 }
 
-/// The fixed plant of issue 5, which the controller does not know:
+/// The fixed plant of the controller tests, which the controller does not know:
 ///   w = k/k_max (k mode) or alpha/alpha_max (alpha mode), u = (T - 1) * w,
 ///   H[t+1] = H[t] - 0.02 (H[t] - 0.1) + 0.08 u (1.6 - H[t]) + 0.01 eps,  eps ~ N(0, 1),
 ///   the controller observes H + 0.02 u (the mixed-batch bias).

@@ -4,7 +4,7 @@ import AepoShim
 import CAepoAPI
 import Testing
 
-/// Done-when 4: bad input gets a clear error and leaves the state untouched.
+/// Bad input gets a clear error and leaves the state untouched.
 @Suite struct ControllerValidationTests {
     private static let nll = AEPO_CONTROLLER_STATISTIC_NLL
     private static let exact = AEPO_CONTROLLER_STATISTIC_EXACT

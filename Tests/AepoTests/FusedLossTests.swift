@@ -234,7 +234,7 @@ func unfusedLoss(_ cfg: Config, _ c: FusedLossCase) throws -> FusedLossRun {
         #expect(relInf(two.dX, run.dX) <= 1e-5 && relInf(two.dW, run.dW) <= 1e-5 && relInf(two.db, run.db) <= 1e-5)
     }
 
-    /// API.md §4 on a small case: central differences (h = 1e-6) of the float64 loss as a
+    /// The gradient check (docs/API.md) on a small case: central differences (h = 1e-6) of the float64 loss as a
     /// function of X, W and bias, through log p and H.
     @Test func gradientCheckFromHiddenStates() throws {
         var cfg = Config()
@@ -269,7 +269,7 @@ func unfusedLoss(_ cfg: Config, _ c: FusedLossCase) throws -> FusedLossRun {
         #expect(relInf(run.db, gb) <= 1e-5, "dbias: \(relInf(run.db, gb))")
     }
 
-    /// Every mode of issue 4 through loss_and_grad: one pass over the logits for the
+    /// Every policy-loss mode through loss_and_grad: one pass over the logits for the
     /// token-separable modes (cispo, gpg), forward / loss / backward for the others (gspo's
     /// sequence ratio and the covariance selections need every log-prob first). Checked
     /// against the float64 chain, the unfused float32 path and the composition, for two

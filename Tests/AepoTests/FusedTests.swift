@@ -226,7 +226,7 @@ func upstream(_ n: Int, seed: UInt64) -> (gl: [Float], gh: [Float]) {
         }
     }
 
-    /// API.md §4: central differences (h = 1e-6) of the float64 transcription of
+    /// The gradient check (docs/API.md): central differences (h = 1e-6) of the float64 transcription of
     /// J = Σ gl·log p + gh·H with respect to every element of X, W and bias.
     @Test func gradientCheckAgainstCentralDifferences() throws {
         let c = FusedCase.random(N: 4, D: 5, V: 6, seed: 7, bias: true, maskedRows: [2])

@@ -66,7 +66,7 @@ func argument(_ e: aepo_error) -> String {
 }
 
 @Suite struct KernelsApiTests {
-    /// Done-when 3: bit-identical results for 1, 2 and 3 threads, forward and backward.
+    /// Bit-identical results for 1, 2 and 3 threads, forward and backward.
     @Test func threadsGiveIdenticalBits() {
         var c = KernelsCase(b: 3, l: 40, v: 3001, pad: 1, scale: 3, seed: 9)
         c.mask = (0..<(c.b * c.l)).map { $0 % 7 == 3 ? 0 : 1 }
@@ -108,7 +108,7 @@ func argument(_ e: aepo_error) -> String {
         #expect(ga.status == AEPO_OK && ga.out == gb.out)
     }
 
-    /// Done-when 1 through the C API: the anchors §7.3 table (logits [2, 1, 0, −1]).
+    /// The entropy example of docs/API.md through the C API (logits [2, 1, 0, −1]).
     @Test func anchorsTableThroughCAPI() {
         var c = KernelsCase(b: 1, l: 1, v: 4)
         c.logits = [2, 1, 0, -1]
@@ -122,7 +122,7 @@ func argument(_ e: aepo_error) -> String {
         }
     }
 
-    // MARK: errors (done-when 4)
+    // MARK: errors
 
     @Test func nanUnderMaskNamesLogitsAndRow() {
         var c = KernelsCase(b: 2, l: 4, v: 50)

@@ -86,7 +86,7 @@ func gradError(_ got: [Float], _ ref: [Double]) -> Double {
 }
 
 @Suite struct KernelsGradTests {
-    /// Done-when 2: the API.md §4 check at tol 1e-5, for both terms separately and together.
+    /// The gradient check of docs/API.md at tol 1e-5, for both terms separately and together.
     @Test(arguments: [2, 5, 37, 300])
     func backwardPassesGradientCheck(vocab v: Int) throws {
         var rng = KernelsRNG(seed: 100 + UInt64(v))

@@ -141,7 +141,7 @@ func makeRow(_ shape: LogitsShape, vocab v: Int, scale: Double, rng: inout Kerne
     /// Both implementations of the hot loops when this CPU has AVX2 + FMA, else the SIMD8 one.
     static let isas: [KernelISA] = KernelISA.best == .simd8 ? [.simd8] : [.simd8, .avx2fma]
 
-    /// Done-when 1: logp, entropy (and lse, logp at T = 1) within 1e-5 of float64, scaled by
+    /// logp, entropy (and lse, logp at T = 1) within 1e-5 of float64, scaled by
     /// max(1, |value|), for logit scales up to 50, V from 2 to 256k and the five temperatures.
     @Test(arguments: [2, 3, 7, 8, 9, 31, 32, 33, 100, 1000, 2047, 2049, 5000, 32000])
     func statsMatchFloat64(vocab v: Int) throws {
@@ -213,7 +213,7 @@ func makeRow(_ shape: LogitsShape, vocab v: Int, scale: Double, rng: inout Kerne
         }
     }
 
-    /// anchors-rl-losses §7.3: logits [2, 1, 0, −1].
+    /// The entropy example of docs/API.md ("Reference values"): logits [2, 1, 0, −1].
     @Test func anchorsEntropyTable() throws {
         let x: [Float] = [2, 1, 0, -1]
         let table: [(t: Double, h: Double, logp0: Double)] = [

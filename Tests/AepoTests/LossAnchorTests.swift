@@ -1,7 +1,7 @@
 @testable import AepoCore
 import Testing
 
-/// anchors-rl-losses.md §7.3 and aepo-method.md §1.2, to 1e-7 relative.
+/// The reference values of docs/API.md (loss example, GRPO table), to 1e-7 relative.
 @Suite struct LossAnchorTests {
     static let tol = 1e-7
 
@@ -90,7 +90,7 @@ import Testing
         #expect(d == [0.5, -0.5, -0.5, 0.5, 0.5])
     }
 
-    /// aepo-method.md §1.2: G = 5 with k correct answers.
+    /// GRPO on a group of G = 5 with k correct answers (docs/API.md, "Reference values").
     @Test func aepoGrpoTable() throws {
         let table: [(Int, Double, Double)] = [(1, 1.789, -0.447), (2, 1.095, -0.730), (3, 0.730, -1.095), (4, 0.447, -1.789)]
         for (k, right, wrong) in table {

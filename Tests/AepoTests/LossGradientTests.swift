@@ -2,7 +2,7 @@
 import Glibc
 import Testing
 
-/// API.md §4: the gradient against central differences (h = 1e-6) of the float64
+/// The gradient check (docs/API.md): the gradient against central differences (h = 1e-6) of the float64
 /// reference; pass means ||g_lib - g_ref||_inf <= 1e-5 * ||g_ref||_inf.
 @Suite struct LossGradientTests {
     static let tol = 1e-5

@@ -1,7 +1,7 @@
 @testable import AepoCore
 import Testing
 
-/// API.md §4 global counts: micro-batches with the global counts and dp_size reproduce the
+/// Global counts (docs/API.md): micro-batches with the global counts and dp_size reproduce the
 /// one-call loss and gradient (after the data-parallel mean, i.e. divided by dp).
 @Suite struct LossMicroBatchTests {
     /// Splits rows 0..<B into `dp` ranks of consecutive rows, each into micro-batches of

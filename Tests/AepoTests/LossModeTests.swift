@@ -3,7 +3,7 @@ import Glibc
 import Testing
 
 /// gspo, cispo, gpg/reinforce, clip_cov and kl_cov: gradients against central differences
-/// of the float64 reference (API.md §4, 1e-5), every supported aggregation, per-sequence and
+/// of the float64 reference (docs/API.md, 1e-5), every supported aggregation, per-sequence and
 /// per-token advantages, the covariance selections (same tokens for every run and thread
 /// count, uniform pick, top-k with ties to the lower index), and errors.
 @Suite struct LossModeTests {

@@ -2,7 +2,7 @@
 import Testing
 
 /// select_regularizer and the `replace` combination against a transcription of the
-/// reference trainer's step (aepo-method.md §3.1, steps 6-9).
+/// reference trainer's step (select the positives, cap and halve k, splice the batch).
 @Suite struct LossRegularizerTests {
     /// The reference: GRPO advantages within the T-groups, keep A > 0.05 in order, set their
     /// advantage to 1, k = min(60, kept) halved (floor) above target, batch = kept[:k] ++ main[k:].

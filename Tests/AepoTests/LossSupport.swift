@@ -301,7 +301,7 @@ func relErr(_ a: Double, _ b: Double) -> Double {
     b == 0 ? abs(a) : abs(a - b) / abs(b)
 }
 
-/// The vanilla example of anchors-rl-losses.md §7.3.
+/// The vanilla loss example of docs/API.md ("Reference values").
 func anchorCase() -> LossCase {
     LossCase(B: 2, L: 4,
              logp: [-1, -0.5, -2, -0.1, -0.3, -1.2, -0.7, -9.0],

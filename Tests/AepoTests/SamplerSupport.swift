@@ -60,7 +60,7 @@ func runSampler(_ config: SamplerConfig, _ logits: [Float], rows: Int, vocab: In
     return d
 }
 
-/// The truncated tempered law of API.md section 4, written directly from its definition in
+/// The truncated tempered law of docs/SAMPLER.md, written directly from its definition in
 /// float64 with a full sort: the reference the sampler is tested against.
 struct ReferenceLaw {
     var probs: [Double]      // 0 outside the kept set

@@ -38,7 +38,7 @@ int main(void) {
     int i;
     static const double trace[] = {0.62, 0.55, 0.48, 0.51, 0.5, 0.47};
 
-    CHECK(sizeof(aepo_decision) == AEPO_DECISION_SIZE_V1);
+    CHECK(sizeof(aepo_decision) == AEPO_DECISION_SIZE_V2 && AEPO_DECISION_SIZE_V1 == 80);
     CHECK(strcmp(aepo_controller_mode_name(AEPO_CONTROLLER_MODE_ADAPTIVE), "adaptive") == 0);
     CHECK(strcmp(aepo_controller_statistic_name(AEPO_CONTROLLER_STATISTIC_EXACT), "exact") == 0);
     CHECK(strcmp(aepo_controller_reason_name(AEPO_CONTROLLER_REASON_ABOVE_TARGET), "above_target") == 0);
@@ -115,12 +115,45 @@ int main(void) {
     /* Adaptive, hand-checked: kp 2, ki 0.5, initial statistic on target, so T starts at 1;
      * then e = 0.1 gives dT = 2 * 0.1 + 0.5 * 0.1 = 0.25. */
     ctl = make("{\"controller\": {\"mode\": \"adaptive\", \"initial_entropy\": 0.5, "
-               "\"adaptive\": {\"kp\": 2, \"ki\": 0.5, \"t_rate\": 1}}}", &err);
+               "\"adaptive\": {\"tuning\": \"fixed\", \"kp\": 2, \"ki\": 0.5, \"t_rate\": 1}}}", &err);
     CHECK_STATUS(aepo_controller_decision(ctl, &d, &err), AEPO_OK, &err);
     CHECK(d.temperature == 1.0 && d.mode == AEPO_CONTROLLER_MODE_ADAPTIVE && d.reason == AEPO_CONTROLLER_REASON_INITIAL);
     CHECK_STATUS(aepo_controller_step(ctl, AEPO_CONTROLLER_STATISTIC_NLL, 0.4, -1, &d, &err), AEPO_OK, &err);
     CHECK_NEAR(d.temperature, 1.25, 1e-15);
     CHECK(d.reason == AEPO_CONTROLLER_REASON_TRACKING && d.halve == 0 && d.k_max == 60 && isnan(d.alpha));
+    aepo_controller_free(ctl);
+
+    /* The self-tuning default: neutral first decision with no estimate, then the estimate
+     * in the version 2 fields; a version 1 struct gets its 80 bytes only. The statistic
+     * from loss metrics: main rows under adaptive. */
+    ctl = make("{\"controller\": {\"mode\": \"adaptive\", \"target\": 0.8, \"statistic_rows\": \"main\"}}", &err);
+    d = fresh();
+    CHECK_STATUS(aepo_controller_decision(ctl, &d, &err), AEPO_OK, &err);
+    CHECK(d.temperature == 1.0 && d.reason == AEPO_CONTROLLER_REASON_INITIAL && d.est_delay == -1 && isnan(d.est_gain));
+    {
+        double m[AEPO_LOSS_METRIC_COUNT];
+        double h = 1.0;
+        memset(m, 0, sizeof m);
+        for (i = 0; i < 60; i++) {
+            h += 0.08 * (d.temperature - 1) - 0.02 * (h - 0.1);
+            m[AEPO_LOSS_METRIC_NLL_MAIN] = h;
+            m[AEPO_LOSS_METRIC_N_TOKENS_MAIN] = 100;
+            m[AEPO_LOSS_METRIC_NLL_REG] = h + 0.5;  /* ignored: statistic_rows is "main" */
+            m[AEPO_LOSS_METRIC_N_TOKENS_REG] = 20;
+            CHECK_STATUS(aepo_controller_step_metrics(ctl, m, AEPO_LOSS_METRIC_COUNT, -1, &d, &err), AEPO_OK, &err);
+            CHECK_NEAR(d.statistic, h, 1e-12);
+            CHECK(d.temperature >= 0.5 && d.temperature <= 2.0);
+        }
+        CHECK(d.est_delay >= 0 && d.est_gain > 0 && d.est_feedback > 0 && d.est_confidence > 0 && d.est_confidence <= 1);
+        memset(&e, 0xAB, sizeof e);
+        e.struct_size = AEPO_DECISION_SIZE_V1;
+        CHECK_STATUS(aepo_controller_decision(ctl, &e, &err), AEPO_OK, &err);
+        CHECK(e.temperature == d.temperature && ((const unsigned char *)&e)[AEPO_DECISION_SIZE_V1] == 0xAB);
+        m[AEPO_LOSS_METRIC_N_TOKENS_MAIN] = 0;
+        CHECK_STATUS(aepo_controller_step_metrics(ctl, m, AEPO_LOSS_METRIC_COUNT, -1, &e, &err),
+                     AEPO_ERR_INVALID_ARGUMENT, &err);
+        CHECK(strcmp(err.argument, "metrics") == 0);
+    }
     aepo_controller_free(ctl);
 
     /* Config errors name the JSON path; *out is NULL. */

@@ -1,5 +1,5 @@
 /* Logits kernels through the installed header and library: the entropy table of
- * anchors-rl-losses §7.3 (logits [2, 1, 0, -1]), its dH/dz, a shifted [B, L, V] view written
+ * docs/API.md (logits [2, 1, 0, -1]), its dH/dz, a shifted [B, L, V] view written
  * in place, and the error paths. */
 #include <aepo.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /* The policy-loss handle through the installed header and library: the vanilla example of
- * anchors-rl-losses.md section 7.3 (known numbers), metric names, the metrics by row role,
+ * docs/API.md's reference values (known numbers), metric names, the metrics by row role,
  * GRPO advantages, the regulariser selection, and errors that name the argument. */
 #include <aepo.h>
 #include <stdlib.h>
@@ -50,7 +50,7 @@ int main(void) {
     in.mask = mask;
     CHECK_STATUS(aepo_loss_compute(h, &in, &loss, grad, grad_ent, metrics, AEPO_LOSS_METRIC_COUNT, &err), AEPO_OK,
                  &err);
-    /* anchors section 7.3: token-mean 0.4436971975, clip fractions 2/7 and 1/7, ppo_kl 1.2 (each
+    /* The loss example of docs/API.md: token-mean 0.4436971975, clip fractions 2/7 and 1/7, ppo_kl 1.2 (each
      * with verl's +1e-8). The inputs are float32, so the tolerance is 1e-7 relative. */
     CHECK_NEAR(loss, 0.4436971975, 1e-7);
     CHECK_NEAR(metrics[AEPO_LOSS_METRIC_PG_LOSS], 0.4436971975, 1e-7);

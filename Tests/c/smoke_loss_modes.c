@@ -1,5 +1,5 @@
 /* The policy-loss modes and estimators beyond vanilla through the installed header and
- * library: known numbers on the example of anchors-rl-losses.md section 7.3 (logp, old_logp,
+ * library: known numbers on the loss example of docs/API.md (logp, old_logp,
  * A = [+1, -1], row 0 with 3 valid tokens, row 1 with 4), Clip-Cov's pick repeated across
  * runs and thread counts, the fused head with a mode that needs a second logits pass, and
  * errors that name the argument. */

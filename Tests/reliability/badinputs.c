@@ -512,6 +512,7 @@ static void controller_cases(void) {
         expect("aepo_controller_step_metrics", "value", "a negative token count", rc, &e, AEPO_ERR_INVALID_ARGUMENT,
                "metrics", AEPO_LOSS_METRIC_N_TOKENS_MAIN);
         m[AEPO_LOSS_METRIC_N_TOKENS_MAIN] = 0;
+        m[AEPO_LOSS_METRIC_N_TOKENS_REG] = 0;
         rc = aepo_controller_step_metrics(c, m, AEPO_LOSS_METRIC_COUNT, AEPO_CONTROLLER_STEP_NEXT, &d, &e);
         expect("aepo_controller_step_metrics", "value", "no token in the picked rows", rc, &e,
                AEPO_ERR_INVALID_ARGUMENT, "metrics", -1);

@@ -72,8 +72,7 @@ public enum ControllerActuator: Sendable, NamedCases {
     }
 }
 
-/// Which rows of the update batch the fed statistic covers (`controller.statistic_rows`,
-/// with "auto" resolved by mode).
+/// Which rows of the update batch the fed statistic covers (`controller.statistic_rows`).
 public enum StatisticRows: Sendable, NamedCases {
     /// Main and regulariser rows together: the reference code's statistic, which the
     /// regulariser's own temperature moves within the same step.

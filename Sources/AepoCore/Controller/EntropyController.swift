@@ -2,7 +2,7 @@
 /// decides the temperature, the regulariser cap and halving (or the weight alpha) for the
 /// next step.
 ///
-/// Timing (API.md §4):
+/// Timing (docs/API.md, "Entropy controller"):
 /// - `decision` is the decision for the coming step. Before any observation it comes from
 ///   `initial_entropy`, so with the default 0 the first decision is T_high.
 /// - `observe` records the statistic of the update that just finished (step k, by default
@@ -10,7 +10,7 @@
 ///   for it. A call that throws leaves the controller exactly as it was.
 ///
 /// Modes:
-/// - `bang_bang` is the reference rule (aepo-method.md §1.4, §3.2): T_high with the full
+/// - `bang_bang` is the reference rule (the AEPO reference code's): T_high with the full
 ///   k_max when the last statistic is <= the target, otherwise T_low, halved when
 ///   `halve_above_target`. With `hysteresis` h > 0 it switches to T_high only at or below
 ///   target - h and to T_low only above target + h, holding its level in between; h = 0
@@ -37,8 +37,7 @@ public struct EntropyController: Sendable {
     public let statistic: ControllerStatistic
     public let actuator: ControllerActuator
     public let tuning: ControllerTuning
-    /// `controller.statistic_rows` with "auto" resolved: all rows under bang_bang (the
-    /// reference), main rows under adaptive.
+    /// `controller.statistic_rows`: which rows the statistic from loss metrics covers.
     public let statisticRows: StatisticRows
     public let schedule: TargetSchedule
 
@@ -60,11 +59,7 @@ public struct EntropyController: Sendable {
         self.statistic = statistic
         self.actuator = actuator
         self.tuning = tuning
-        switch config.statisticRows {
-        case "all": self.statisticRows = .all
-        case "main": self.statisticRows = .main
-        default: self.statisticRows = mode == .bangBang ? .all : .main
-        }
+        self.statisticRows = try Self.named(config.statisticRows, "controller.statistic_rows")
         self.schedule = try TargetSchedule(target: config.target, schedule: config.schedule)
         self.history = DecisionHistory(capacity: Int(clamping: config.history))
 

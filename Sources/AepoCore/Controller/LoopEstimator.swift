@@ -97,6 +97,8 @@ public struct LoopEstimator: Sendable, Equatable {
     static let correctionDiscount = 0.95
     static let momentDiscount = 0.95
     static let switchMargin = 1.0
+    /// The smallest per-step effect b the estimator holds: the physics sets its sign.
+    static let bFloor = 1e-3
     /// Observations before the residual moments replace the initial noise guess.
     static let warmup: Int64 = 10
 
@@ -227,6 +229,9 @@ public struct LoopEstimator: Sendable, Equatable {
                 p[j * n + i] = acc
             }
         }
+        // Raising the temperature of the regulariser raises entropy: b is kept >= bFloor
+        // (projection of the estimate onto the constraint).
+        x[1] = max(x[1], bFloor)
         f.mean = x
         f.covariance = p
         f.score = scoreDiscount * f.score - 0.5 * (log(s) + nu * nu / s)

@@ -10,8 +10,9 @@
 /// (the level-dependent pull a·y is taken at the target r, where the loop is meant to be:
 /// an estimate of L there would add its noise (h + 1) times over).
 ///
-/// The law is positional: its only memory is the estimator, which sees the inputs actually
-/// applied, so saturation and the rate limit cannot wind anything up, and it is at the
+/// The law is cautious: while the estimate of the loop's response is vague it shrinks the
+/// move toward neutral (below). It is positional: its only memory is the estimator, which
+/// sees the inputs actually applied, so saturation and the rate limit cannot wind anything up, and it is at the
 /// target in steady state whenever the estimator's predictions are unbiased (the drift g
 /// is the integral action).
 ///
@@ -93,14 +94,22 @@ public enum SelfTuningLaw {
     }
 
     /// The unclamped actuator that puts the predicted statistic on `target` after the
-    /// horizon of `design`.
+    /// horizon of `design`, made cautious: with the loop's denominator D uncertain
+    /// (sd σ_D from the covariance of b and c), the u that minimises the expected squared
+    /// miss is D·(r - A)/(D² + σ_D²), which shrinks toward neutral while the estimate is
+    /// vague and is the plain law once it is sharp.
     public static func actuator(_ est: LoopEstimator, _ design: Design, target: Double) -> Double {
         let f = est.filters[est.selected]
+        let n = LoopEstimator.n
         let d = design.delay
         var pipe = 0.0
         for i in 0..<d { pipe += est.input(i) }
         let h = Double(d) + design.horizon
-        return (target - f.mean[0] - (h + 1) * (f.mean[3] + f.mean[4] * target) - design.b * pipe) / design.denominator
+        let free = f.mean[0] + (h + 1) * (f.mean[3] + f.mean[4] * target) + design.b * pipe
+        let w = design.horizon + 1
+        let varD = max(0, w * w * f.covariance[1 * n + 1] + f.covariance[2 * n + 2] + 2 * w * f.covariance[1 * n + 2])
+        let den = design.denominator
+        return den * (target - free) / (den * den + varD)
     }
 
     /// The steps ahead at which the law aims (the schedule is read there).

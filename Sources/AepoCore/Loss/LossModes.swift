@@ -135,7 +135,7 @@ public enum RegularizerCombine: Sendable, Equatable {
     }
 }
 
-/// The pinned metric indices of API.md §2. New metrics are only ever appended.
+/// The pinned metric indices (docs/API.md, "Metrics"). New metrics are only ever appended.
 public enum LossMetric: Int, CaseIterable, Sendable {
     case pgLoss = 0
     case pgClipfrac

@@ -1,4 +1,4 @@
-"""Array conventions shared by every call (API.md §3).
+"""Array conventions shared by every call (docs/API.md, "Python").
 
 - Read-only float inputs in another float dtype or layout are converted to float32
   C-contiguous with one copy; float32 C-contiguous input is passed zero-copy.

@@ -1,6 +1,6 @@
 """The policy loss (vanilla, gspo, cispo, gpg/reinforce, clip_cov, kl_cov), the outcome
 advantages (grpo, rloo, reinforce_plus_plus_baseline, grpo_passk) and AEPO's regulariser
-selection (API.md §3).
+selection.
 
 ``PolicyLoss(cfg).compute(...)`` returns the loss, its exact gradient with respect to the
 log-probs (a PyTorch trainer then calls ``logp.backward(torch.from_numpy(res.grad))``), the

@@ -30,7 +30,7 @@ def _logits_view(logits):
 
     Rows that are already contiguous float32 (a C-contiguous array, or a view such as
     ``x[:, -1, :]`` of a [B, L, V] array) are passed without a copy; anything else is
-    converted with one copy (API.md section 3).
+    converted with one copy (docs/API.md, "Python").
     """
     a = np.asarray(logits)
     if a.ndim != 2:

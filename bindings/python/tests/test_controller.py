@@ -9,7 +9,7 @@ from aepo import EntropyController
 
 
 def plant_run(cfg, seed, steps=400):
-    """The fixed plant of issue 5 (see docs/CONTROLLER.md), with numpy's Gaussian noise.
+    """The fixed plant of the controller tests (see docs/CONTROLLER.md), with numpy's Gaussian noise.
     Returns the mean |observed - target| over the second half."""
     rng = np.random.default_rng(seed)
     noise = rng.standard_normal(steps)
@@ -240,3 +240,103 @@ def test_config_is_the_effective_document():
         assert cfg["controller"]["adaptive"]["kp"] == 5.0
         assert cfg["controller"]["adaptive"]["ki"] == 1.5
         assert cfg["controller"]["adaptive"]["t_rate"] == 0.3
+
+
+def _drive(ctl, steps, seed, h0=1.0):
+    rng = np.random.default_rng(seed)
+    h = h0
+    for _ in range(steps):
+        u = ctl.decision().temperature - 1.0
+        h += 0.08 * u - 0.02 * (h - 0.1) + 0.01 * rng.standard_normal()
+        ctl.step(nll=max(0.0, h + 0.05 * u + 0.01 * rng.standard_normal()))
+
+
+def test_self_tuning_is_the_adaptive_default_and_reports_its_estimate():
+    with EntropyController({"controller": {"mode": "adaptive", "target": 0.8}}) as ctl:
+        assert ctl.config["controller"]["adaptive"]["tuning"] == "auto"
+        assert ctl.config["controller"]["statistic_rows"] == "all"
+        d = ctl.decision()
+        assert d.temperature == 1.0 and d.reason == "initial" and d.estimate is None
+        _drive(ctl, 200, seed=4)
+        e = ctl.decision().estimate
+        assert isinstance(e, aepo.Estimate)
+        assert 0 <= e.delay <= 4 and 0.03 < e.gain < 0.2 and 0 < e.confidence <= 1
+        assert e.feedback > 0 and e.horizon >= 0 and e.measurement_noise > 0
+    with EntropyController({"controller": {"mode": "adaptive", "adaptive": {"tuning": "fixed"}}}) as ctl:
+        assert ctl.step(nll=0.4).estimate is None
+
+
+def test_self_tuning_state_round_trip_is_bit_identical():
+    cfg = {"controller": {"mode": "adaptive", "target": 0.8}}
+    with EntropyController(cfg) as a, EntropyController(cfg) as b:
+        _drive(a, 37, seed=2)
+        state = a.state_dict()
+        assert state["version"] == 2 and state["estimator"] is not None
+        b.load_state_dict(json.dumps(state))
+        for y in np.linspace(0.6, 1.0, 30):
+            assert a.step(nll=float(y)) == b.step(nll=float(y))
+        assert a.state_dict() == b.state_dict()
+        # A state of the other tuning is refused and changes nothing.
+        with EntropyController({"controller": {"mode": "adaptive", "adaptive": {"tuning": "fixed"}}}) as f:
+            before = a.state_dict()
+            with pytest.raises(aepo.StateError) as ei:
+                a.load_state_dict(f.state_dict())
+            assert ei.value.argument == "config.adaptive.tuning"
+            assert a.state_dict() == before
+
+
+def _metrics(nll_main, n_main, nll_reg, n_reg):
+    from aepo.loss import METRIC_NAMES
+    m = dict.fromkeys(METRIC_NAMES, 0.0)
+    m.update(nll_main=nll_main, n_tokens_main=n_main, nll_reg=nll_reg, n_tokens_reg=n_reg)
+    return m
+
+
+@pytest.mark.parametrize("mode,rows,expected", [
+    ("adaptive", "all", (0.5 * 300 + 0.9 * 100) / 400),         # the default
+    ("bang_bang", "all", (0.5 * 300 + 0.9 * 100) / 400),
+    ("adaptive", "main", 0.5),
+    ("bang_bang", "main", 0.5),
+])
+def test_step_from_metrics_picks_the_rows(mode, rows, expected):
+    with EntropyController({"controller": {"mode": mode, "statistic_rows": rows}}) as ctl:
+        d = ctl.step(metrics=_metrics(0.5, 300, 0.9, 100))
+        assert d.statistic == pytest.approx(expected, rel=1e-15)
+        # A sequence in metric index order works the same.
+        from aepo.loss import METRIC_NAMES
+        d2 = ctl.step(metrics=[_metrics(0.5, 300, 0.9, 100)[n] for n in METRIC_NAMES])
+        assert d2.statistic == d.statistic
+
+
+def test_step_from_metrics_rejects_bad_metrics_and_changes_nothing():
+    with EntropyController({"controller": {"mode": "adaptive", "statistic_rows": "main"}}) as ctl:
+        ctl.step(nll=0.5)
+        before = ctl.state_dict()
+        cases = [
+            (dict(metrics=_metrics(float("nan"), 10, 0, 0)), aepo.NonFiniteError, "metrics"),
+            (dict(metrics=_metrics(0.5, -4, 0, 0)), aepo.InvalidValueError, "metrics"),
+            (dict(metrics=_metrics(0.5, 0, 0.9, 10)), aepo.InvalidValueError, "metrics"),  # no main-row token
+            (dict(metrics=[0.0] * 5), aepo.ShapeError, "metrics"),
+            (dict(metrics={"nll_main": 0.5}), aepo.InvalidValueError, "metrics"),
+            (dict(metrics=_metrics(0.5, 10, 0, 0), nll=0.5), aepo.InvalidValueError, "metrics"),
+        ]
+        for kwargs, exc, arg in cases:
+            with pytest.raises(exc) as ei:
+                ctl.step(**kwargs)
+            assert ei.value.argument == arg, str(ei.value)
+        assert ctl.state_dict() == before
+
+
+def test_loss_metrics_feed_the_controller_end_to_end(rng):
+    """The role metrics of a real loss call drive the controller: the main-row NLL, not the
+    regulariser rows' (reg_rows marks them under replace too)."""
+    B, L = 6, 5
+    logp = -rng.uniform(0.1, 2.0, (B, L)).astype(np.float32)
+    mask = np.ones((B, L), np.uint8)
+    reg = np.array([1, 1, 0, 0, 0, 0], np.uint8)
+    adv = np.array([1, 1, 0.5, -0.5, 0.2, -0.2], np.float32)
+    with aepo.PolicyLoss() as loss, \
+            EntropyController({"controller": {"mode": "adaptive", "statistic_rows": "main"}}) as ctl:
+        res = loss.compute(logp, logp, adv, mask, reg_rows=reg)
+        d = ctl.step(metrics=res.metrics)
+        assert d.statistic == pytest.approx(float(-logp[2:].astype(np.float64).mean()), rel=1e-6)

@@ -9,7 +9,7 @@ TEMPERATURES = [0.3, 0.7, 1.0, 1.2, 2.0]
 
 
 def reference(logits, targets, temperature):
-    """float64 (logp, entropy, lse, logp_t1) of the formulas in API.md."""
+    """float64 (logp, entropy, lse, logp_t1) of the formulas in docs/KERNELS.md."""
     x = torch.as_tensor(np.asarray(logits, dtype=np.float64))
     t = torch.as_tensor(np.asarray(targets, dtype=np.int64))
     z = x / temperature
@@ -26,7 +26,7 @@ def scaled_error(got, want):
 
 
 def test_anchor_entropy_table():
-    """anchors-rl-losses §7.3: logits [2, 1, 0, -1]."""
+    """The entropy example of docs/API.md ("Reference values"): logits [2, 1, 0, -1]."""
     x = np.array([[2, 1, 0, -1]], np.float32)
     for t, h, lp in [(1.0, 0.9475369640, -0.4401896986), (0.7, 0.7020279765, -0.2706738307),
                      (1.3, 1.0907583528, -0.5752478943)]:

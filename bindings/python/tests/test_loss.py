@@ -1,5 +1,5 @@
 """PolicyLoss, compute_advantages and select_regularizer through the binding, checked against
-the reference vectors of anchors-rl-losses.md §7.3 and a PyTorch autograd transcription."""
+the reference values of docs/API.md and a PyTorch autograd transcription."""
 import math
 
 import numpy as np
@@ -28,7 +28,7 @@ def rel(a, b):
     return abs(a - b) / abs(b)
 
 
-# ----------------------------------------------------------------------------- anchors
+# --------------------------------------------------------------------- reference values
 
 @pytest.mark.parametrize("mode, want", [("token-mean", 0.4436971975), ("seq-mean-token-sum", 1.5529401913),
                                         ("seq-mean-token-mean", 0.2843133967),
@@ -61,7 +61,7 @@ def test_grpo_anchor_and_dr_grpo():
     d = aepo.compute_advantages([1, 0, 0, 1, 0.5], np.array([7, 7, 7, 7, 3], dtype=np.int32),
                                 norm_adv_by_std_in_grpo=False)
     assert d.tolist() == [0.5, -0.5, -0.5, 0.5, 0.5]
-    # aepo-method §1.2: G = 5, k correct.
+    # GRPO on a group of 5 with k correct answers (docs/API.md, "Reference values").
     for k, right, wrong in [(1, 1.789, -0.447), (2, 1.095, -0.730), (3, 0.730, -1.095), (4, 0.447, -1.789)]:
         a = aepo.compute_advantages([1] * k + [0] * (5 - k), [0] * 5)
         assert abs(a[0] - right) < 5e-4 and abs(a[-1] - wrong) < 5e-4

@@ -7,7 +7,7 @@ import aepo
 
 
 def reference_law(x, t, min_p=0.0, top_k=0, top_p=1.0):
-    """The truncated tempered law of API.md section 4 in float64 with a full sort.
+    """The truncated tempered law of docs/SAMPLER.md in float64 with a full sort.
 
     Returns (probs over V, kept count, smallest relative distance of a top-p decision to
     its threshold)."""

@@ -70,7 +70,7 @@ def lib(batch, cfg, **kw):
 
 
 def max_rel(got, want):
-    """‖got − want‖∞ / ‖want‖∞ (API.md §4), over float64."""
+    """‖got − want‖∞ / ‖want‖∞ (the gradient-check norm of docs/API.md), over float64."""
     got, want = got.double(), want.double()
     return ((got - want).abs().max() / want.abs().max()).item()
 
@@ -114,7 +114,7 @@ def test_global_counts_and_dp_size_reach_the_gradient(mode):
 
 
 def test_anchor_values_and_metrics():
-    """anchors §7.3, vanilla, eps_low 0.2, eps_high 0.28, c 3: token-mean 0.4436971975."""
+    """The loss example of docs/API.md, vanilla, eps_low 0.2, eps_high 0.28, c 3: token-mean 0.4436971975."""
     lp = torch.tensor([[-1, -0.5, -2, -0.1], [-0.3, -1.2, -0.7, -9.0]], requires_grad=True)
     olp = torch.tensor([[-1.2, -0.4, -1.0, -0.1], [-0.3, -2.7, -0.2, -0.5]])
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])

@@ -1,5 +1,5 @@
 """aepo.torch.verl_policy_loss with stand-ins for verl's actor config (verl is not installed):
-anchors §7.3's vanilla numbers, verl's metric names, the global batch info, and the fields
+the vanilla numbers of the loss example in docs/API.md, verl's metric names, the global batch info, and the fields
 it must ignore."""
 import math
 from dataclasses import dataclass, field
@@ -17,7 +17,7 @@ LP = [[-1, -0.5, -2, -0.1], [-0.3, -1.2, -0.7, -9.0]]
 OLP = [[-1.2, -0.4, -1.0, -0.1], [-0.3, -2.7, -0.2, -0.5]]
 MASK = [[1, 1, 1, 0], [1, 1, 1, 1]]
 
-ANCHORS = {  # anchors-rl-losses.md §7.3, eps_low 0.2, eps_high 0.28, c 3
+ANCHORS = {  # the loss example of docs/API.md, eps_low 0.2, eps_high 0.28, c 3
     "token-mean": 0.4436971975,
     "seq-mean-token-sum": 1.5529401913,
     "seq-mean-token-mean": 0.2843133967,

@@ -1,4 +1,4 @@
-"""A plain PyTorch transcription of verl's policy loss (research/anchors-rl-losses.md §1.2-1.4),
+"""A plain PyTorch transcription of verl's policy loss (compute_policy_loss_vanilla, agg_loss, kl_penalty),
 used as the reference for aepo.torch. Import it only after ``pytest.importorskip("torch")``.
 
 It runs in the dtype of its inputs, so the tests use it in float64 for gradients and in

@@ -65,8 +65,8 @@ def print_table(summary, ks):
         print(f"{r['run']:16} {r['start_entropy']:8.3f} {r['final_statistic']:8.3f} {r['final_entropy_exact']:8.3f} "
               f"{mae:>16} {r['final_reward']:7.3f} {r['pass_at_k']['1']:7.3f} {r['pass_at_k'][str(kmax)]:8.3f} "
               f"{r['distinct_correct']:17d}")
-    print("H: the statistic the controller is fed (token NLL at T = 1: the main rows for adaptive, the whole "
-          "update batch for bang-bang and GRPO), mean of the last 10 steps; "
+    print("H: the statistic the controller is fed (token NLL of the update batch at T = 1, over the rows "
+          "controller.statistic_rows picks), mean of the last 10 steps; "
           "exact H: full-vocabulary entropy of the on-policy batch.\n"
           "reward: training reward, last 10 steps. pass@k: unbiased, at T = 1, on sums never trained on. "
           "distinct correct: different correct answers among the evaluation samples of every sum.")

@@ -9,8 +9,8 @@ A step follows the reference algorithm (arXiv 2510.08141; see docs/DEMO.md):
      (or `weighted`: they are appended and weighted by alpha);
   6. old log-probs at T = 1, then one policy-gradient update through the fused LM head;
   7. the controller is fed the statistic of the update that just finished, from the loss
-     metrics: controller.statistic over the rows controller.statistic_rows picks (the main
-     rows for the adaptive controller, all rows for bang-bang, as the reference).
+     metrics: controller.statistic over the rows controller.statistic_rows picks (by
+     default the whole update batch, as the reference).
 """
 import math
 from dataclasses import dataclass, field

@@ -137,7 +137,7 @@ def scaled_grad(g, grad_out, device, dtype):
 def out_buffer(x, name, shape):
     """A caller's output tensor (added into or written in place) as a numpy view of its memory.
 
-    It must be a CPU float32 C-contiguous tensor that does not require grad (API.md §3:
+    It must be a CPU float32 C-contiguous tensor that does not require grad (docs/API.md:
     outputs and in-place buffers are float32 and C-contiguous, else ShapeError)."""
     if x is None:
         return None

@@ -124,7 +124,7 @@ def global_counts(mask, group=None) -> GlobalCounts:
     return GlobalCounts(sum(r[0] for r in every), sum(r[1] for r in every), dist.get_world_size(group))
 
 
-def all_reduce_sums(sum, count, group=None):  # noqa: A002  (the name API.md gives it)
+def all_reduce_sums(sum, count, group=None):  # noqa: A002  (the name docs/API.md gives it)
     """``(sum over ranks of sum, sum over ranks of count)`` as ``(float, int)``.
 
     ``sum`` is a float (an entropy or NLL sum, such as ``LogitsStats.nll_sum``, or a loss
