@@ -29,7 +29,7 @@ class PythonPI:
 def rows(ctx):
     from aepo import EntropyController, _lib
 
-    cfg = {"controller": {"mode": "adaptive", "history": 32}}
+    cfg = {"controller": {"mode": "adaptive", "history": 32, "adaptive": {"tuning": "fixed"}}}
     state = {}
     ys = [0.5 + 0.01 * ((i * 7919) % 13 - 6) for i in range(N)]
 

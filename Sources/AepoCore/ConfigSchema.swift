@@ -9,12 +9,15 @@ public enum ConfigValue: Equatable, Sendable {
     case points([SchedulePoint])
 }
 
-/// Bounds of a real key: finite always, plus an optional lower and upper bound.
+/// Bounds of a real key: finite always, plus an optional lower and upper bound, and an
+/// optional floor for positive values too small to use (a temperature whose 1/T overflows
+/// float).
 public struct RealBound: Sendable {
     public var lo: Double?
     public var loOpen = false
     public var hi: Double?
     public var hiOpen = false
+    public var floor: Double?
 
     public static let any = RealBound()
     public static let positive = RealBound(lo: 0, loOpen: true)
@@ -23,11 +26,14 @@ public struct RealBound: Sendable {
     public static func openClosed(_ lo: Double, _ hi: Double) -> RealBound { RealBound(lo: lo, loOpen: true, hi: hi) }
     public static func closedOpen(_ lo: Double, _ hi: Double) -> RealBound { RealBound(lo: lo, hi: hi, hiOpen: true) }
     public static func greaterThan(_ lo: Double) -> RealBound { RealBound(lo: lo, loOpen: true) }
+    /// A temperature: > 0, and at least `ConfigSchema.minimumTemperature`.
+    public static let temperature = RealBound(lo: 0, loOpen: true, floor: ConfigSchema.minimumTemperature)
 
     public func contains(_ x: Double) -> Bool {
         guard x.isFinite else { return false }
         if let lo { if loOpen ? !(x > lo) : !(x >= lo) { return false } }
         if let hi { if hiOpen ? !(x < hi) : !(x <= hi) { return false } }
+        if let floor, x < floor { return false }
         return true
     }
 
@@ -98,7 +104,12 @@ public struct ConfigField {
             switch value {
             case let .string(s): got = "unknown value \"\(s)\""
             case let .int(v): got = "\(v) is out of range"
-            case let .real(v): got = "\(formatReal(v)) is out of range"
+            case let .real(v):
+                if case let .real(b) = kind, let floor = b.floor, v > 0, v < floor {
+                    got = "\(formatReal(v)) is too small (1/T overflows float; the smallest accepted is \(formatReal(floor)))"
+                } else {
+                    got = "\(formatReal(v)) is out of range"
+                }
             default: got = "bad value"
             }
             throw .config(path, "\(got); expected \(expectation)" + (hint.map { " (\($0))" } ?? ""))
@@ -115,6 +126,8 @@ public enum ConfigSchema {
     public static let estimators = ["grpo", "rloo", "reinforce_plus_plus_baseline", "grpo_passk"]
     public static let maxThreads: Int64 = 256
     static let temperatureHint = "a temperature must be > 0; for greedy decoding set sampler.greedy = true"
+    /// The smallest temperature any key or call accepts: below it 1/T overflows Float.
+    public static let minimumTemperature = 1e-30
 
     /// Every key of the document except `schema_version`, in no particular order.
     public static var fields: [ConfigField] {
@@ -153,8 +166,8 @@ public enum ConfigSchema {
             name("controller.mode", \.controller.mode, ["bang_bang", "adaptive"]),
             name("controller.statistic", \.controller.statistic, ["nll", "exact"]),
             name("controller.statistic_rows", \.controller.statisticRows, ["all", "main"]),
-            real("controller.t_high", \.controller.tHigh, .positive, hint: temperatureHint),
-            real("controller.t_low", \.controller.tLow, .positive, hint: temperatureHint),
+            real("controller.t_high", \.controller.tHigh, .temperature, hint: temperatureHint),
+            real("controller.t_low", \.controller.tLow, .temperature, hint: temperatureHint),
             real("controller.target", \.controller.target, .nonNegative),
             real("controller.schedule.end_target", \.controller.schedule.endTarget, .nonNegative),
             int("controller.schedule.end_step", \.controller.schedule.endStep, 0, .max),
@@ -168,22 +181,22 @@ public enum ConfigSchema {
             real("controller.adaptive.ema", \.controller.adaptive.ema, .closedOpen(0, 1)),
             real("controller.adaptive.ki", \.controller.adaptive.ki, .nonNegative),
             real("controller.adaptive.kp", \.controller.adaptive.kp, .nonNegative),
-            real("controller.adaptive.t_max", \.controller.adaptive.tMax, .positive, hint: temperatureHint),
-            real("controller.adaptive.t_min", \.controller.adaptive.tMin, .positive, hint: temperatureHint),
+            real("controller.adaptive.t_max", \.controller.adaptive.tMax, .temperature, hint: temperatureHint),
+            real("controller.adaptive.t_min", \.controller.adaptive.tMin, .temperature, hint: temperatureHint),
             real("controller.adaptive.t_rate", \.controller.adaptive.tRate, .positive),
             name("controller.adaptive.tuning", \.controller.adaptive.tuning, ["auto", "fixed"]),
 
             bool("sampler.greedy", \.sampler.greedy),
             real("sampler.min_p", \.sampler.minP, .closedOpen(0, 1)),
             int("sampler.seed", \.sampler.seed, 0, .max),
-            real("sampler.temperature", \.sampler.temperature, .positive, hint: temperatureHint),
+            real("sampler.temperature", \.sampler.temperature, .temperature, hint: temperatureHint),
             int("sampler.threads", \.sampler.threads, 1, maxThreads),
             int("sampler.top_k", \.sampler.topK, 0, .max),
             real("sampler.top_p", \.sampler.topP, .openClosed(0, 1)),
 
             int("fused.chunk_n", \.fused.chunkN, 1, 1 << 24),
             int("fused.chunk_v", \.fused.chunkV, 1, 1 << 30),
-            real("fused.temperature", \.fused.temperature, .positive, hint: temperatureHint),
+            real("fused.temperature", \.fused.temperature, .temperature, hint: temperatureHint),
             int("fused.threads", \.fused.threads, 1, maxThreads),
         ]
     }

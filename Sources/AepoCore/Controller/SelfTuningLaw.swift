@@ -27,7 +27,7 @@
 /// κ_req = 2·(1 + 2·σ_b/b) (a gain margin of 2 on top of two standard deviations of b)
 /// and ε_req = 2·σ_c/b. It also keeps the noise-driven step of the actuator, the
 /// estimator's per-step correction of L divided by the loop's denominator, at or below
-/// t_rate / 2.5 (one standard deviation), so the rate limit is a safety net and not part
+/// t_rate / 2.75 (one standard deviation), so the rate limit is a safety net and not part
 /// of the loop.
 public enum SelfTuningLaw {
     /// Gain margin on b, on top of its uncertainty.
@@ -35,7 +35,7 @@ public enum SelfTuningLaw {
     /// Standard deviations of b and c the loop must tolerate.
     static let sigmas = 2.0
     /// The noise-driven actuator step stays below t_rate / rateSigmas (one sd).
-    static let rateSigmas = 2.5
+    static let rateSigmas = 2.75
     /// The smallest b the law divides by (nats per step per unit of T - 1).
     static let bFloor = 1e-3
     /// Caps on the required margins and on the horizon, so that an estimate with no

@@ -40,7 +40,7 @@ public final class Sampler {
 
     /// Temperatures below this make 1/T overflow Float; such values are rejected with the
     /// same advice as T <= 0.
-    public static let minimumTemperature = 1e-30
+    public static let minimumTemperature = ConfigSchema.minimumTemperature
 
     public init(_ config: SamplerConfig) throws(AepoFailure) {
         try Self.checkTemperature(config.temperature, argument: "sampler.temperature", isConfig: true)
