@@ -70,8 +70,14 @@ stage: lib
 	@rm -rf $(STAGE)
 	@$(call INSTALL_TO,$(STAGE))
 
-test: test-refs deps lib test-swift stage check-exports test-c test-reliability test-fuzz test-python test-demo test-example
-	@echo "make test: all suites passed"
+# The suites run in this order, each timed.
+TEST_SUITES := test-refs deps lib test-swift stage check-exports test-c test-reliability test-fuzz test-python \
+               test-demo test-example
+test:
+	@all=$$(date +%s); for t in $(TEST_SUITES); do \
+	  s=$$(date +%s); $(MAKE) --no-print-directory $$t || exit 1; \
+	  echo "make test: $$t took $$(( $$(date +%s) - s )) s"; done; \
+	  echo "make test: all suites passed in $$(( $$(date +%s) - all )) s"
 
 # Every citation must resolve inside the repository (docs/API.md is the contract).
 test-refs:
