@@ -75,10 +75,7 @@ public func aepo_controller_step(_ ctl: OpaquePointer?, _ statistic: Int32, _ va
     guarded(err) { () throws(AepoFailure) in
         let h = try ControllerHandle.borrow(ctl, "ctl")
         let kind = try statisticArgument(statistic)
-        let s = try stepArgument(step)
-        let o: UnsafeMutableRawPointer? = next == nil ? nil : try decisionOutput(next, "next")
-        let d = try h.lock.run { () throws(AepoFailure) in try h.controller.observe(kind, value: value, step: s) }
-        if let o { writeDecision(d, o) }
+        try observeAndWrite(h, step, next) { (c, s) throws(AepoFailure) in try c.observe(kind, value: value, step: s) }
     }
 }
 
@@ -89,12 +86,9 @@ public func aepo_controller_step_sums(_ ctl: OpaquePointer?, _ statistic: Int32,
     guarded(err) { () throws(AepoFailure) in
         let h = try ControllerHandle.borrow(ctl, "ctl")
         let kind = try statisticArgument(statistic)
-        let s = try stepArgument(step)
-        let o: UnsafeMutableRawPointer? = next == nil ? nil : try decisionOutput(next, "next")
-        let d = try h.lock.run { () throws(AepoFailure) in
-            try h.controller.observe(kind, sum: sum, count: count, step: s)
+        try observeAndWrite(h, step, next) { (c, s) throws(AepoFailure) in
+            try c.observe(kind, sum: sum, count: count, step: s)
         }
-        if let o { writeDecision(d, o) }
     }
 }
 
@@ -106,12 +100,20 @@ public func aepo_controller_step_metrics(_ ctl: OpaquePointer?, _ metrics: Unsaf
         let h = try ControllerHandle.borrow(ctl, "ctl")
         guard let metrics else { throw .nullPointer("metrics") }
         if n < 0 { throw .shape("n", "must be >= 0, got \(n)") }
-        let s = try stepArgument(step)
-        let o: UnsafeMutableRawPointer? = next == nil ? nil : try decisionOutput(next, "next")
         let buf = UnsafeBufferPointer(start: metrics, count: n)
-        let d = try h.lock.run { () throws(AepoFailure) in try h.controller.observe(metrics: buf, step: s) }
-        if let o { writeDecision(d, o) }
+        try observeAndWrite(h, step, next) { (c, s) throws(AepoFailure) in try c.observe(metrics: buf, step: s) }
     }
+}
+
+/// The rest of every step export, after its own arguments: check `step` and `next`, record
+/// the statistic under the handle's lock, and write the next decision when asked.
+private func observeAndWrite(_ h: ControllerHandle, _ step: Int64, _ next: UnsafeMutablePointer<aepo_decision>?,
+                             _ observe: (inout EntropyController, Int64?) throws(AepoFailure) -> ControllerDecision)
+    throws(AepoFailure) {
+    let s = try stepArgument(step)
+    let o: UnsafeMutableRawPointer? = next == nil ? nil : try decisionOutput(next, "next")
+    let d = try h.lock.run { () throws(AepoFailure) in try observe(&h.controller, s) }
+    if let o { writeDecision(d, o) }
 }
 
 @c @implementation

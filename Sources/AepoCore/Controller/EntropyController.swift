@@ -288,8 +288,8 @@ public struct EntropyController: Sendable {
             if !initial { reason = .tracking }
         } else {
             let design = SelfTuningLaw.design(s.estimator, tRate: a.tRate)
-            let aim = schedule.target(at: step > Int64.max - SelfTuningLaw.lookahead(design)
-                                          ? Int64.max : step + SelfTuningLaw.lookahead(design))
+            let ahead = SelfTuningLaw.lookahead(design)
+            let aim = schedule.target(at: step > Int64.max - ahead ? Int64.max : step + ahead)
             // The law works in the temperature-equivalent excursion x = T - 1.
             let offset = actuator == .temperature ? 1.0 : 0.0
             var raw = SelfTuningLaw.actuator(s.estimator, design, target: aim) + offset

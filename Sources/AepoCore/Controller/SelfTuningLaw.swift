@@ -36,8 +36,6 @@ public enum SelfTuningLaw {
     static let sigmas = 2.0
     /// The noise-driven actuator step stays below t_rate / rateSigmas (one sd).
     static let rateSigmas = 2.75
-    /// The smallest b the law divides by (nats per step per unit of T - 1).
-    static let bFloor = 1e-3
     /// Caps on the required margins and on the horizon, so that an estimate with no
     /// information gives a slow loop rather than an infinite one.
     static let marginCap = 50.0
@@ -63,7 +61,8 @@ public enum SelfTuningLaw {
     public static func design(_ est: LoopEstimator, tRate: Double) -> Design {
         let f = est.filters[est.selected]
         let n = LoopEstimator.n
-        let b = max(f.mean[1], bFloor)
+        // The estimator keeps b at or above its floor; a restored state is held to it too.
+        let b = max(f.mean[1], LoopEstimator.bFloor)
         // c keeps its sign: a delay of one step is indistinguishable from no delay with
         // c - b in place of c, and the law must use the c of the model the filter fitted.
         let c = f.mean[2]
