@@ -170,6 +170,62 @@ import Testing
         }
     }
 
+    /// Configs at the edges of what validation accepts (a temperature range up to 1e300, a
+    /// rate limit of 1e300, a target of 1e-300) and statistics far outside any real run keep
+    /// every number the estimator holds finite, so its state always saves and restores.
+    @Test func extremeRangesKeepTheEstimatorFinite() throws {
+        let cases: [(actuator: String, high: Double, rate: Double, target: Double)] = [
+            ("alpha", 1e300, 1e300, 1e-300), ("alpha", 1e300, 0.3, 2.5), ("alpha", 0.5, 1e300, 1e-300),
+            ("temperature", 1e300, 1e300, 1e-300), ("temperature", 1e300, 1e300, 2.5), ("temperature", 2, 1e300, 0.5),
+        ]
+        for c in cases {
+            var cfg = autoConfig(target: c.target)
+            cfg.adaptive.actuator = c.actuator
+            cfg.tHigh = c.actuator == "alpha" ? 1e300 : 1.2
+            cfg.tLow = 1e-30
+            cfg.adaptive.alphaMax = c.high
+            cfg.adaptive.tMax = c.actuator == "temperature" ? c.high : 2
+            cfg.adaptive.tMin = c.actuator == "temperature" ? 1e-30 : 0.5
+            cfg.adaptive.tRate = c.rate
+            var ctl = try EntropyController(cfg)
+            var rng = TestGaussian(seed: 11)
+            for t in 0..<120 {
+                let y = t % 17 == 5 ? 150.0 : max(0, 1.0 + 0.5 * rng.next())
+                try ctl.observe(.nll, value: y)
+                #expect(ctl.state.estimator.isValid, "\(c) step \(t)")
+                #expect(ctl.decision.temperature.isFinite && ctl.decision.temperature > 0)
+                if t % 10 == 0 {
+                    var fresh = try EntropyController(cfg)
+                    try fresh.restore(ControllerStateCodec.decode(ControllerStateCodec.encode(ctl)))
+                    #expect(fresh.state == ctl.state, "\(c) step \(t)")
+                }
+            }
+        }
+    }
+
+    /// A covariance that is not positive semidefinite (a damaged blob passes the per-number
+    /// checks of restore) restarts the filter that holds it instead of poisoning its score.
+    @Test func anIndefiniteCovarianceRestartsItsFilter() {
+        var est = LoopEstimator()
+        var rng = TestGaussian(seed: 3)
+        for t in 0..<30 {
+            est.apply(t % 3 == 0 ? 0.2 : -0.1)
+            est.observe(1 + 0.05 * rng.next())
+        }
+        let n = LoopEstimator.n
+        for i in [0, 7] {
+            est.filters[i].covariance[0 * n + 2] = -1e3
+            est.filters[i].covariance[2 * n + 0] = -1e3
+        }
+        #expect(est.isValid)
+        for t in 30..<40 {
+            est.apply(0.5)
+            est.observe(1 + 0.05 * rng.next())
+            #expect(est.isValid, "step \(t)")
+            #expect(est.filters.allSatisfy { $0.score.isFinite })
+        }
+    }
+
     /// Bad input is refused and leaves the state exactly as it was.
     @Test func badInputChangesNothing() throws {
         var ctl = try EntropyController(autoConfig())

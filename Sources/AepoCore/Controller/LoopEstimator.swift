@@ -52,6 +52,14 @@ public struct LoopEstimator: Sendable, Equatable {
         /// Discounted mean square of the filter's per-step correction of L.
         public var correction: Double
 
+        /// Every number finite and every variance >= 0.
+        var isFinite: Bool {
+            guard mean.allSatisfy(\.isFinite), covariance.allSatisfy(\.isFinite), score.isFinite,
+                  correction.isFinite, correction >= 0 else { return false }
+            let n = LoopEstimator.n
+            return covariance.count == n * n && (0..<n).allSatisfy { covariance[$0 * n + $0] >= 0 }
+        }
+
         public init(delay: Int, leaky: Bool, mean: [Double], covariance: [Double], score: Double,
                     correction: Double) {
             self.delay = delay
@@ -103,13 +111,7 @@ public struct LoopEstimator: Sendable, Equatable {
     static let warmup: Int64 = 10
 
     public init() {
-        filters = [false, true].flatMap { leaky in
-            (0...Self.maxDelay).map { d in
-                var p = [Double](repeating: 0, count: Self.n * Self.n)
-                for i in 0..<(leaky ? Self.n : Self.n - 1) { p[i * Self.n + i] = Self.priorVariance[i] }
-                return Filter(delay: d, leaky: leaky, mean: Self.priorMean, covariance: p, score: 0, correction: 0)
-            }
-        }
+        filters = [false, true].flatMap { leaky in (0...Self.maxDelay).map { Self.prior(delay: $0, leaky: leaky) } }
         inputs = [Double](repeating: 0, count: Self.maxDelay + 1)
         observations = 0
         selected = 0
@@ -119,6 +121,13 @@ public struct LoopEstimator: Sendable, Equatable {
         residualMoment1 = 0
         processVariance = 1e-4
         measurementVariance = 1e-4
+    }
+
+    /// A filter that has seen nothing: the prior mean and covariance.
+    static func prior(delay: Int, leaky: Bool) -> Filter {
+        var p = [Double](repeating: 0, count: n * n)
+        for i in 0..<(leaky ? n : n - 1) { p[i * n + i] = priorVariance[i] }
+        return Filter(delay: delay, leaky: leaky, mean: priorMean, covariance: p, score: 0, correction: 0)
     }
 
     /// Records the input the coming step applies.
@@ -138,9 +147,24 @@ public struct LoopEstimator: Sendable, Equatable {
         if observations == 0 {
             for i in filters.indices { filters[i].mean[0] = y - filters[i].mean[2] * uNow }
         } else {
+            var restarted: [Int] = []
             for i in filters.indices {
+                let before = filters[i]
                 Self.update(&filters[i], y: y, yPrev: lastObservation, uNow: uNow, uDelayed: input(filters[i].delay),
                             r: r, qL: qL, first: observations == 1)
+                if !filters[i].isFinite {
+                    // Overflow (inputs near the largest double) or a covariance that is no
+                    // longer positive semidefinite: the filter starts again from its prior
+                    // at this observation, and ranks with the worst of the others.
+                    filters[i] = Self.prior(delay: before.delay, leaky: before.leaky)
+                    filters[i].mean[0] = y - filters[i].mean[2] * uNow
+                    restarted.append(i)
+                }
+            }
+            if !restarted.isEmpty {
+                let kept = filters.indices.filter { !restarted.contains($0) }.map { filters[$0].score }
+                let floor = kept.min() ?? 0
+                for i in restarted { filters[i].score = floor }
             }
             var best = selected
             for i in filters.indices where filters[i].score > filters[best].score { best = i }
@@ -157,14 +181,26 @@ public struct LoopEstimator: Sendable, Equatable {
                 residualMoment0 = Self.momentDiscount * residualMoment0 + a * e * e
                 residualMoment1 = Self.momentDiscount * residualMoment1 + a * e * lastResidual
             }
-            lastResidual = e
-            if observations > Self.warmup {
+            lastResidual = e.isFinite ? e : 0
+            if !residualMoment0.isFinite || !residualMoment1.isFinite {
+                // A residual beyond the range of a double: the moments start again.
+                residualMoment0 = 0
+                residualMoment1 = 0
+            } else if observations > Self.warmup {
                 measurementVariance = max(Self.noiseFloor, -residualMoment1)
                 processVariance = max(Self.noiseFloor, residualMoment0 - 2 * measurementVariance)
             }
         }
         lastObservation = y
         observations = observations == Int64.max ? Int64.max : observations + 1
+        if !isValid {
+            // Last line of defence (a first observation beyond the range of a double): the
+            // estimator starts again from this observation, keeping the applied inputs.
+            let applied = inputs
+            self = LoopEstimator()
+            inputs = applied
+            if y.isFinite { lastObservation = y }
+        }
     }
 
     /// One Kalman step of one filter: predict with the applied inputs, then correct with y.
@@ -201,6 +237,12 @@ public struct LoopEstimator: Sendable, Equatable {
         var ph = [Double](repeating: 0, count: n)  // P H^T
         for i in 0..<n { ph[i] = p[i * n] + uNow * p[i * n + 2] }
         let s = ph[0] + uNow * ph[2] + r
+        guard s > 0, s.isFinite else {
+            // Not positive: the covariance is no longer positive semidefinite. The caller
+            // sees a non-finite filter and restarts it.
+            f.score = .nan
+            return
+        }
         let nu = y - (x[0] + uNow * x[2])
         var k = [Double](repeating: 0, count: n)
         for i in 0..<n { k[i] = ph[i] / s }
@@ -245,10 +287,7 @@ public struct LoopEstimator: Sendable, Equatable {
               selected >= 0, selected < filters.count, observations >= 0 else { return false }
         for (i, f) in filters.enumerated() {
             guard f.delay == i % (Self.maxDelay + 1), f.leaky == (i > Self.maxDelay), f.mean.count == Self.n,
-                  f.covariance.count == Self.n * Self.n,
-                  f.mean.allSatisfy(\.isFinite), f.covariance.allSatisfy(\.isFinite),
-                  f.score.isFinite, f.correction.isFinite, f.correction >= 0 else { return false }
-            for d in 0..<Self.n where f.covariance[d * Self.n + d] < 0 { return false }
+                  f.covariance.count == Self.n * Self.n, f.isFinite else { return false }
             if !f.leaky && (f.mean[4] != 0 || f.covariance[24] != 0) { return false }
         }
         return inputs.allSatisfy(\.isFinite) && lastObservation.isFinite && lastResidual.isFinite
