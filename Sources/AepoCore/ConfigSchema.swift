@@ -120,12 +120,6 @@ public struct ConfigField {
 }
 
 public enum ConfigSchema {
-    public static let policyLosses = ["vanilla", "gspo", "cispo", "gpg", "reinforce", "clip_cov", "kl_cov"]
-    public static let aggModes = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean",
-                                  "seq-mean-token-sum-norm"]
-    public static let klTypes = ["kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3",
-                                 "kl+", "k1+", "abs+", "mse+", "k2+", "low_var_kl+", "k3+"]
-    public static let estimators = ["grpo", "rloo", "reinforce_plus_plus_baseline", "grpo_passk"]
     public static let maxThreads: Int64 = 256
     static let temperatureHint = "a temperature must be > 0; for greedy decoding set sampler.greedy = true"
     /// The smallest temperature any key or call accepts: below it 1/T overflows Float.
@@ -152,13 +146,13 @@ public enum ConfigSchema {
                  "share of tokens KL-Cov penalises"),
             real("loss.kl_loss_coef", \.loss.klLossCoef, .nonNegative,
                  "weight of the KL penalty against ref_logp (0: off, ref_logp not needed)"),
-            name("loss.kl_loss_type", \.loss.klLossType, klTypes,
+            name("loss.kl_loss_type", \.loss.klLossType, KLType.self,
                  "KL estimator of the penalty; a trailing + uses the straight-through gradient"),
-            name("loss.loss_agg_mode", \.loss.lossAggMode, aggModes,
+            name("loss.loss_agg_mode", \.loss.lossAggMode, AggregationMode.self,
                  "how per-token losses are aggregated over the batch (docs/LOSS.md)"),
             real("loss.loss_scale_factor", \.loss.lossScaleFactor, .nonNegative,
                  "the token budget K of seq-mean-token-sum-norm; 0 means unset"),
-            name("loss.policy_loss", \.loss.policyLoss, policyLosses,
+            name("loss.policy_loss", \.loss.policyLoss, PolicyLossMode.self,
                  "the per-token policy loss"),
             real("loss.ppo_kl_coef", \.loss.ppoKlCoef, .nonNegative,
                  "weight of KL-Cov's penalty on its selected tokens"),
@@ -169,16 +163,16 @@ public enum ConfigSchema {
 
             real("advantage.epsilon", \.advantage.epsilon, .openClosed(0, 1),
                  "added to the group std before dividing"),
-            name("advantage.estimator", \.advantage.estimator, estimators,
+            name("advantage.estimator", \.advantage.estimator, AdvantageEstimator.self,
                  "how rewards become advantages"),
             bool("advantage.norm_adv_by_std_in_grpo", \.advantage.normAdvByStdInGrpo,
                  "divide GRPO advantages by the group std (false: Dr. GRPO)"),
-            name("advantage.rloo_singleton", \.advantage.rlooSingleton, ["zero", "score"],
+            name("advantage.rloo_singleton", \.advantage.rlooSingleton, RlooSingleton.self,
                  "the RLOO advantage of a group of one: zero, or its own score"),
 
             real("regularizer.alpha", \.regularizer.alpha, .nonNegative,
                  "weight of the regulariser term under combine weighted"),
-            name("regularizer.combine", \.regularizer.combine, ["replace", "weighted"],
+            name("regularizer.combine", \.regularizer.combine, RegularizerCombine.self,
                  "replace: regulariser rows replace main rows in the batch; weighted: a separate term with weight alpha"),
             real("regularizer.threshold", \.regularizer.threshold, .any,
                  "a regulariser rollout counts as positive when its advantage exceeds this"),
@@ -193,11 +187,11 @@ public enum ConfigSchema {
                  "the statistic assumed before the first observation"),
             int("controller.k_max", \.controller.kMax, 0, .max,
                 "cap on regulariser rows per step"),
-            name("controller.mode", \.controller.mode, ["bang_bang", "adaptive"],
+            name("controller.mode", \.controller.mode, ControllerMode.self,
                  "bang_bang: the reference rule; adaptive: continuous control of T (or alpha)"),
-            name("controller.statistic", \.controller.statistic, ["nll", "exact"],
+            name("controller.statistic", \.controller.statistic, ControllerStatistic.self,
                  "what the controller is fed: nll (sampled-token NLL) or exact (full entropy)"),
-            name("controller.statistic_rows", \.controller.statisticRows, ["all", "main"],
+            name("controller.statistic_rows", \.controller.statisticRows, StatisticRows.self,
                  "rows the loss metrics feed the controller: all, or main (no same-step feedback)"),
             real("controller.t_high", \.controller.tHigh, .temperature, hint: temperatureHint,
                  "bang-bang temperature below the target; the alpha actuator's draw temperature"),
@@ -209,14 +203,14 @@ public enum ConfigSchema {
                  "target at the end of a linear or cosine schedule"),
             int("controller.schedule.end_step", \.controller.schedule.endStep, 0, .max,
                 "step at which a linear or cosine schedule reaches end_target"),
-            name("controller.schedule.kind", \.controller.schedule.kind, ["constant", "linear", "cosine", "piecewise"],
+            name("controller.schedule.kind", \.controller.schedule.kind, TargetSchedule.Kind.self,
                  "how the target moves with the step"),
             ConfigField(path: "controller.schedule.points", kind: .points, hint: nil, doc: "the {step, target} points of a piecewise schedule",
                         get: { .points($0.controller.schedule.points) },
                         set: { c, v in if case let .points(p) = v { c.controller.schedule.points = p } }),
             int("controller.schedule.start_step", \.controller.schedule.startStep, 0, .max,
                 "step at which a linear or cosine schedule leaves target"),
-            name("controller.adaptive.actuator", \.controller.adaptive.actuator, ["temperature", "alpha"],
+            name("controller.adaptive.actuator", \.controller.adaptive.actuator, ControllerActuator.self,
                  "what the adaptive controller moves: the temperature, or alpha at fixed draw temperatures"),
             real("controller.adaptive.alpha_max", \.controller.adaptive.alphaMax, .positive,
                  "largest alpha of the alpha actuator"),
@@ -232,7 +226,7 @@ public enum ConfigSchema {
                  "smallest temperature the adaptive controller sets"),
             real("controller.adaptive.t_rate", \.controller.adaptive.tRate, .positive,
                  "largest change of the actuator per step"),
-            name("controller.adaptive.tuning", \.controller.adaptive.tuning, ["auto", "fixed"],
+            name("controller.adaptive.tuning", \.controller.adaptive.tuning, ControllerTuning.self,
                  "auto: self-tuning (docs/CONTROLLER.md); fixed: the PI with kp, ki and ema"),
 
             bool("sampler.greedy", \.sampler.greedy,
@@ -335,9 +329,10 @@ public enum ConfigSchema {
         ConfigField(path: path, kind: .bool, hint: nil, doc: doc, get: { .bool($0[keyPath: kp]) },
                     set: { c, v in if case let .bool(x) = v { c[keyPath: kp] = x } })
     }
-    static func name(_ path: String, _ kp: WritableKeyPath<Config, String>, _ names: [String],
-                     _ doc: String) -> ConfigField {
-        ConfigField(path: path, kind: .name(names), hint: nil, doc: doc, get: { .string($0[keyPath: kp]) },
+    /// A choice key: it accepts exactly the spellings of `choice`.
+    static func name<C: ConfigChoice>(_ path: String, _ kp: WritableKeyPath<Config, String>, _ choice: C.Type,
+                                      _ doc: String) -> ConfigField {
+        ConfigField(path: path, kind: .name(C.names), hint: nil, doc: doc, get: { .string($0[keyPath: kp]) },
                     set: { c, v in if case let .string(x) = v { c[keyPath: kp] = x } })
     }
 }

@@ -6,7 +6,7 @@ import Testing
 /// reference; pass means ||g_lib - g_ref||_inf <= 1e-5 * ||g_ref||_inf.
 @Suite struct LossGradientTests {
     static let tol = 1e-5
-    static let klTypes = ConfigSchema.klTypes  // all 14 names, aliases and "+" variants included
+    static let klTypes = KLType.names  // all 14 names, aliases and "+" variants included
 
     /// A random case. `clipActive` spreads the log-ratio over [-1.5, 1.5] (clip, clip-low
     /// and dual clip all occur, plus a few tokens beyond the +-20 clamp); otherwise it stays

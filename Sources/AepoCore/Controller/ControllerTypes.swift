@@ -3,11 +3,14 @@
 /// new cases are only ever appended.
 
 /// A closed set of cases with one spelling each (the config's, or the C name function's).
-public protocol NamedCases: CaseIterable {
+public protocol NamedCases: CaseIterable, ConfigChoice {
     var name: String { get }
 }
 
 extension NamedCases {
+    /// Every case under its one name, in declaration order.
+    public static var spellings: [(name: String, value: Self)] { allCases.map { ($0.name, $0) } }
+
     /// The case spelled `name`, if any.
     public init?(name: String) {
         guard let c = Self.allCases.first(where: { $0.name == name }) else { return nil }

@@ -79,12 +79,8 @@ public struct EntropyController: Sendable {
         history.append(s.decision)
     }
 
-    private static func named<T: NamedCases>(_ value: String, _ path: String) throws(AepoFailure) -> T {
-        guard let v = T(name: value) else {
-            throw .config(path, "unknown value \"\(value)\"; expected one of "
-                + T.allCases.map { "\"\($0.name)\"" }.joined(separator: ", "))
-        }
-        return v
+    private static func named<T: ConfigChoice>(_ value: String, _ path: String) throws(AepoFailure) -> T {
+        try T.parse(value, key: path)
     }
 
     /// The decision for the coming step (does not advance).

@@ -15,8 +15,10 @@ import Glibc
 /// value at or after `end_step` is exactly `end_target` (no rounding at the end points);
 /// every value lies between the two end targets (piecewise: is one of the given targets).
 public struct TargetSchedule: Sendable, Equatable {
-    public enum Kind: String, Sendable, CaseIterable {
+    public enum Kind: String, CaseIterable, ConfigChoice {
         case constant, linear, cosine, piecewise
+
+        public static var spellings: [(name: String, value: Self)] { allCases.map { ($0.rawValue, $0) } }
     }
 
     public let kind: Kind
@@ -30,11 +32,7 @@ public struct TargetSchedule: Sendable, Equatable {
     /// Expects a schedule that passed `ConfigSchema` (ordered points, end_step >= start_step
     /// for linear and cosine); only the kind is checked here.
     public init(target: Double, schedule s: ScheduleConfig) throws(AepoFailure) {
-        guard let kind = Kind(rawValue: s.kind) else {
-            throw .config("controller.schedule.kind", "unknown value \"\(s.kind)\"; expected one of "
-                + Kind.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))
-        }
-        self.kind = kind
+        self.kind = try Kind.parse(s.kind, key: "controller.schedule.kind")
         self.start = target
         self.end = s.endTarget
         self.startStep = s.startStep

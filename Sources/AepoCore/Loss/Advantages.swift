@@ -41,7 +41,8 @@ public enum Advantages {
     public static func compute(_ config: AdvantageConfig, rewards: UnsafeBufferPointer<Float>,
                                groupIds: UnsafeBufferPointer<Int64>, lengths: UnsafeBufferPointer<Int64>? = nil,
                                out: UnsafeMutableBufferPointer<Float>) throws(AepoFailure) {
-        let estimator = try AdvantageEstimator(name: config.estimator)
+        let estimator = try AdvantageEstimator.parse(config.estimator, key: "advantage.estimator")
+        let singleton = try RlooSingleton.parse(config.rlooSingleton, key: "advantage.rloo_singleton")
         let B = rewards.count
         if groupIds.count != B {
             throw .shape("group_ids", "has \(groupIds.count) elements, expected \(B) (one per reward)")
@@ -61,7 +62,7 @@ public enum Advantages {
         case .grpo:
             grpo(rewards, groups, epsilon: config.epsilon, normalize: config.normAdvByStdInGrpo, out: out)
         case .rloo:
-            rloo(rewards, groups, singletonScore: config.rlooSingleton == "score", out: out)
+            rloo(rewards, groups, singletonScore: singleton == .score, out: out)
         case .reinforcePlusPlusBaseline:
             guard let lengths else {
                 throw .invalid("lengths", "is required by advantage.estimator \"reinforce_plus_plus_baseline\", which whitens over the valid tokens of the batch; pass the valid-token count of every response")

@@ -1,11 +1,9 @@
 /// The named choices of the loss, advantage and regulariser sections, parsed once from the
-/// config so the kernels switch on small enums instead of strings.
-///
-/// Every name the schema accepts is implemented; an unknown one is a config error naming
-/// the key (the schema rejects it first).
+/// config so the kernels switch on small enums instead of strings. Each enum's `spellings`
+/// is the one list of its names: the schema's accepted values are derived from it.
 
 /// `loss.policy_loss`.
-public enum PolicyLossMode: Sendable, Equatable {
+public enum PolicyLossMode: ConfigChoice, Equatable {
     /// PPO clip with clip-higher and dual clip (verl `vanilla`).
     case vanilla
     /// Sequence-level ratio (verl `gspo`); aggregates with seq-mean-token-mean only.
@@ -19,17 +17,10 @@ public enum PolicyLossMode: Sendable, Equatable {
     /// Unclipped -A r, plus ppo_kl_coef |logp - old_logp| on the top-k covariance tokens (verl `kl_cov`).
     case klCov
 
-    public init(name: String) throws(AepoFailure) {
-        switch name {
-        case "vanilla": self = .vanilla
-        case "gspo": self = .gspo
-        case "cispo": self = .cispo
-        case "gpg", "reinforce": self = .gpg
-        case "clip_cov": self = .clipCov
-        case "kl_cov": self = .klCov
-        default: throw .config("loss.policy_loss", "unknown value \"\(name)\"")
-        }
-    }
+    public static let spellings: [(name: String, value: Self)] = [
+        ("vanilla", .vanilla), ("gspo", .gspo), ("cispo", .cispo), ("gpg", .gpg), ("reinforce", .gpg),
+        ("clip_cov", .clipCov), ("kl_cov", .klCov),
+    ]
 
     /// Whether a token's loss depends only on its own log-prob once the aggregation weights
     /// are known. The other modes first need a statistic of the whole call (gspo: each
@@ -46,7 +37,7 @@ public enum PolicyLossMode: Sendable, Equatable {
 }
 
 /// `loss.loss_agg_mode`: how per-token values become one number (verl's `agg_loss`).
-public enum AggregationMode: Sendable, Equatable {
+public enum AggregationMode: ConfigChoice, Equatable {
     case tokenMean
     case tokenSum
     case seqMeanTokenSum
@@ -54,16 +45,10 @@ public enum AggregationMode: Sendable, Equatable {
     /// Current verl: sum over sequences of the token sums, divided by (G * K).
     case seqMeanTokenSumNorm
 
-    public init(name: String) throws(AepoFailure) {
-        switch name {
-        case "token-mean": self = .tokenMean
-        case "token-sum": self = .tokenSum
-        case "seq-mean-token-sum": self = .seqMeanTokenSum
-        case "seq-mean-token-mean": self = .seqMeanTokenMean
-        case "seq-mean-token-sum-norm": self = .seqMeanTokenSumNorm
-        default: throw .config("loss.loss_agg_mode", "unknown value \"\(name)\"")
-        }
-    }
+    public static let spellings: [(name: String, value: Self)] = [
+        ("token-mean", .tokenMean), ("token-sum", .tokenSum), ("seq-mean-token-sum", .seqMeanTokenSum),
+        ("seq-mean-token-mean", .seqMeanTokenMean), ("seq-mean-token-sum-norm", .seqMeanTokenSumNorm),
+    ]
 
     /// Whether the mode divides by a sequence count (global_seqs) rather than a token count.
     public var isSequenceMode: Bool {
@@ -76,29 +61,29 @@ public enum AggregationMode: Sendable, Equatable {
 
 /// `loss.kl_loss_type`. `straightThrough` is the `+` suffix: the value of the base estimator
 /// with the gradient of k2.
-public struct KLType: Sendable, Equatable {
+public struct KLType: ConfigChoice, Equatable {
     public enum Base: Sendable, Equatable { case k1, abs, k2, k3 }
     public var base: Base
     public var straightThrough: Bool
 
-    public init(name: String) throws(AepoFailure) {
-        var n = Substring(name)
-        straightThrough = n.hasSuffix("+")
-        if straightThrough { n = n.dropLast() }
-        switch n {
-        case "kl", "k1": base = .k1
-        case "abs": base = .abs
-        case "mse", "k2": base = .k2
-        case "low_var_kl", "k3": base = .k3
-        default: throw .config("loss.kl_loss_type", "unknown value \"\(name)\"")
-        }
+    public init(base: Base, straightThrough: Bool) {
+        self.base = base
         // k2's own gradient is already k2's gradient.
-        if base == .k2 { straightThrough = false }
+        self.straightThrough = straightThrough && base != .k2
     }
+
+    /// Each estimator's names, then the same names with `+`.
+    public static let spellings: [(name: String, value: Self)] = {
+        let bases: [(String, Base)] = [("kl", .k1), ("k1", .k1), ("abs", .abs), ("mse", .k2), ("k2", .k2),
+                                       ("low_var_kl", .k3), ("k3", .k3)]
+        return [false, true].flatMap { st in
+            bases.map { (name: $0.0 + (st ? "+" : ""), value: KLType(base: $0.1, straightThrough: st)) }
+        }
+    }()
 }
 
 /// `advantage.estimator`.
-public enum AdvantageEstimator: Sendable, Equatable {
+public enum AdvantageEstimator: ConfigChoice, Equatable {
     case grpo
     /// Leave-one-out baseline, n/(n-1) (r - mean).
     case rloo
@@ -107,32 +92,31 @@ public enum AdvantageEstimator: Sendable, Equatable {
     /// Only each group's best response gets r_max - r_second (groups of two or more).
     case grpoPassk
 
-    public init(name: String) throws(AepoFailure) {
-        switch name {
-        case "grpo": self = .grpo
-        case "rloo": self = .rloo
-        case "reinforce_plus_plus_baseline": self = .reinforcePlusPlusBaseline
-        case "grpo_passk": self = .grpoPassk
-        default: throw .config("advantage.estimator", "unknown value \"\(name)\"")
-        }
-    }
+    public static let spellings: [(name: String, value: Self)] = [
+        ("grpo", .grpo), ("rloo", .rloo), ("reinforce_plus_plus_baseline", .reinforcePlusPlusBaseline),
+        ("grpo_passk", .grpoPassk),
+    ]
 }
 
 /// `regularizer.combine`.
-public enum RegularizerCombine: Sendable, Equatable {
+public enum RegularizerCombine: ConfigChoice, Equatable {
     /// Regulariser rows replace main rows; they are ordinary rows with advantage 1.
     case replace
     /// Regulariser rows are appended; their policy loss with advantage 1, token-mean over
     /// regulariser tokens, times alpha, is added to the main loss.
     case weighted
 
-    public init(name: String) throws(AepoFailure) {
-        switch name {
-        case "replace": self = .replace
-        case "weighted": self = .weighted
-        default: throw .config("regularizer.combine", "unknown value \"\(name)\"")
-        }
-    }
+    public static let spellings: [(name: String, value: Self)] = [("replace", .replace), ("weighted", .weighted)]
+}
+
+/// `advantage.rloo_singleton`: the RLOO advantage of a group of one.
+public enum RlooSingleton: ConfigChoice, Equatable {
+    /// 0, as verl's vectorised RLOO gives.
+    case zero
+    /// The response's own score.
+    case score
+
+    public static let spellings: [(name: String, value: Self)] = [("zero", .zero), ("score", .score)]
 }
 
 /// The pinned metric indices (docs/API.md, "Metrics"). New metrics are only ever appended.

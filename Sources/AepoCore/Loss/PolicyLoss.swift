@@ -50,11 +50,11 @@ public struct PolicyLossEngine: Sendable {
     public init(config: Config) throws(AepoFailure) {
         try ConfigSchema.validate(config)
         self.config = config
-        mode = try PolicyLossMode(name: config.loss.policyLoss)
-        aggregation = try AggregationMode(name: config.loss.lossAggMode)
-        klType = try KLType(name: config.loss.klLossType)
-        estimator = try AdvantageEstimator(name: config.advantage.estimator)
-        combine = try RegularizerCombine(name: config.regularizer.combine)
+        mode = try .parse(config.loss.policyLoss, key: "loss.policy_loss")
+        aggregation = try .parse(config.loss.lossAggMode, key: "loss.loss_agg_mode")
+        klType = try .parse(config.loss.klLossType, key: "loss.kl_loss_type")
+        estimator = try .parse(config.advantage.estimator, key: "advantage.estimator")
+        combine = try .parse(config.regularizer.combine, key: "regularizer.combine")
     }
 
     // MARK: step 1
