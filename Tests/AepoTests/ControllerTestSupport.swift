@@ -3,41 +3,6 @@ import Glibc
 import AepoShim
 import CAepoAPI
 
-/// Seeded standard normal draws for the controller tests: SplitMix64 for the bits, the
-/// top 53 bits as a uniform in (0, 1], and Box-Muller for the pair of normals.
-struct TestGaussian {
-    private var state: UInt64
-    private var spare: Double?
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func nextBits() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    mutating func nextUniform() -> Double {
-        Double((nextBits() >> 11) + 1) * 0x1p-53
-    }
-
-    mutating func next() -> Double {
-        if let s = spare {
-            spare = nil
-            return s
-        }
-        let u1 = nextUniform()
-        let u2 = nextUniform()
-        let r = (-2 * log(u1)).squareRoot()
-        let a = 2 * Double.pi * u2
-        spare = r * sin(a)
-        return r * cos(a)
-    }
-}
-
 /// The fixed plant of the controller tests, which the controller does not know:
 ///   w = k/k_max (k mode) or alpha/alpha_max (alpha mode), u = (T - 1) * w,
 ///   H[t+1] = H[t] - 0.02 (H[t] - 0.1) + 0.08 u (1.6 - H[t]) + 0.01 eps,  eps ~ N(0, 1),

@@ -18,7 +18,7 @@ struct KernelsCase {
     init(b: Int, l: Int, v: Int, pad: Int = 0, scale: Double = 2, seed: UInt64 = 1) {
         self.b = b; self.l = l; self.v = v
         sb = (l + pad) * v; sl = v
-        var rng = KernelsRNG(seed: seed)
+        var rng = SplitMix64(seed: seed)
         logits = (0..<(b * (l + pad) * v)).map { _ in Float(scale * rng.normal()) }
         targets = (0..<(b * l)).map { _ in Int32(rng.int(v)) }
     }

@@ -89,7 +89,7 @@ func gradError(_ got: [Float], _ ref: [Double]) -> Double {
     /// The gradient check of docs/API.md at tol 1e-5, for both terms separately and together.
     @Test(arguments: [2, 5, 37, 300])
     func backwardPassesGradientCheck(vocab v: Int) throws {
-        var rng = KernelsRNG(seed: 100 + UInt64(v))
+        var rng = SplitMix64(seed: 100 + UInt64(v))
         let n = 3
         var worst = (err: 0.0, what: "")
         for scale in [0.5, 3.0, 10.0] {
@@ -126,7 +126,7 @@ func gradError(_ got: [Float], _ ref: [Double]) -> Double {
     /// largest) with two tokens placed a few nats below the top one, so that the gradient is
     /// not all underflow (with only the top token left, H and every entry are ~e^-100).
     @Test func backwardAtScale50() throws {
-        var rng = KernelsRNG(seed: 50)
+        var rng = SplitMix64(seed: 50)
         let v = 64
         var worst = (err: 0.0, what: "")
         for t in KernelsTests.temperatures {
@@ -162,7 +162,7 @@ func gradError(_ got: [Float], _ ref: [Double]) -> Double {
 
     /// In place gives the same bits as out of place; skipped rows are 0 and not read.
     @Test func inPlaceAndSkippedRows() throws {
-        var rng = KernelsRNG(seed: 3)
+        var rng = SplitMix64(seed: 3)
         let n = 6, v = 1001
         var x = (0..<(n * v)).map { _ in Float(4 * rng.normal()) }
         var targets = (0..<n).map { _ in Int32(rng.int(v)) }

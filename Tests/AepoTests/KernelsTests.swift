@@ -5,25 +5,6 @@ import Testing
 // Logits kernels against a float64 transcription of the formulas:
 //   z = x / T, lse = log Σ e^z, log p(t) = z_t − lse, H = lse − Σ softmax(z)·z.
 
-/// SplitMix64 with Box–Muller normals: a fixed, seeded stream for test inputs.
-struct KernelsRNG {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func uniform() -> Double { Double(next() >> 11) * 0x1p-53 }
-    mutating func normal() -> Double {
-        let u1 = max(uniform(), 1e-300), u2 = uniform()
-        return (-2 * Glibc.log(u1)).squareRoot() * Glibc.cos(2 * Double.pi * u2)
-    }
-    mutating func int(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-}
-
 /// Float64 reference for one row.
 struct RowRef {
     var logp: Double, entropy: Double, lse: Double, logpT1: Double
@@ -116,7 +97,7 @@ enum LogitsShape: CaseIterable {
     case gaussian, withNegInf, peaked, ascending, constant
 }
 
-func makeRow(_ shape: LogitsShape, vocab v: Int, scale: Double, rng: inout KernelsRNG) -> [Float] {
+func makeRow(_ shape: LogitsShape, vocab v: Int, scale: Double, rng: inout SplitMix64) -> [Float] {
     switch shape {
     case .gaussian:
         return (0..<v).map { _ in Float(scale * rng.normal()) }
@@ -145,7 +126,7 @@ func makeRow(_ shape: LogitsShape, vocab v: Int, scale: Double, rng: inout Kerne
     /// max(1, |value|), for logit scales up to 50, V from 2 to 256k and the five temperatures.
     @Test(arguments: [2, 3, 7, 8, 9, 31, 32, 33, 100, 1000, 2047, 2049, 5000, 32000])
     func statsMatchFloat64(vocab v: Int) throws {
-        var rng = KernelsRNG(seed: UInt64(v))
+        var rng = SplitMix64(seed: UInt64(v))
         var worst = (err: 0.0, what: "")
         for scale in [0.1, 1, 5, 20, 50] {
             for shape in LogitsShape.allCases {
@@ -181,7 +162,7 @@ func makeRow(_ shape: LogitsShape, vocab v: Int, scale: Double, rng: inout Kerne
     /// The top of the range: V = 256k on a few rows.
     @Test func statsMatchFloat64AtLargeVocab() throws {
         let v = 256_000
-        var rng = KernelsRNG(seed: 256)
+        var rng = SplitMix64(seed: 256)
         var worst = (err: 0.0, what: "")
         for scale in [1.0, 50] {
             for shape in [LogitsShape.gaussian, .withNegInf, .ascending] {
@@ -242,7 +223,7 @@ func makeRow(_ shape: LogitsShape, vocab v: Int, scale: Double, rng: inout Kerne
 
     /// The per-row values sum to the float64 sums, which count only rows with mask = 1.
     @Test func sumsFollowTheMask() throws {
-        var rng = KernelsRNG(seed: 7)
+        var rng = SplitMix64(seed: 7)
         let n = 9, v = 50
         var x = (0..<(n * v)).map { _ in Float(3 * rng.normal()) }
         let mask: [UInt8] = [1, 0, 1, 1, 0, 0, 1, 1, 0]
@@ -269,7 +250,7 @@ func makeRow(_ shape: LogitsShape, vocab v: Int, scale: Double, rng: inout Kerne
 
     /// Feeding a row in arbitrary chunks (as the fused head does) matches one call.
     @Test func rowAccumulatorAcceptsChunks() {
-        var rng = KernelsRNG(seed: 11)
+        var rng = SplitMix64(seed: 11)
         let v = 10_007
         var x = (0..<v).map { _ in Float(8 * rng.normal()) }
         x[9000] = 60  // the max arrives late
@@ -302,7 +283,7 @@ func makeRow(_ shape: LogitsShape, vocab v: Int, scale: Double, rng: inout Kerne
             print("AVX2/FMA not available on this CPU: only the SIMD8 path runs here")
             return
         }
-        var rng = KernelsRNG(seed: 77)
+        var rng = SplitMix64(seed: 77)
         var mismatches: [String] = []
         var worstBackward: Float = 0
         for n in [1, 5, 8, 9, 15, 16, 17, 31, 32, 33, 100, 1023, 1024] {

@@ -30,7 +30,7 @@ import Testing
     @Test func nanosecondsPerElement() throws {
         guard Self.enabled else { return }
         let n = 512, v = 32000, t = 1.2
-        var rng = KernelsRNG(seed: 1)
+        var rng = SplitMix64(seed: 1)
         let x = (0..<(n * v)).map { _ in Float(2 * rng.normal()) }
         let targets = (0..<n).map { _ in Int32(rng.int(v)) }
         let gl = (0..<n).map { _ in Float(rng.normal()) }, gh = gl
@@ -62,7 +62,7 @@ import Testing
     @Test func benchShapeBothPaths() throws {
         guard Self.enabled else { return }
         let n = 4096, v = 32000, t = 1.2
-        var rng = KernelsRNG(seed: 3)
+        var rng = SplitMix64(seed: 3)
         var x = [Float](repeating: 0, count: n * v)
         for i in 0..<(n * v) { x[i] = Float(2 * rng.normal()) }
         let targets = (0..<n).map { _ in Int32(rng.int(v)) }

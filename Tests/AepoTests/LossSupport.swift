@@ -1,26 +1,9 @@
 @testable import AepoCore
 import Glibc
 
-// Shared fixtures of the loss tests: a seeded generator, a case type that owns its buffers,
+// Shared fixtures of the loss tests: a case type that owns its buffers,
 // and a float64 transcription of the loss written the way verl writes it (per-token
 // matrices, then agg_loss), independent of the engine's per-row weights.
-
-struct SplitMix64 {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [lo, hi).
-    mutating func uniform(_ lo: Double, _ hi: Double) -> Double {
-        lo + (hi - lo) * Double(next() >> 11) / Double(1 << 53)
-    }
-    mutating func int(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-}
 
 /// One call's inputs as Swift arrays.
 struct LossCase {
