@@ -12,8 +12,10 @@
 # Set-up (apt packages, the Python virtualenv under ~/.cache/libaepo) happens on demand.
 
 SHELL := /bin/bash
-VERSION := 0.1.0
-ABI := 0
+# The version and ABI number are read from include/aepo.h, where they are written once.
+header_define = $(shell sed -n 's/^\#define AEPO_$(1) \([0-9][0-9]*\)$$/\1/p' include/aepo.h)
+VERSION := $(call header_define,VERSION_MAJOR).$(call header_define,VERSION_MINOR).$(call header_define,VERSION_PATCH)
+ABI := $(call header_define,ABI_VERSION)
 PREFIX ?= /usr/local
 CC ?= cc
 CXX ?= c++

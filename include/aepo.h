@@ -70,12 +70,18 @@ extern "C" {
 
 /* ===================================================================== versions === */
 
+/* The one place the version is written: the Makefile (file names, SONAME), the library,
+ * the Python package and its metadata read these lines. */
 #define AEPO_VERSION_MAJOR 0
 #define AEPO_VERSION_MINOR 1
 #define AEPO_VERSION_PATCH 0
 /* MAJOR*10000 + MINOR*100 + PATCH */
 #define AEPO_VERSION_NUMBER (AEPO_VERSION_MAJOR * 10000 + AEPO_VERSION_MINOR * 100 + AEPO_VERSION_PATCH)
-#define AEPO_VERSION_STRING "0.1.0"
+#define AEPO_STRINGIFY_(x) #x
+#define AEPO_STRINGIFY(x) AEPO_STRINGIFY_(x)
+/* "MAJOR.MINOR.PATCH" */
+#define AEPO_VERSION_STRING \
+    AEPO_STRINGIFY(AEPO_VERSION_MAJOR) "." AEPO_STRINGIFY(AEPO_VERSION_MINOR) "." AEPO_STRINGIFY(AEPO_VERSION_PATCH)
 /* The ABI number changes together with the SONAME (libaepo.so.<ABI>). */
 #define AEPO_ABI_VERSION 0
 

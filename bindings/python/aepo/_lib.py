@@ -190,6 +190,23 @@ if _abi != ABI_VERSION:
 version = lib.aepo_version_string().decode()
 
 
+def _check_statuses():
+    """The exception table of errors.py maps exactly the statuses the library names."""
+    from . import errors
+
+    for status, cls in errors._BY_STATUS.items():
+        name = lib.aepo_status_name(status).decode()
+        if name != cls.c_name:
+            raise ImportError(f"aepo: {lib_path} calls status {status} {name}, this binding expects {cls.c_name}")
+    status = max(errors._BY_STATUS) + 1
+    name = lib.aepo_status_name(status).decode()
+    if name != "AEPO_ERR_UNKNOWN":
+        raise ImportError(f"aepo: {lib_path} has status {status} ({name}), which this binding does not map")
+
+
+_check_statuses()
+
+
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
 

@@ -23,48 +23,57 @@ class InvalidValueError(AepoError, ValueError):
     """A value outside its domain (T <= 0, a mask value other than 0/1, ...)."""
 
     status = 1
+    c_name = "AEPO_ERR_INVALID_ARGUMENT"
 
 
 class NullPointerError(InvalidValueError):
     """A required buffer was missing."""
 
     status = 2
+    c_name = "AEPO_ERR_NULL_POINTER"
 
 
 class ShapeError(AepoError, ValueError):
     """Sizes, strides, layout or dtype of an output buffer do not fit."""
 
     status = 3
+    c_name = "AEPO_ERR_SHAPE"
 
 
 class ConfigError(AepoError, ValueError):
     """The config document is malformed or breaks a rule; ``argument`` is the JSON path."""
 
     status = 4
+    c_name = "AEPO_ERR_CONFIG"
 
 
 class NonFiniteError(AepoError, FloatingPointError):
     """NaN or Inf where a finite value is required; ``index`` says where."""
 
     status = 5
+    c_name = "AEPO_ERR_NON_FINITE"
 
 
 class BufferTooSmallError(AepoError):
     status = 6
+    c_name = "AEPO_ERR_BUFFER_TOO_SMALL"
 
 
 class OutOfMemoryError(AepoError, MemoryError):
     status = 7
+    c_name = "AEPO_ERR_OUT_OF_MEMORY"
 
 
 class StateError(AepoError, ValueError):
     """A state blob is malformed or belongs to another config."""
 
     status = 8
+    c_name = "AEPO_ERR_STATE"
 
 
 class InternalError(AepoError):
     status = 9
+    c_name = "AEPO_ERR_INTERNAL"
 
 
 class DTypeError(AepoError, TypeError):
@@ -79,17 +88,11 @@ class DeviceError(InvalidValueError):
     status = 1
 
 
-_BY_STATUS = {
-    1: InvalidValueError,
-    2: NullPointerError,
-    3: ShapeError,
-    4: ConfigError,
-    5: NonFiniteError,
-    6: BufferTooSmallError,
-    7: OutOfMemoryError,
-    8: StateError,
-    9: InternalError,
-}
+# One class per library status; at import the binding checks this table against the
+# library's own names (aepo_status_name), so a status added there cannot go unmapped here.
+_BY_STATUS = {cls.status: cls for cls in (InvalidValueError, NullPointerError, ShapeError, ConfigError,
+                                          NonFiniteError, BufferTooSmallError, OutOfMemoryError, StateError,
+                                          InternalError)}
 
 
 def error_for_status(status, message, argument="", index=-1):

@@ -1,4 +1,6 @@
 import json
+import os
+import re
 
 import pytest
 
@@ -6,10 +8,31 @@ import aepo
 from aepo import _lib
 
 
-def test_version_and_abi():
-    assert aepo.__version__ == "0.1.0"
-    assert _lib.lib.aepo_abi_version() == aepo.ABI_VERSION == 0
-    assert _lib.lib.aepo_version_number() == 100
+def _header_version():
+    """(major, minor, patch, abi) as include/aepo.h writes them, the one place they live."""
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "..")
+    text = open(os.path.join(root, "include", "aepo.h")).read()
+    get = lambda name: int(re.search(rf"^#define AEPO_{name} (\d+)$", text, flags=re.M).group(1))
+    return get("VERSION_MAJOR"), get("VERSION_MINOR"), get("VERSION_PATCH"), get("ABI_VERSION")
+
+
+def test_version_and_abi_come_from_the_header():
+    major, minor, patch, abi = _header_version()
+    assert aepo.__version__ == f"{major}.{minor}.{patch}"
+    assert _lib.lib.aepo_abi_version() == aepo.ABI_VERSION == abi
+    assert _lib.lib.aepo_version_number() == major * 10000 + minor * 100 + patch
+    # The package metadata states the same version.
+    pyproject = open(os.path.join(os.path.dirname(__file__), "..", "pyproject.toml")).read()
+    assert re.search(r'^version = "([^"]+)"$', pyproject, flags=re.M).group(1) == aepo.__version__
+
+
+def test_every_library_status_has_its_exception():
+    from aepo import errors
+
+    for status, cls in errors._BY_STATUS.items():
+        assert _lib.status_name(status) == cls.c_name
+        assert isinstance(errors.error_for_status(status, "m"), cls)
+    assert _lib.status_name(max(errors._BY_STATUS) + 1) == "AEPO_ERR_UNKNOWN"
     assert _lib.status_name(4) == "AEPO_ERR_CONFIG"
     assert _lib.status_name(99) == "AEPO_ERR_UNKNOWN"
 
