@@ -63,6 +63,32 @@ class CDecision(ctypes.Structure):
         self.struct_size = ctypes.sizeof(CDecision)
 
 
+class LossInputs(ctypes.Structure):
+    """Mirror of ``aepo_loss_inputs``; ``aepo.loss_inputs`` fills it from arrays."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("B", c_int64),
+        ("L", c_int64),
+        ("logp", POINTER(c_float)),
+        ("old_logp", POINTER(c_float)),
+        ("advantages", POINTER(c_float)),
+        ("mask", POINTER(c_uint8)),
+        ("ref_logp", POINTER(c_float)),
+        ("is_weights", POINTER(c_float)),
+        ("entropy", POINTER(c_float)),
+        ("reg_rows", POINTER(c_uint8)),
+        ("adv_per_token", c_int32),
+        ("reserved", c_int32),
+        ("reg_alpha", c_double),
+        ("global_tokens", c_int64),
+        ("global_seqs", c_int64),
+        ("global_reg_tokens", c_int64),
+        ("dp_size", c_int64),
+        ("step", c_int64),
+    ]
+
+
 c_int32_p = POINTER(c_int32)
 c_int64_p = POINTER(c_int64)
 c_float_p = POINTER(c_float)
@@ -73,6 +99,7 @@ Error_p = POINTER(Error)
 Handle = c_void_p
 Handle_p = POINTER(c_void_p)
 CDecision_p = POINTER(CDecision)
+LossInputs_p = POINTER(LossInputs)
 
 # name: (restype, [argtypes]). Sections follow include/aepo.h.
 _TABLE = {
@@ -88,11 +115,11 @@ _TABLE = {
     # loss
     "aepo_loss_metric_count": (c_int32, []),
     "aepo_loss_metric_name": (c_char_p, [c_int32]),
-    "aepo_loss_inputs_init": (c_int32, [c_void_p, c_size_t, Error_p]),
+    "aepo_loss_inputs_init": (c_int32, [LossInputs_p, c_size_t, Error_p]),
     "aepo_loss_create": (c_int32, [c_char_p, c_size_t, Handle_p, Error_p]),
     "aepo_loss_free": (None, [Handle]),
     "aepo_loss_config_json": (c_int32, [Handle, c_char_p, c_size_t, c_size_t_p, Error_p]),
-    "aepo_loss_compute": (c_int32, [Handle, c_void_p, c_double_p, c_float_p, c_float_p, c_double_p, c_size_t,
+    "aepo_loss_compute": (c_int32, [Handle, LossInputs_p, c_double_p, c_float_p, c_float_p, c_double_p, c_size_t,
                                     Error_p]),
     "aepo_loss_advantages": (c_int32, [Handle, c_float_p, c_int64_p, c_int64, c_int64_p, c_float_p, Error_p]),
     "aepo_loss_select_regularizer": (c_int32, [Handle, c_float_p, c_int64_p, c_int64, c_int64, c_int32, c_int64_p,
@@ -140,7 +167,7 @@ _TABLE = {
                                       c_int64, c_int64, c_int64, c_double_p, c_float_p, c_float_p, c_float_p,
                                       c_float_p, c_float_p, c_float_p, Error_p]),
     "aepo_fused_loss_and_grad": (c_int32, [Handle, Handle, c_float_p, c_float_p, c_float_p, c_int32_p,
-                                           c_int64, c_int64, c_void_p, c_double_p, c_float_p, c_float_p,
+                                           c_int64, c_int64, LossInputs_p, c_double_p, c_float_p, c_float_p,
                                            c_float_p, c_double_p, c_size_t, c_float_p, c_float_p, Error_p]),
 }
 

@@ -16,10 +16,10 @@ import math
 
 import numpy as np
 
-from . import _lib
+from . import _lib, _loss_inputs
 from ._arrays import float_in, float_out, int_in, mask_in, ptr
 from .errors import DTypeError, InvalidValueError, ShapeError
-from .loss import METRIC_NAMES, PolicyLoss, _count, _float_like, _Inputs
+from .loss import METRIC_NAMES, PolicyLoss
 
 __all__ = ["FusedLMHead"]
 
@@ -177,40 +177,12 @@ class FusedLMHead(_lib.NativeHandle):
         if N != B * L or len(lead) not in (1, 2) or (len(lead) == 2 and lead != (B, L)):
             raise ShapeError(f"X: expected [{B}, {L}, D] or [{B * L}, D] to match mask [{B}, {L}], got {X.shape}",
                              argument="X")
-        olp = _float_like(old_logp, "old_logp", (B, L))
-        adv = float_in(advantages, "advantages")
-        if adv.shape == (B,):
-            per_token = 0
-        elif adv.shape == (B, L):
-            per_token = 1
-        else:
-            raise ShapeError(f"advantages: expected shape ({B},) or ({B}, {L}), got {adv.shape}", argument="advantages")
-        ref = None if ref_logp is None else _float_like(ref_logp, "ref_logp", (B, L))
-        isw = None if is_weights is None else _float_like(is_weights, "is_weights", (B, L))
-        reg = None if reg_rows is None else mask_in(reg_rows, "reg_rows", (B,))
+        inp, _keep = _loss_inputs.decode(
+            B, L, old_logp=old_logp, advantages=advantages, mask=m, ref_logp=ref_logp, is_weights=is_weights,
+            reg_rows=reg_rows, reg_alpha=reg_alpha, global_tokens=global_tokens, global_seqs=global_seqs,
+            global_reg_tokens=global_reg_tokens, dp_size=dp_size, step=step)
 
         c = ctypes.c_float
-        inp = _Inputs()
-        _lib.call(_lib.lib.aepo_loss_inputs_init, ctypes.byref(inp), ctypes.sizeof(_Inputs))
-        inp.B, inp.L = B, L
-        inp.old_logp = ptr(olp, c)
-        inp.advantages = ptr(adv, c)
-        inp.adv_per_token = per_token
-        inp.mask = ptr(m, ctypes.c_uint8)
-        inp.ref_logp = ptr(ref, c)
-        inp.is_weights = ptr(isw, c)
-        inp.reg_rows = ptr(reg, ctypes.c_uint8)
-        if reg_alpha is not None:
-            a = float(reg_alpha)
-            if not (a >= 0 and math.isfinite(a)):
-                raise InvalidValueError(f"reg_alpha: must be a finite real >= 0, got {reg_alpha}", argument="reg_alpha")
-            inp.reg_alpha = a
-        inp.global_tokens = _count(global_tokens, "global_tokens")
-        inp.global_seqs = _count(global_seqs, "global_seqs")
-        inp.global_reg_tokens = _count(global_reg_tokens, "global_reg_tokens")
-        inp.dp_size = _lib.int64(int(dp_size), "dp_size")
-        inp.step = _lib.int64(int(step), "step")
-
         dX = float_out(out_dX, "out_dX", X.shape)
         dW = float_out(grad_W, "grad_W", (V, D)) if grad_W is not None else np.zeros((V, D), np.float32)
         if grad_bias is not None:
@@ -224,7 +196,7 @@ class FusedLMHead(_lib.NativeHandle):
         metrics = (ctypes.c_double * len(METRIC_NAMES))()
         value = ctypes.c_double(0.0)
         _lib.call(_lib.lib.aepo_fused_loss_and_grad, h, lh, ptr(X, c), ptr(W, c), ptr(bias, c),
-                  ptr(targets, ctypes.c_int32), D, V, ctypes.addressof(inp), ctypes.byref(value), ptr(dX, c), ptr(dW, c),
+                  ptr(targets, ctypes.c_int32), D, V, ctypes.byref(inp), ctypes.byref(value), ptr(dX, c), ptr(dW, c),
                   ptr(dbias, c), metrics, len(METRIC_NAMES), ptr(logp, c), ptr(entropy, c))
         return value.value, dX, dW, dbias, dict(zip(METRIC_NAMES, metrics)), logp, entropy
 

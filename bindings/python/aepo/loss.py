@@ -11,42 +11,16 @@ one copy; masks and ``reg_rows`` accept bool or any integer dtype (values must b
 outputs are allocated here, float32 C-contiguous.
 """
 import ctypes
-from ctypes import POINTER, c_double, c_float, c_int32, c_int64, c_size_t, c_uint8
+from ctypes import c_double, c_float, c_int64
 from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import _lib
-from ._arrays import float_in, int_in, mask_in, ptr
+from . import _lib, _loss_inputs
+from ._arrays import float_in, int_in, ptr
 from .errors import ShapeError
 
 METRIC_NAMES = tuple(_lib.lib.aepo_loss_metric_name(i).decode() for i in range(_lib.lib.aepo_loss_metric_count()))
-
-
-class _Inputs(ctypes.Structure):
-    """Mirror of ``aepo_loss_inputs``."""
-
-    _fields_ = [
-        ("struct_size", c_size_t),
-        ("B", c_int64),
-        ("L", c_int64),
-        ("logp", POINTER(c_float)),
-        ("old_logp", POINTER(c_float)),
-        ("advantages", POINTER(c_float)),
-        ("mask", POINTER(c_uint8)),
-        ("ref_logp", POINTER(c_float)),
-        ("is_weights", POINTER(c_float)),
-        ("entropy", POINTER(c_float)),
-        ("reg_rows", POINTER(c_uint8)),
-        ("adv_per_token", c_int32),
-        ("reserved", c_int32),
-        ("reg_alpha", c_double),
-        ("global_tokens", c_int64),
-        ("global_seqs", c_int64),
-        ("global_reg_tokens", c_int64),
-        ("dp_size", c_int64),
-        ("step", c_int64),
-    ]
 
 
 class LossResult(NamedTuple):
@@ -71,25 +45,9 @@ class RegSelection(NamedTuple):
         return np.concatenate([reg[self.indices], main[self.k:]], axis=0)
 
 
-def _count(v, name):
-    if v is None:
-        return -1
-    v = _lib.int64(int(v), name)
-    if v < 0:
-        raise _invalid(f"{name}: must be >= 0, got {v}", name)
-    return v
-
-
 def _invalid(msg, name):
     from .errors import InvalidValueError
     return InvalidValueError(msg, argument=name, status=1)
-
-
-def _float_like(x, name, shape):
-    a = float_in(x, name)
-    if a.shape != tuple(shape):
-        raise ShapeError(f"{name}: expected shape {tuple(shape)}, got {a.shape}", argument=name)
-    return a
 
 
 class PolicyLoss(_lib.NativeHandle):
@@ -117,45 +75,14 @@ class PolicyLoss(_lib.NativeHandle):
         h = self._handle()
         lp = float_in(logp, "logp", ndim=2)
         B, L = lp.shape
-        olp = _float_like(old_logp, "old_logp", (B, L))
-        adv = float_in(advantages, "advantages")
-        if adv.shape == (B,):
-            per_token = 0
-        elif adv.shape == (B, L):
-            per_token = 1
-        else:
-            raise ShapeError(f"advantages: expected shape ({B},) or ({B}, {L}), got {adv.shape}", argument="advantages")
-        m = mask_in(mask, "mask", (B, L))
-        ref = None if ref_logp is None else _float_like(ref_logp, "ref_logp", (B, L))
-        isw = None if is_weights is None else _float_like(is_weights, "is_weights", (B, L))
-        ent = None if entropy is None else _float_like(entropy, "entropy", (B, L))
-        reg = None if reg_rows is None else mask_in(reg_rows, "reg_rows", (B,))
-
-        inp = _Inputs()
-        _lib.call(_lib.lib.aepo_loss_inputs_init, ctypes.byref(inp), ctypes.sizeof(_Inputs))
-        inp.B, inp.L = B, L
-        inp.logp = ptr(lp, c_float)
-        inp.old_logp = ptr(olp, c_float)
-        inp.advantages = ptr(adv, c_float)
-        inp.adv_per_token = per_token
-        inp.mask = ptr(m, c_uint8)
-        inp.ref_logp = ptr(ref, c_float)
-        inp.is_weights = ptr(isw, c_float)
-        inp.entropy = ptr(ent, c_float)
-        inp.reg_rows = ptr(reg, c_uint8)
-        if reg_alpha is not None:
-            a = float(reg_alpha)
-            if not (a >= 0 and np.isfinite(a)):
-                raise _invalid(f"reg_alpha: must be a finite real >= 0, got {reg_alpha}", "reg_alpha")
-            inp.reg_alpha = a
-        inp.global_tokens = _count(global_tokens, "global_tokens")
-        inp.global_seqs = _count(global_seqs, "global_seqs")
-        inp.global_reg_tokens = _count(global_reg_tokens, "global_reg_tokens")
-        inp.dp_size = _lib.int64(int(dp_size), "dp_size")
-        inp.step = _lib.int64(int(step), "step")
+        inp, _keep = _loss_inputs.decode(
+            B, L, logp=lp, old_logp=old_logp, advantages=advantages, mask=mask, ref_logp=ref_logp,
+            is_weights=is_weights, entropy=entropy, reg_rows=reg_rows, reg_alpha=reg_alpha,
+            global_tokens=global_tokens, global_seqs=global_seqs, global_reg_tokens=global_reg_tokens,
+            dp_size=dp_size, step=step)
 
         grad = np.empty((B, L), dtype=np.float32)
-        grad_ent = None if ent is None else np.empty((B, L), dtype=np.float32)
+        grad_ent = None if entropy is None else np.empty((B, L), dtype=np.float32)
         metrics = (c_double * len(METRIC_NAMES))()
         loss = c_double(0.0)
         _lib.call(_lib.lib.aepo_loss_compute, h, ctypes.byref(inp), ctypes.byref(loss), ptr(grad, c_float),
