@@ -149,7 +149,7 @@ public func aepo_fused_loss_and_grad(_ h: OpaquePointer?, _ policyLoss: OpaquePo
         guard v.entropy == nil else {
             throw .invalid("in.entropy", "must be NULL: the fused head computes the entropy")
         }
-        let batch = try fusedLossBatch(v)
+        let batch = try lossBatch(v, headComputesLogits: true)
         let n = try batch.tokenCount()
         let s = try FusedSizes(Int64(n), D, V)
         let inp = try fusedInputs(s, X, W, bias, targets, v.mask)
@@ -165,42 +165,4 @@ public func aepo_fused_loss_and_grad(_ h: OpaquePointer?, _ policyLoss: OpaquePo
             for i in 0..<min(max(metricsCap, 0), result.metrics.count) { metrics[i] = result.metrics[i] }
         }
     }
-}
-
-/// The loss batch described by `aepo_loss_inputs`, without log-probs or entropies (the
-/// fused head supplies them). The field rules are those of aepo_loss_compute.
-func fusedLossBatch(_ v: aepo_loss_inputs) throws(AepoFailure) -> LossBatch {
-    let B = try dimension(v.B, "B")
-    let L = try dimension(v.L, "L")
-    let (n, o) = B.multipliedReportingOverflow(by: L)
-    guard !o else { throw .shape("B", "B * L overflows (B = \(B), L = \(L))") }
-    guard v.adv_per_token == 0 || v.adv_per_token == 1 else {
-        throw .invalid("adv_per_token", "must be 0 (advantages per sequence, [B]) or 1 (per token, [B, L]), got \(v.adv_per_token)")
-    }
-    guard v.reserved == 0 else { throw .invalid("reserved", "must be 0, got \(v.reserved)") }
-    guard v.dp_size >= 1 else { throw .invalid("dp_size", "must be >= 1, got \(v.dp_size)") }
-    guard !v.reg_alpha.isNaN, v.reg_alpha.isFinite || v.reg_alpha < 0 else {
-        throw .invalid("reg_alpha", "must be a finite real >= 0, or negative for regularizer.alpha; got \(v.reg_alpha)")
-    }
-    func count(_ c: Int64, _ name: String) throws(AepoFailure) -> Int? {
-        c < 0 ? nil : try dimension(c, name)
-    }
-    let perToken = v.adv_per_token == 1
-    return LossBatch(
-        rows: B, length: L,
-        logp: UnsafeBufferPointer(start: nil, count: 0),
-        oldLogp: try floats(v.old_logp, n, "old_logp"),
-        advantages: try floats(v.advantages, perToken ? n : B, "advantages"),
-        advantagesPerToken: perToken,
-        mask: try bytes(v.mask, n, "mask"),
-        refLogp: optionalFloats(v.ref_logp, n),
-        isWeights: optionalFloats(v.is_weights, n),
-        entropy: nil,
-        regRows: v.reg_rows.map { UnsafeBufferPointer(start: $0, count: B) },
-        regAlpha: v.reg_alpha < 0 ? nil : v.reg_alpha,
-        globalTokens: try count(v.global_tokens, "global_tokens"),
-        globalSeqs: try count(v.global_seqs, "global_seqs"),
-        globalRegTokens: try count(v.global_reg_tokens, "global_reg_tokens"),
-        dpSize: try dimension(v.dp_size, "dp_size"),
-        step: v.step)
 }

@@ -130,39 +130,8 @@ public func aepo_loss_compute(_ h: OpaquePointer?, _ input: UnsafePointer<aepo_l
         let handle = try LossHandle.borrow(h, "h")
         guard let input else { throw .nullPointer("in") }
         let v = try readLossInputs(input)
-        let B = try dimension(v.B, "B")
-        let L = try dimension(v.L, "L")
-        let (n, o) = B.multipliedReportingOverflow(by: L)
-        guard !o else { throw .shape("B", "B * L overflows (B = \(B), L = \(L))") }
-        guard v.adv_per_token == 0 || v.adv_per_token == 1 else {
-            throw .invalid("adv_per_token", "must be 0 (advantages per sequence, [B]) or 1 (per token, [B, L]), got \(v.adv_per_token)")
-        }
-        guard v.reserved == 0 else { throw .invalid("reserved", "must be 0, got \(v.reserved)") }
-        guard v.dp_size >= 1 else { throw .invalid("dp_size", "must be >= 1, got \(v.dp_size)") }
-        guard !v.reg_alpha.isNaN, v.reg_alpha.isFinite || v.reg_alpha < 0 else {
-            throw .invalid("reg_alpha", "must be a finite real >= 0, or negative for regularizer.alpha; got \(v.reg_alpha)")
-        }
-        let perToken = v.adv_per_token == 1
-        func count(_ c: Int64) throws(AepoFailure) -> Int? {
-            c < 0 ? nil : try dimension(c, "global count")
-        }
-        let batch = LossBatch(
-            rows: B, length: L,
-            logp: try floats(v.logp, n, "logp"),
-            oldLogp: try floats(v.old_logp, n, "old_logp"),
-            advantages: try floats(v.advantages, perToken ? n : B, "advantages"),
-            advantagesPerToken: perToken,
-            mask: try bytes(v.mask, n, "mask"),
-            refLogp: optionalFloats(v.ref_logp, n),
-            isWeights: optionalFloats(v.is_weights, n),
-            entropy: optionalFloats(v.entropy, n),
-            regRows: v.reg_rows.map { UnsafeBufferPointer(start: $0, count: B) },
-            regAlpha: v.reg_alpha < 0 ? nil : v.reg_alpha,
-            globalTokens: try count(v.global_tokens),
-            globalSeqs: try count(v.global_seqs),
-            globalRegTokens: try count(v.global_reg_tokens),
-            dpSize: try dimension(v.dp_size, "dp_size"),
-            step: v.step)
+        let batch = try lossBatch(v, headComputesLogits: false)
+        let n = batch.rows * batch.length
         let result = try handle.engine.compute(
             batch,
             grad: grad.map { UnsafeMutableBufferPointer(start: $0, count: n) },
@@ -172,6 +141,45 @@ public func aepo_loss_compute(_ h: OpaquePointer?, _ input: UnsafePointer<aepo_l
             for i in 0..<min(metricsCap, result.metrics.count) { metrics[i] = result.metrics[i] }
         }
     }
+}
+
+/// The one decoder of `aepo_loss_inputs` (aepo_loss_compute and aepo_fused_loss_and_grad).
+/// With `headComputesLogits` the caller has checked that logp and entropy are NULL (the
+/// fused head supplies them), and the batch carries none.
+func lossBatch(_ v: aepo_loss_inputs, headComputesLogits: Bool) throws(AepoFailure) -> LossBatch {
+    let B = try dimension(v.B, "B")
+    let L = try dimension(v.L, "L")
+    let (n, o) = B.multipliedReportingOverflow(by: L)
+    guard !o else { throw .shape("B", "B * L overflows (B = \(B), L = \(L))") }
+    guard v.adv_per_token == 0 || v.adv_per_token == 1 else {
+        throw .invalid("adv_per_token", "must be 0 (advantages per sequence, [B]) or 1 (per token, [B, L]), got \(v.adv_per_token)")
+    }
+    guard v.reserved == 0 else { throw .invalid("reserved", "must be 0, got \(v.reserved)") }
+    guard v.dp_size >= 1 else { throw .invalid("dp_size", "must be >= 1, got \(v.dp_size)") }
+    guard !v.reg_alpha.isNaN, v.reg_alpha.isFinite || v.reg_alpha < 0 else {
+        throw .invalid("reg_alpha", "must be a finite real >= 0, or negative for regularizer.alpha; got \(v.reg_alpha)")
+    }
+    func count(_ c: Int64, _ name: String) throws(AepoFailure) -> Int? {
+        c < 0 ? nil : try dimension(c, name)
+    }
+    let perToken = v.adv_per_token == 1
+    return LossBatch(
+        rows: B, length: L,
+        logp: headComputesLogits ? UnsafeBufferPointer(start: nil, count: 0) : try floats(v.logp, n, "logp"),
+        oldLogp: try floats(v.old_logp, n, "old_logp"),
+        advantages: try floats(v.advantages, perToken ? n : B, "advantages"),
+        advantagesPerToken: perToken,
+        mask: try bytes(v.mask, n, "mask"),
+        refLogp: optionalFloats(v.ref_logp, n),
+        isWeights: optionalFloats(v.is_weights, n),
+        entropy: headComputesLogits ? nil : optionalFloats(v.entropy, n),
+        regRows: v.reg_rows.map { UnsafeBufferPointer(start: $0, count: B) },
+        regAlpha: v.reg_alpha < 0 ? nil : v.reg_alpha,
+        globalTokens: try count(v.global_tokens, "global_tokens"),
+        globalSeqs: try count(v.global_seqs, "global_seqs"),
+        globalRegTokens: try count(v.global_reg_tokens, "global_reg_tokens"),
+        dpSize: try dimension(v.dp_size, "dp_size"),
+        step: v.step)
 }
 
 @c @implementation
