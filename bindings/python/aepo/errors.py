@@ -55,11 +55,15 @@ class NonFiniteError(AepoError, FloatingPointError):
 
 
 class BufferTooSmallError(AepoError):
+    """An output capacity is too small (the binding sizes its own buffers, so rare)."""
+
     status = 6
     c_name = "AEPO_ERR_BUFFER_TOO_SMALL"
 
 
 class OutOfMemoryError(AepoError, MemoryError):
+    """A scratch allocation failed."""
+
     status = 7
     c_name = "AEPO_ERR_OUT_OF_MEMORY"
 
@@ -72,6 +76,8 @@ class StateError(AepoError, ValueError):
 
 
 class InternalError(AepoError):
+    """A bug in libaepo; please report it."""
+
     status = 9
     c_name = "AEPO_ERR_INTERNAL"
 

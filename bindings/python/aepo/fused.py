@@ -45,6 +45,7 @@ class FusedLMHead(_lib.NativeHandle):
 
     @property
     def temperature(self):
+        """The policy temperature of the head (``fused.temperature``)."""
         return self._config["fused"]["temperature"]
 
     def _handle(self, temperature=None):

@@ -135,6 +135,7 @@ class FusedLMHead:
 
     @property
     def temperature(self):
+        """The policy temperature of the head (``fused.temperature``)."""
         return self._head.temperature
 
     def __call__(self, X, W, targets, *, bias=None, mask=None, temperature=None):
