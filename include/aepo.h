@@ -217,6 +217,8 @@ AEPO_API const char *aepo_loss_metric_name(int32_t i);
  * Initialise it with aepo_loss_inputs_init, then set what you have. Fields appended in
  * later versions take their default when the caller's struct_size does not cover them;
  * a larger struct_size than this library knows is accepted when the extra bytes are 0.
+ * A struct_size below the first version's size is AEPO_ERR_INVALID_ARGUMENT naming
+ * struct_size, as for every versioned struct.
  *
  * Shapes: [B, L] arrays are row-major with B*L elements. Positions where mask = 0 are
  * never read for validation and may hold anything (NaN included); their gradients are 0.
@@ -404,7 +406,7 @@ AEPO_API const char *aepo_controller_reason_name(int32_t reason);
  * library fills the fields that struct_size covers and leaves struct_size, and any later
  * fields of a newer, larger struct, unchanged: a caller compiled against version 1 gets
  * the version 1 fields. A struct_size below AEPO_DECISION_SIZE_V1 (the size of the first
- * version) is AEPO_ERR_INVALID_ARGUMENT naming the struct argument.
+ * version) is AEPO_ERR_INVALID_ARGUMENT naming struct_size, as for every versioned struct.
  *
  * Version 2 appends the self-tuning controller's estimate (adaptive, tuning "auto"), for
  * logging: the identified loop and the gains derived from it. They are NaN (est_delay -1)

@@ -195,7 +195,7 @@ func decisionOutput(_ p: UnsafeMutablePointer<aepo_decision>?, _ name: String) t
     let size = UnsafeRawPointer(p).load(as: Int.self)
     let need = Int(AEPO_DECISION_SIZE_V1)
     if size < need {
-        throw .invalid(name, "struct_size is \(size); set it to sizeof(aepo_decision) (at least \(need))")
+        throw .invalid("struct_size", "\(name)->struct_size is \(size); set it to sizeof(aepo_decision) (at least \(need))")
     }
     return UnsafeMutableRawPointer(p)
 }

@@ -32,7 +32,7 @@ public func aepo_loss_inputs_init(_ input: UnsafeMutablePointer<aepo_loss_inputs
     guarded(err) { () throws(AepoFailure) in
         guard let input else { throw .nullPointer("in") }
         guard structSize >= lossInputsV1Size else {
-            throw .shape("struct_size", "is \(structSize), but aepo_loss_inputs needs at least \(lossInputsV1Size) bytes")
+            throw .invalid("struct_size", "is \(structSize), but aepo_loss_inputs needs at least \(lossInputsV1Size) bytes")
         }
         UnsafeMutableRawPointer(input).initializeMemory(as: UInt8.self, repeating: 0, count: structSize)
         input.pointee = defaultLossInputs()
@@ -79,7 +79,7 @@ public func aepo_loss_config_json(_ h: OpaquePointer?, _ buf: UnsafeMutablePoint
 func readLossInputs(_ p: UnsafePointer<aepo_loss_inputs>) throws(AepoFailure) -> aepo_loss_inputs {
     let size = UnsafeRawPointer(p).load(as: Int.self)
     guard size >= lossInputsV1Size else {
-        throw .shape("struct_size", "is \(size), but aepo_loss_inputs needs at least \(lossInputsV1Size) bytes; set it to sizeof(aepo_loss_inputs) or call aepo_loss_inputs_init")
+        throw .invalid("struct_size", "in->struct_size is \(size), but aepo_loss_inputs needs at least \(lossInputsV1Size) bytes; set it to sizeof(aepo_loss_inputs) or call aepo_loss_inputs_init")
     }
     if size > lossInputsV1Size {
         let raw = UnsafeRawPointer(p)

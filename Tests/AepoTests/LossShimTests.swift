@@ -173,7 +173,7 @@ import Testing
         expectError(c, AEPO_ERR_INVALID_ARGUMENT, "adv_per_token", "0", edit: { $0.adv_per_token = 2 })
         expectError(c, AEPO_ERR_INVALID_ARGUMENT, "dp_size", ">= 1", edit: { $0.dp_size = 0 })
         expectError(c, AEPO_ERR_INVALID_ARGUMENT, "reg_alpha", "finite", edit: { $0.reg_alpha = .nan })
-        expectError(c, AEPO_ERR_SHAPE, "struct_size", "at least", edit: { $0.struct_size = 16 })
+        expectError(c, AEPO_ERR_INVALID_ARGUMENT, "struct_size", "at least", edit: { $0.struct_size = 16 })
         var r = c
         r.regRows = [0, 3]
         expectError(r, AEPO_ERR_INVALID_ARGUMENT, "reg_rows", "reg_rows[1] is 3", index: 1)
@@ -228,7 +228,7 @@ import Testing
         #expect(aepo_loss_compute(h.h, p, &loss, nil, nil, nil, 0, &err) == AEPO_ERR_INVALID_ARGUMENT)
         #expect(argument(err) == "struct_size" && message(err).contains("upgrade"))
         #expect(aepo_loss_inputs_init(nil, size, &err) == AEPO_ERR_NULL_POINTER)
-        #expect(aepo_loss_inputs_init(p, 8, &err) == AEPO_ERR_SHAPE)
+        #expect(aepo_loss_inputs_init(p, 8, &err) == AEPO_ERR_INVALID_ARGUMENT)
     }
 
     @Test func configJsonIsTheNormalisedDocument() throws {

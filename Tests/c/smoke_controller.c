@@ -83,7 +83,7 @@ int main(void) {
     e.struct_size = 8;
     CHECK_STATUS(aepo_controller_step(ctl, AEPO_CONTROLLER_STATISTIC_NLL, 0.4, -1, &e, &err),
                  AEPO_ERR_INVALID_ARGUMENT, &err);
-    CHECK(strcmp(err.argument, "next") == 0);
+    CHECK(strcmp(err.argument, "struct_size") == 0 && strstr(err.message, "next->") != NULL);
     e = fresh();
     CHECK_STATUS(aepo_controller_decision(NULL, &e, &err), AEPO_ERR_NULL_POINTER, &err);
     CHECK(strcmp(err.argument, "ctl") == 0);

@@ -249,14 +249,17 @@ int main(void) {
     for (i = 0; i < 9; i++) CHECK(strcmp(aepo_controller_reason_name(i), REASON_NAMES[i]) == 0);
     CHECK(strcmp(aepo_controller_reason_name(AEPO_CONTROLLER_REASON_COUNT), "unknown") == 0);
 
-    /* The library agrees on the struct sizes: the first version is the minimum it takes. */
+    /* The library agrees on the struct sizes: the first version is the minimum it takes,
+     * and one size below it is the same status, naming struct_size, for every struct. */
     CHECK_STATUS(aepo_loss_inputs_init(&in, sizeof in, &e), AEPO_OK, &e);
     CHECK(in.struct_size == 144 && in.reg_alpha == -1 && in.global_tokens == -1 && in.dp_size == 1);
-    CHECK_STATUS(aepo_loss_inputs_init(&in, sizeof in - 1, &e), AEPO_ERR_SHAPE, &e);
+    CHECK_STATUS(aepo_loss_inputs_init(&in, sizeof in - 1, &e), AEPO_ERR_INVALID_ARGUMENT, &e);
+    CHECK(strcmp(e.argument, "struct_size") == 0);
     CHECK_STATUS(aepo_controller_create(NULL, 0, &c, &e), AEPO_OK, &e);
     memset(&d, 0, sizeof d);
     d.struct_size = AEPO_DECISION_SIZE_V1 - 1;
     CHECK_STATUS(aepo_controller_decision(c, &d, &e), AEPO_ERR_INVALID_ARGUMENT, &e);
+    CHECK(strcmp(e.argument, "struct_size") == 0);
     d.struct_size = AEPO_DECISION_SIZE_V1;
     CHECK_STATUS(aepo_controller_decision(c, &d, &e), AEPO_OK, &e);
     CHECK(d.struct_size == 80 && d.reason == AEPO_CONTROLLER_REASON_INITIAL && d.mode == AEPO_CONTROLLER_MODE_BANG_BANG);

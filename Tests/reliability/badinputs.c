@@ -229,7 +229,7 @@ static void loss_compute_cases(void) {
         case 4: w = W("null", "old_logp NULL", AEPO_ERR_NULL_POINTER, "old_logp", -1); c.in.old_logp = NULL; break;
         case 5: w = W("null", "advantages NULL", AEPO_ERR_NULL_POINTER, "advantages", -1); c.in.advantages = NULL; break;
         case 6: w = W("null", "mask NULL", AEPO_ERR_NULL_POINTER, "mask", -1); c.in.mask = NULL; break;
-        case 7: w = W("shape", "struct_size 0", AEPO_ERR_SHAPE, "struct_size", -1); c.in.struct_size = 0; break;
+        case 7: w = W("value", "struct_size 0", AEPO_ERR_INVALID_ARGUMENT, "struct_size", -1); c.in.struct_size = 0; break;
         case 8:
             w = W("value", "struct_size beyond this version with a non-zero byte there", AEPO_ERR_INVALID_ARGUMENT,
                   "struct_size", -1);
@@ -425,10 +425,11 @@ static void loss_other_cases(void) {
     rc = aepo_loss_inputs_init(NULL, sizeof in, &e);
     expect("aepo_loss_inputs_init", "null", "in NULL", rc, &e, AEPO_ERR_NULL_POINTER, "in", -1);
     rc = aepo_loss_inputs_init(&in, sizeof in - 8, &e);
-    expect("aepo_loss_inputs_init", "shape", "struct_size below the first version", rc, &e, AEPO_ERR_SHAPE,
-           "struct_size", -1);
+    expect("aepo_loss_inputs_init", "value", "struct_size below the first version", rc, &e,
+           AEPO_ERR_INVALID_ARGUMENT, "struct_size", -1);
     rc = aepo_loss_inputs_init(&in, (size_t)-1, &e);
-    expect("aepo_loss_inputs_init", "shape", "struct_size = SIZE_MAX", rc, &e, AEPO_ERR_SHAPE, "struct_size", -1);
+    expect("aepo_loss_inputs_init", "value", "struct_size = SIZE_MAX", rc, &e, AEPO_ERR_INVALID_ARGUMENT,
+           "struct_size", -1);
     aepo_loss_free(h);
     aepo_loss_free(dr);
 }
@@ -475,7 +476,7 @@ static void controller_cases(void) {
     d.struct_size = AEPO_DECISION_SIZE_V1 - 1;
     rc = aepo_controller_step(c, 0, 0.4, AEPO_CONTROLLER_STEP_NEXT, &d, &e);
     expect("aepo_controller_step", "value", "next->struct_size below the first version", rc, &e,
-           AEPO_ERR_INVALID_ARGUMENT, "next", -1);
+           AEPO_ERR_INVALID_ARGUMENT, "struct_size", -1);
     d.struct_size = sizeof d;
     rc = aepo_controller_step(c, 0, 1e-320, AEPO_CONTROLLER_STEP_NEXT, NULL, &e);
     expect("aepo_controller_step", "valid", "a denormal statistic, next NULL", rc, &e, AEPO_OK, "", -1);
@@ -526,7 +527,8 @@ static void controller_cases(void) {
     expect("aepo_controller_decision", "null", "NULL handle", rc, &e, AEPO_ERR_NULL_POINTER, "ctl", -1);
     d.struct_size = 0;
     rc = aepo_controller_decision(c, &d, &e);
-    expect("aepo_controller_decision", "value", "struct_size 0", rc, &e, AEPO_ERR_INVALID_ARGUMENT, "out", -1);
+    expect("aepo_controller_decision", "value", "struct_size 0", rc, &e, AEPO_ERR_INVALID_ARGUMENT, "struct_size",
+           -1);
     d.struct_size = sizeof d;
 
     rc = aepo_controller_history_count(c, NULL, &e);
