@@ -296,7 +296,7 @@ AEPO_API int32_t aepo_loss_config_json(const aepo_loss *h, char *buf, size_t cap
  * `grad_entropy` may be partly written (loss and metrics are not); gspo, clip_cov and kl_cov
  * read logp, old_logp (and, for the covariance modes, advantages) in a first pass and report
  * those before writing. */
-AEPO_API int32_t aepo_loss_compute(aepo_loss *h, const aepo_loss_inputs *in, double *loss, float *grad,
+AEPO_API int32_t aepo_loss_compute(const aepo_loss *h, const aepo_loss_inputs *in, double *loss, float *grad,
                                    float *grad_entropy, double *metrics, size_t metrics_cap,
                                    aepo_error *err);
 
@@ -748,7 +748,7 @@ AEPO_API int32_t aepo_fused_backward(const aepo_fused *h, const float *X, const 
  * memory as forward and backward). The result equals aepo_fused_forward, then
  * aepo_loss_compute (with in->step), then aepo_fused_backward, up to float32 rounding (bit
  * for bit for the two-pass modes). */
-AEPO_API int32_t aepo_fused_loss_and_grad(const aepo_fused *h, aepo_loss *policy_loss,
+AEPO_API int32_t aepo_fused_loss_and_grad(const aepo_fused *h, const aepo_loss *policy_loss,
                                           const float *X, const float *W, const float *bias,
                                           const int32_t *targets, int64_t D, int64_t V,
                                           const aepo_loss_inputs *in, double *loss,

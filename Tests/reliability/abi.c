@@ -144,7 +144,7 @@ struct abi_functions {
     int32_t (*loss_create)(const char *, size_t, aepo_loss **, aepo_error *);
     void (*loss_free)(aepo_loss *);
     int32_t (*loss_config_json)(const aepo_loss *, char *, size_t, size_t *, aepo_error *);
-    int32_t (*loss_compute)(aepo_loss *, const aepo_loss_inputs *, double *, float *, float *, double *, size_t,
+    int32_t (*loss_compute)(const aepo_loss *, const aepo_loss_inputs *, double *, float *, float *, double *, size_t,
                             aepo_error *);
     int32_t (*loss_advantages)(const aepo_loss *, const float *, const int64_t *, int64_t, const int64_t *, float *,
                                aepo_error *);
@@ -185,7 +185,7 @@ struct abi_functions {
     int32_t (*fused_backward)(const aepo_fused *, const float *, const float *, const float *, const int32_t *,
                               const uint8_t *, int64_t, int64_t, int64_t, const double *, const float *, const float *,
                               const float *, float *, float *, float *, aepo_error *);
-    int32_t (*fused_loss_and_grad)(const aepo_fused *, aepo_loss *, const float *, const float *, const float *,
+    int32_t (*fused_loss_and_grad)(const aepo_fused *, const aepo_loss *, const float *, const float *, const float *,
                                    const int32_t *, int64_t, int64_t, const aepo_loss_inputs *, double *, float *,
                                    float *, float *, double *, size_t, float *, float *, aepo_error *);
 };
