@@ -50,16 +50,16 @@ public struct EntropyController: Sendable {
         var whole = Config()
         whole.controller = config
         try ConfigSchema.validate(whole)
-        let mode: ControllerMode = try Self.named(config.mode, "controller.mode")
-        let statistic: ControllerStatistic = try Self.named(config.statistic, "controller.statistic")
-        let actuator: ControllerActuator = try Self.named(config.adaptive.actuator, "controller.adaptive.actuator")
-        let tuning: ControllerTuning = try Self.named(config.adaptive.tuning, "controller.adaptive.tuning")
+        let mode = try ControllerMode.parse(config.mode, key: "controller.mode")
+        let statistic = try ControllerStatistic.parse(config.statistic, key: "controller.statistic")
+        let actuator = try ControllerActuator.parse(config.adaptive.actuator, key: "controller.adaptive.actuator")
+        let tuning = try ControllerTuning.parse(config.adaptive.tuning, key: "controller.adaptive.tuning")
         self.config = config
         self.mode = mode
         self.statistic = statistic
         self.actuator = actuator
         self.tuning = tuning
-        self.statisticRows = try Self.named(config.statisticRows, "controller.statistic_rows")
+        self.statisticRows = try StatisticRows.parse(config.statisticRows, key: "controller.statistic_rows")
         self.schedule = try TargetSchedule(target: config.target, schedule: config.schedule)
         self.history = DecisionHistory(capacity: Int(clamping: config.history))
 
@@ -77,10 +77,6 @@ public struct EntropyController: Sendable {
                                  tuning: tuning, schedule: schedule)
         self.state = s
         history.append(s.decision)
-    }
-
-    private static func named<T: ConfigChoice>(_ value: String, _ path: String) throws(AepoFailure) -> T {
-        try T.parse(value, key: path)
     }
 
     /// The decision for the coming step (does not advance).

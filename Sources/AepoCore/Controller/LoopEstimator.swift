@@ -149,14 +149,13 @@ public struct LoopEstimator: Sendable, Equatable {
         } else {
             var restarted: [Int] = []
             for i in filters.indices {
-                let before = filters[i]
                 Self.update(&filters[i], y: y, yPrev: lastObservation, uNow: uNow, uDelayed: input(filters[i].delay),
                             r: r, qL: qL, first: observations == 1)
                 if !filters[i].isFinite {
                     // Overflow (inputs near the largest double) or a covariance that is no
                     // longer positive semidefinite: the filter starts again from its prior
                     // at this observation, and ranks with the worst of the others.
-                    filters[i] = Self.prior(delay: before.delay, leaky: before.leaky)
+                    filters[i] = Self.prior(delay: filters[i].delay, leaky: filters[i].leaky)
                     filters[i].mean[0] = y - filters[i].mean[2] * uNow
                     restarted.append(i)
                 }

@@ -64,7 +64,7 @@ class CDecision(ctypes.Structure):
 
 
 class LossInputs(ctypes.Structure):
-    """Mirror of ``aepo_loss_inputs``; ``aepo.loss_inputs`` fills it from arrays."""
+    """Mirror of ``aepo_loss_inputs``; ``_loss_inputs.decode`` fills it from arrays."""
 
     _fields_ = [
         ("struct_size", c_size_t),

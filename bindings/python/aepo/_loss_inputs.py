@@ -24,7 +24,7 @@ def count(v, name):
         return -1
     v = _lib.int64(int(v), name)
     if v < 0:
-        raise InvalidValueError(f"{name}: must be >= 0, got {v}", argument=name, status=1)
+        raise InvalidValueError(f"{name}: must be >= 0, got {v}", argument=name)
     return v
 
 
@@ -63,8 +63,7 @@ def decode(B, L, *, old_logp, advantages, mask, logp=None, ref_logp=None, is_wei
     if reg_alpha is not None:
         a = float(reg_alpha)
         if not (a >= 0 and math.isfinite(a)):
-            raise InvalidValueError(f"reg_alpha: must be a finite real >= 0, got {reg_alpha}", argument="reg_alpha",
-                                    status=1)
+            raise InvalidValueError(f"reg_alpha: must be a finite real >= 0, got {reg_alpha}", argument="reg_alpha")
         inp.reg_alpha = a
     inp.global_tokens = count(global_tokens, "global_tokens")
     inp.global_seqs = count(global_seqs, "global_seqs")
