@@ -1,5 +1,5 @@
 # libaepo build, install, test, bench and demo.
-#   make                 build build/lib/libaepo.so (static Swift stdlib, SONAME libaepo.so.0)
+#   make                 build build/lib/libaepo.so (static Swift stdlib, SONAME libaepo.so.<ABI>)
 #   make install PREFIX=/usr/local
 #   make test            no citations of pages outside the repo (test-refs), Swift unit tests,
 #                        C smoke tests (plain, C++, ASan/UBSan), reliability
@@ -35,7 +35,7 @@ CSMOKE := $(wildcard Tests/c/smoke_*.c)
 CWARN := -Wall -Wextra -Werror -pedantic
 
 .PHONY: all lib deps venv install stage bench-chunks test test-refs test-swift test-c test-python test-demo \
-        test-example example check-exports bench demo demo-grid clean fuzz fuzz-build test-fuzz test-reliability \
+        test-example example check-exports bench bench-isa demo demo-grid clean fuzz fuzz-build test-fuzz test-reliability \
         reliability-table leak-valgrind tsan
 
 all: lib
@@ -129,6 +129,12 @@ bench: lib
 	@V=$$(scripts/venv.sh) && \
 	  AEPO_LIB_PATH=$(CURDIR)/$(BUILD)/lib/$(REAL_SO) PYTHONPATH=bindings/python \
 	  $$V/bin/python bench/run.py --threads $(THREADS)
+	@$(MAKE) --no-print-directory bench-isa
+
+# Each kernel path this CPU has (portable SIMD, AVX2), timed against the others.
+bench-isa:
+	@swift build -c release --product aepo-isa-bench 2>&1 | grep -v '^\[' || true
+	@.build/release/aepo-isa-bench
 
 # How fused.chunk_n sets loss_and_grad's speed (docs/FUSED.md): CHUNKS="128 512".
 CHUNKS ?= 64 128 192 256 384 512 1024

@@ -27,6 +27,8 @@ let package = Package(
         .target(name: "AepoCore", dependencies: ["COpenBLAS", "CAepoKernels"], path: "Sources/AepoCore"),
         .target(name: "AepoConfig", dependencies: ["AepoCore", "CJansson"], path: "Sources/AepoConfig"),
         .target(name: "AepoShim", dependencies: ["AepoCore", "AepoConfig", "CAepoAPI"], path: "Sources/AepoShim"),
+        // `make bench`: each kernel path this CPU has, timed against the others.
+        .executableTarget(name: "aepo-isa-bench", dependencies: ["AepoCore"], path: "bench/isa"),
         .testTarget(name: "AepoTests", dependencies: ["AepoCore", "AepoConfig", "AepoShim", "CAepoAPI"],
                     path: "Tests/AepoTests"),
     ]

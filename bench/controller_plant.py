@@ -2,7 +2,7 @@
 """The numbers behind docs/CONTROLLER.md: the entropy controller on the fixed plant
 of the controller tests (EntropyPlant in Tests/AepoTests/ControllerTestSupport.swift).
 
-    PYTHONPATH=bindings/python AEPO_LIB_PATH=build/lib/libaepo.so.0.1.0 python bench/controller_plant.py [--sweep]
+    PYTHONPATH=bindings/python AEPO_LIB_PATH=build/lib/libaepo.so.0.2.0 python bench/controller_plant.py [--sweep]
 
 Plant (the controller does not know it):
     w = k/k_max (k mode) or alpha/alpha_max (alpha mode), u = (T - 1) w
@@ -21,7 +21,7 @@ import itertools
 
 import numpy as np
 
-from aepo import EntropyController
+from aepo import Controller
 
 PIECEWISE = [{"step": 0, "target": 0.4}, {"step": 150, "target": 0.8}, {"step": 250, "target": 0.5},
              {"step": 320, "target": 0.7}]
@@ -34,7 +34,7 @@ def run(controller, seed, reading="after", steps=400):
     noise = np.random.default_rng(seed).standard_normal(steps)
     h = 0.5
     err = 0.0
-    with EntropyController({"controller": controller}) as ctl:
+    with Controller({"controller": controller}) as ctl:
         alpha_max = ctl.config["controller"]["adaptive"]["alpha_max"]
         d = ctl.decision()
         for t in range(steps):

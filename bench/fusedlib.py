@@ -65,17 +65,17 @@ class Workload:
         self.cfg = {"fused": {"threads": threads, "temperature": T}, "loss": {"threads": threads}}
         if chunk_n is not None:
             self.cfg["fused"]["chunk_n"] = chunk_n
-        self.head = aepo.FusedLMHead(self.cfg)
+        self.head = aepo.FusedHead(self.cfg)
         logp, _, _ = self.head.forward(self.X, self.W, self.targets)
         self.old_logp = (logp + rng.normal(0, 0.05, N).astype(np.float32)).reshape(B, L)
-        self.loss = aepo.PolicyLoss(self.cfg)
+        self.loss = aepo.Loss(self.cfg)
         self.dW = np.zeros((V, D), np.float32)
 
     def with_chunk_n(self, chunk_n):
         """The same inputs and buffers, with a head of another chunk_n."""
         other = copy.copy(self)
         other.cfg = {**self.cfg, "fused": {**self.cfg["fused"], "chunk_n": chunk_n}}
-        other.head = self.aepo.FusedLMHead(other.cfg)
+        other.head = self.aepo.FusedHead(other.cfg)
         return other
 
     # -- libaepo -------------------------------------------------------------------------

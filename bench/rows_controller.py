@@ -1,5 +1,5 @@
 """Per-step cost of the entropy controller: the raw C call through ctypes and the
-EntropyController.step() wrapper, each against a pure-Python PI step of the same arithmetic
+aepo.Controller.step() wrapper, each against a pure-Python PI step of the same arithmetic
 (what a trainer would otherwise write inline)."""
 import ctypes
 
@@ -27,14 +27,14 @@ class PythonPI:
 
 
 def rows(ctx):
-    from aepo import EntropyController, _lib
+    from aepo import Controller, _lib
 
     cfg = {"controller": {"mode": "adaptive", "history": 32, "adaptive": {"tuning": "fixed"}}}
     state = {}
     ys = [0.5 + 0.01 * ((i * 7919) % 13 - 6) for i in range(N)]
 
     def setup():
-        state["ctl"] = EntropyController(cfg)
+        state["ctl"] = Controller(cfg)
         state["pi"] = PythonPI()
 
     def teardown():
@@ -63,6 +63,6 @@ def rows(ctx):
     return [
         Row(name=f"controller step, raw ctypes call x{N}", lib=raw_calls, peer=python_pi,
             peer_name="pure-Python PI step", setup=setup, teardown=teardown),
-        Row(name=f"EntropyController.step(nll=) x{N}", lib=wrapper_calls, peer=python_pi,
+        Row(name=f"Controller.step(nll=) x{N}", lib=wrapper_calls, peer=python_pi,
             peer_name="pure-Python PI step", setup=setup, teardown=teardown),
     ]

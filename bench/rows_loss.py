@@ -105,8 +105,8 @@ def rows(ctx):
     lp, olp, adv, mask, ref, ent = _case(B, L)
     out = []
 
-    plain = aepo.PolicyLoss({"loss": {"threads": ctx.threads}})
-    full = aepo.PolicyLoss({"loss": {"threads": ctx.threads, "kl_loss_type": "low_var_kl", "kl_loss_coef": 0.01,
+    plain = aepo.Loss({"loss": {"threads": ctx.threads}})
+    full = aepo.Loss({"loss": {"threads": ctx.threads, "kl_loss_type": "low_var_kl", "kl_loss_coef": 0.01,
                                      "entropy_coeff": 0.001}})
 
     def lib_plain():
@@ -160,9 +160,9 @@ def rows(ctx):
 
     # gspo (sequence ratio: a statistics pass over every row first) and clip_cov (means, the
     # candidate count and the seeded pick, then the token pass), on the padded batch.
-    gspo_h = aepo.PolicyLoss({"loss": {"threads": ctx.threads, "policy_loss": "gspo",
+    gspo_h = aepo.Loss({"loss": {"threads": ctx.threads, "policy_loss": "gspo",
                                        "loss_agg_mode": "seq-mean-token-mean"}})
-    clip_cov_h = aepo.PolicyLoss({"loss": {"threads": ctx.threads, "policy_loss": "clip_cov"}})
+    clip_cov_h = aepo.Loss({"loss": {"threads": ctx.threads, "policy_loss": "clip_cov"}})
 
     def lib_gspo():
         return gspo_h.compute(lp, olp, adv, mask)
@@ -193,7 +193,7 @@ def rows(ctx):
     rewards = (g.random(2560) < 0.4).astype(np_.float32)
     groups = np_.repeat(np_.arange(512), 5)
     g.shuffle(groups)
-    adv_h = aepo.PolicyLoss()
+    adv_h = aepo.Loss()
 
     def lib_adv():
         return adv_h.compute_advantages(rewards, groups)

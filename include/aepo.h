@@ -73,7 +73,7 @@ extern "C" {
 /* The one place the version is written: the Makefile (file names, SONAME), the library,
  * the Python package and its metadata read these lines. */
 #define AEPO_VERSION_MAJOR 0
-#define AEPO_VERSION_MINOR 1
+#define AEPO_VERSION_MINOR 2
 #define AEPO_VERSION_PATCH 0
 /* MAJOR*10000 + MINOR*100 + PATCH */
 #define AEPO_VERSION_NUMBER (AEPO_VERSION_MAJOR * 10000 + AEPO_VERSION_MINOR * 100 + AEPO_VERSION_PATCH)
@@ -83,7 +83,7 @@ extern "C" {
 #define AEPO_VERSION_STRING \
     AEPO_STRINGIFY(AEPO_VERSION_MAJOR) "." AEPO_STRINGIFY(AEPO_VERSION_MINOR) "." AEPO_STRINGIFY(AEPO_VERSION_PATCH)
 /* The ABI number changes together with the SONAME (libaepo.so.<ABI>). */
-#define AEPO_ABI_VERSION 0
+#define AEPO_ABI_VERSION 1
 
 /* Runtime versions, to assert against the macros above. */
 AEPO_API const char *aepo_version_string(void);
@@ -129,7 +129,8 @@ typedef struct aepo_error {
  * document is filled with defaults. Unknown keys, duplicate keys, wrong types (including
  * a real for an integer key) and out-of-range values are AEPO_ERR_CONFIG, and the error's
  * `argument` holds the JSON path ("controller.t_high"). Output is canonical: keys sorted,
- * reals in shortest round-trip form. */
+ * reals in shortest round-trip form, and each named choice in its own spelling (an alias
+ * such as "reinforce" for "gpg", or "exact" for "entropy", is written as the name). */
 
 /* Writes the default config document. */
 AEPO_API int32_t aepo_default_config_json(char *buf, size_t cap, size_t *len, aepo_error *err);
@@ -147,7 +148,7 @@ AEPO_API int32_t aepo_config_normalize(const char *json, size_t len,
 typedef struct aepo_loss aepo_loss;             /* policy loss, advantages, regulariser */
 typedef struct aepo_controller aepo_controller; /* entropy controller */
 typedef struct aepo_sampler aepo_sampler;       /* seeded temperature sampler */
-typedef struct aepo_fused aepo_fused;           /* fused LM head */
+typedef struct aepo_fused_head aepo_fused_head; /* fused LM head */
 
 /* ================================================================ policy loss === */
 /* The policy-loss handle reads the `loss`, `advantage` and `regularizer` sections of a
@@ -260,14 +261,14 @@ AEPO_API int32_t aepo_loss_inputs_init(aepo_loss_inputs *in, size_t struct_size,
 AEPO_API int32_t aepo_loss_create(const char *json, size_t len, aepo_loss **out, aepo_error *err);
 
 /* Releases a handle; NULL is a no-op. */
-AEPO_API void aepo_loss_free(aepo_loss *h);
+AEPO_API void aepo_loss_free(aepo_loss *loss);
 
 /* Writes the effective config of the handle: the whole normalised document. */
-AEPO_API int32_t aepo_loss_config_json(const aepo_loss *h, char *buf, size_t cap, size_t *len,
+AEPO_API int32_t aepo_loss_config_json(const aepo_loss *loss, char *buf, size_t cap, size_t *len,
                                        aepo_error *err);
 
 /* Computes the loss of one call (a micro-batch, or a whole batch).
- *   loss          out: the loss (double), or NULL
+ *   value         out: the loss (double), or NULL
  *   grad          out: [B, L] dLoss/dlogp, 0 where mask = 0, or NULL
  *   grad_entropy  out: [B, L] dLoss/dentropy, 0 where mask = 0 (all 0 without entropy), or NULL
  *   metrics       out: the first min(metrics_cap, AEPO_LOSS_METRIC_COUNT) metrics, or NULL
@@ -296,7 +297,7 @@ AEPO_API int32_t aepo_loss_config_json(const aepo_loss *h, char *buf, size_t cap
  * `grad_entropy` may be partly written (loss and metrics are not); gspo, clip_cov and kl_cov
  * read logp, old_logp (and, for the covariance modes, advantages) in a first pass and report
  * those before writing. */
-AEPO_API int32_t aepo_loss_compute(const aepo_loss *h, const aepo_loss_inputs *in, double *loss, float *grad,
+AEPO_API int32_t aepo_loss_compute(const aepo_loss *loss, const aepo_loss_inputs *in, double *value, float *grad,
                                    float *grad_entropy, double *metrics, size_t metrics_cap,
                                    aepo_error *err);
 
@@ -318,7 +319,7 @@ AEPO_API int32_t aepo_loss_compute(const aepo_loss *h, const aepo_loss_inputs *i
  * response is AEPO_ERR_INVALID_ARGUMENT naming group_ids, err->index its response.
  * A NaN or Inf reward is AEPO_ERR_NON_FINITE naming rewards; an advantage of finite rewards
  * that overflows float32 (rewards near +-FLT_MAX) is AEPO_ERR_NON_FINITE naming out. */
-AEPO_API int32_t aepo_loss_advantages(const aepo_loss *h, const float *rewards, const int64_t *group_ids,
+AEPO_API int32_t aepo_loss_advantages(const aepo_loss *loss, const float *rewards, const int64_t *group_ids,
                                       int64_t n, const int64_t *lengths, float *out, aepo_error *err);
 
 /* AEPO regulariser selection over the n regulariser rollouts: their advantages (handle's
@@ -330,7 +331,7 @@ AEPO_API int32_t aepo_loss_advantages(const aepo_loss *h, const float *rewards, 
  * buffer with cap < k is AEPO_ERR_BUFFER_TOO_SMALL (k is still written). k = 0 means no
  * regulariser this step. The call has no lengths, so a handle with estimator
  * "reinforce_plus_plus_baseline" fails with AEPO_ERR_INVALID_ARGUMENT naming lengths. */
-AEPO_API int32_t aepo_loss_select_regularizer(const aepo_loss *h, const float *rewards,
+AEPO_API int32_t aepo_loss_select_regularizer(const aepo_loss *loss, const float *rewards,
                                               const int64_t *group_ids, int64_t n, int64_t k_max,
                                               int32_t halve, int64_t *indices, size_t cap, int64_t *k,
                                               int64_t *n_positive, aepo_error *err);
@@ -364,7 +365,8 @@ AEPO_API int32_t aepo_loss_select_regularizer(const aepo_loss *h, const float *r
  *
  * STATISTIC
  *   `controller.statistic` picks what drives the rule: "nll" (the sampled-token negative
- *   log-likelihood, as in the reference code) or "exact" (the full per-token entropy).
+ *   log-likelihood, as in the reference code) or "entropy" (the exact per-token entropy;
+ *   "exact" is an older spelling of it).
  *   Every call says which one it passes; passing the other one is AEPO_ERR_INVALID_ARGUMENT
  *   whose `argument` names the missing statistic ("nll" or "entropy"). A value must be
  *   finite (else AEPO_ERR_NON_FINITE) and >= 0 (else AEPO_ERR_INVALID_ARGUMENT).
@@ -377,9 +379,12 @@ AEPO_API int32_t aepo_loss_select_regularizer(const aepo_loss *h, const float *r
 #define AEPO_CONTROLLER_MODE_COUNT     2
 
 /* Statistics (`controller.statistic`); pinned. */
-#define AEPO_CONTROLLER_STATISTIC_NLL   0  /* sampled-token NLL: "nll" */
-#define AEPO_CONTROLLER_STATISTIC_EXACT 1  /* exact token entropy: "exact" */
-#define AEPO_CONTROLLER_STATISTIC_COUNT 2
+#define AEPO_CONTROLLER_STATISTIC_NLL     0  /* sampled-token NLL: "nll" */
+#define AEPO_CONTROLLER_STATISTIC_ENTROPY 1  /* exact token entropy: "entropy" */
+#define AEPO_CONTROLLER_STATISTIC_COUNT   2
+/* The name of AEPO_CONTROLLER_STATISTIC_ENTROPY before 0.2 (and "exact" its config
+ * spelling, still accepted); both are kept for source compatibility. */
+#define AEPO_CONTROLLER_STATISTIC_EXACT AEPO_CONTROLLER_STATISTIC_ENTROPY
 
 /* Why a decision came out as it did; pinned, new reasons are only appended. */
 #define AEPO_CONTROLLER_REASON_INITIAL            0 /* no observation yet: from initial_entropy */
@@ -396,7 +401,7 @@ AEPO_API int32_t aepo_loss_select_regularizer(const aepo_loss *h, const float *r
 /* `step` value meaning "the step of the pending decision". */
 #define AEPO_CONTROLLER_STEP_NEXT (-1)
 
-/* Static names: the config spelling for modes and statistics ("bang_bang", "exact") and
+/* Static names: the config spelling for modes and statistics ("bang_bang", "entropy") and
  * snake_case for reasons ("at_or_below_target"); "unknown" for other values. */
 AEPO_API const char *aepo_controller_mode_name(int32_t mode);
 AEPO_API const char *aepo_controller_statistic_name(int32_t statistic);
@@ -446,42 +451,42 @@ AEPO_API int32_t aepo_controller_create(const char *json, size_t len, aepo_contr
                                         aepo_error *err);
 
 /* Releases a controller; NULL is a no-op. */
-AEPO_API void aepo_controller_free(aepo_controller *ctl);
+AEPO_API void aepo_controller_free(aepo_controller *controller);
 
 /* Writes the effective config document the controller runs with (text rule above). */
-AEPO_API int32_t aepo_controller_config_json(const aepo_controller *ctl, char *buf, size_t cap,
+AEPO_API int32_t aepo_controller_config_json(const aepo_controller *controller, char *buf, size_t cap,
                                              size_t *len, aepo_error *err);
 
 /* Writes the decision for the coming step into *out. Does not advance. */
-AEPO_API int32_t aepo_controller_decision(const aepo_controller *ctl, aepo_decision *out,
+AEPO_API int32_t aepo_controller_decision(const aepo_controller *controller, aepo_decision *out,
                                           aepo_error *err);
 
 /* Records `value`, the token mean of the statistic `statistic` (AEPO_CONTROLLER_STATISTIC_*)
  * over the update of training step `step` (or AEPO_CONTROLLER_STEP_NEXT), advances, and
  * writes the decision for step + 1 into *next (which may be NULL). */
-AEPO_API int32_t aepo_controller_step(aepo_controller *ctl, int32_t statistic, double value,
+AEPO_API int32_t aepo_controller_step(aepo_controller *controller, int32_t statistic, double value,
                                       int64_t step, aepo_decision *next, aepo_error *err);
 
 /* The same, from a sum over `count` tokens as all-reduced across ranks: the statistic is
  * sum / count. `count` must be >= 1; errors name "nll_sum" / "entropy_sum" and "count". */
-AEPO_API int32_t aepo_controller_step_sums(aepo_controller *ctl, int32_t statistic, double sum,
+AEPO_API int32_t aepo_controller_step_sums(aepo_controller *controller, int32_t statistic, double sum,
                                            int64_t count, int64_t step, aepo_decision *next,
                                            aepo_error *err);
 
 /* The same, from the loss metrics of the update (aepo_loss_compute or
- * aepo_fused_loss_and_grad; n >= AEPO_LOSS_METRIC_N_TOKENS_REG + 1): the statistic that
+ * aepo_fused_head_loss_and_grad; n >= AEPO_LOSS_METRIC_N_TOKENS_REG + 1): the statistic that
  * controller.statistic picks, over the rows controller.statistic_rows picks ("all", the
  * default: main and regulariser rows weighted by their token counts; "main": the *_main
  * metrics). Errors name "metrics" (err->index the metric);
- * no token in the picked rows is AEPO_ERR_INVALID_ARGUMENT. For "exact", the metrics must
+ * no token in the picked rows is AEPO_ERR_INVALID_ARGUMENT. For "entropy", the metrics must
  * carry entropy (a loss call given the entropy input, or the fused head). */
-AEPO_API int32_t aepo_controller_step_metrics(aepo_controller *ctl, const double *metrics, size_t n,
+AEPO_API int32_t aepo_controller_step_metrics(aepo_controller *controller, const double *metrics, size_t n,
                                               int64_t step, aepo_decision *next, aepo_error *err);
 
 /* Writes the controller's state as JSON (text rule above): the pending decision, the
  * level or actuator, the smoothed statistic, the history, and the controller section of
  * the config. Reals keep 17 significant digits, so restoring continues bit for bit. */
-AEPO_API int32_t aepo_controller_state_json(const aepo_controller *ctl, char *buf, size_t cap,
+AEPO_API int32_t aepo_controller_state_json(const aepo_controller *controller, char *buf, size_t cap,
                                             size_t *len, aepo_error *err);
 
 /* Replaces the state with a blob from aepo_controller_state_json (`json` need not be
@@ -490,14 +495,14 @@ AEPO_API int32_t aepo_controller_state_json(const aepo_controller *ctl, char *bu
  * config keys may differ (a new target or gains); they apply from the next step on. With
  * an equal config the restored controller gives decisions bit-identical to the one that
  * saved it. The history keeps the newest `controller.history` entries. */
-AEPO_API int32_t aepo_controller_restore(aepo_controller *ctl, const char *json, size_t len,
+AEPO_API int32_t aepo_controller_restore(aepo_controller *controller, const char *json, size_t len,
                                          aepo_error *err);
 
 /* History: the last `controller.history` decisions, oldest first, the pending one last. */
-AEPO_API int32_t aepo_controller_history_count(const aepo_controller *ctl, int64_t *count,
+AEPO_API int32_t aepo_controller_history_count(const aepo_controller *controller, int64_t *count,
                                                aepo_error *err);
 /* Writes entry `index` (0 = oldest, count - 1 = the pending decision) into *out. */
-AEPO_API int32_t aepo_controller_history(const aepo_controller *ctl, int64_t index,
+AEPO_API int32_t aepo_controller_history(const aepo_controller *controller, int64_t index,
                                          aepo_decision *out, aepo_error *err);
 
 /* ============================================================== logits kernels === */
@@ -512,9 +517,10 @@ AEPO_API int32_t aepo_controller_history(const aepo_controller *ctl, int64_t ind
  * so the shifted view logits[:, :-1] of a [B, L+1, V] tensor is (B, L, V, (L+1)*V, V), with
  * no copy; a plain [N, V] matrix is (1, N, V, 0, V). Rows are numbered r = b*L + l, which
  * indexes every per-row array (targets, mask, logp, ...); those are contiguous [B*L].
- * Strides are in elements, >= 0, and the B*L rows must not overlap (for the axes with more
- * than one entry, the smaller stride >= V and the larger >= the smaller times its count).
- * A stride is ignored for an axis of size 1.
+ * Strides are in elements; a negative stride means the contiguous one (stride_l = V,
+ * stride_b = L*V). The B*L rows must not overlap (for the axes with more than one entry,
+ * the smaller stride >= V and the larger >= the smaller times its count). A stride is
+ * ignored for an axis of size 1.
  *
  * MASKS. mask may be NULL (all ones). Rows with mask = 0 are not read at all: their
  * logits and targets may hold anything (NaN, -100). Under mask = 1, logits may hold -inf
@@ -526,12 +532,27 @@ AEPO_API int32_t aepo_controller_history(const aepo_controller *ctl, int64_t ind
  * THREADS. threads in [1, 256] splits the rows over plain pthreads for the call; every
  * result is bit-identical for every thread count. */
 
+/* ARGUMENTS. Both calls read their shared inputs from an aepo_logits_inputs, versioned as
+ * aepo_loss_inputs is: aepo_logits_inputs_init zeroes it and sets the defaults
+ * (temperature 1, threads 1, contiguous strides), then the caller sets what it needs. New
+ * options are appended to the struct, never added as arguments. */
+typedef struct aepo_logits_inputs {
+    size_t struct_size;          /* sizeof(aepo_logits_inputs), set by aepo_logits_inputs_init */
+    const float *logits;         /* [B, L, V], strided (LAYOUT above) */
+    int64_t B, L, V;
+    int64_t stride_b, stride_l;  /* in elements; a negative stride means contiguous (L*V, V) */
+    const int32_t *targets;      /* [B*L] int32, read where mask = 1 */
+    const uint8_t *mask;         /* [B*L] uint8 (0/1) or NULL (all ones) */
+    double temperature;          /* > 0 and finite (for greedy decoding, see sampler.greedy) */
+    int64_t threads;             /* in [1, 256] */
+} aepo_logits_inputs;
+
+/* Zeroes `in` (struct_size bytes) and sets the defaults. struct_size below the first
+ * version's size is AEPO_ERR_INVALID_ARGUMENT naming struct_size. */
+AEPO_API int32_t aepo_logits_inputs_init(aepo_logits_inputs *in, size_t struct_size, aepo_error *err);
+
 /* aepo_logits_stats: one streaming pass per row (online log-sum-exp).
- *   logits     [B, L, V] float, strided (above)
- *   targets    [B*L] int32, read where mask = 1; may be NULL when logp, logp_t1 and
- *              nll_sum are all NULL
- *   mask       [B*L] uint8 (0/1) or NULL
- *   temperature > 0 and finite (for greedy decoding, see sampler.greedy)
+ *   in->targets may be NULL when logp, logp_t1 and nll_sum are all NULL.
  * Outputs (each may be NULL; rows with mask = 0 get 0):
  *   logp       [B*L] float   log p(target) at T
  *   entropy    [B*L] float   H at T
@@ -545,10 +566,7 @@ AEPO_API int32_t aepo_controller_history(const aepo_controller *ctl, int64_t ind
  * +-3.4e38) are AEPO_ERR_NON_FINITE naming the output (logp, logp_t1) or logits, with the
  * row in err->index: never a silent -inf. On failure, outputs of rows before the failing
  * one may be written. */
-AEPO_API int32_t aepo_logits_stats(const float *logits, int64_t B, int64_t L, int64_t V,
-                                   int64_t stride_b, int64_t stride_l,
-                                   const int32_t *targets, const uint8_t *mask,
-                                   double temperature, int64_t threads,
+AEPO_API int32_t aepo_logits_stats(const aepo_logits_inputs *in,
                                    float *logp, float *entropy, double *lse, float *logp_t1,
                                    double *entropy_sum, double *nll_sum, int64_t *count,
                                    aepo_error *err);
@@ -558,28 +576,24 @@ AEPO_API int32_t aepo_logits_stats(const float *logits, int64_t B, int64_t L, in
  *                       - grad_entropy[r] * p_v * (log p_v + H[r])) / T,
  * reusing lse and entropy from aepo_logits_stats at the same temperature: one read of each
  * logit, one write of each output, no extra pass.
- *   logits        [B, L, V] float, strided as for aepo_logits_stats
- *   targets       [B*L] int32; needed only with grad_logp
- *   mask          [B*L] uint8 (0/1) or NULL
+ *   in            as for aepo_logits_stats; in->targets is needed only with grad_logp
  *   lse           [B*L] double, from aepo_logits_stats
  *   entropy       [B*L] float, from aepo_logits_stats; needed only with grad_entropy
  *   grad_logp     [B*L] float upstream gradient of logp, or NULL (no logp term)
  *   grad_entropy  [B*L] float upstream gradient of H, or NULL (no entropy term)
  *   out           [B, L, V] float, element (b, l, v) at out[b*out_stride_b + l*out_stride_l + v]
- * out may be logits itself (the same pointer and strides): the gradient then overwrites
+ *                 (a negative stride means contiguous, as for the inputs)
+ * out may be in->logits itself (the same pointer and strides): the gradient then overwrites
  * the logits in place. Any other overlap of out and logits is AEPO_ERR_INVALID_ARGUMENT.
  * A row whose mask is 0, or whose upstream gradients are both 0, gets a zero output row
  * and nothing else of it is read (its target is not checked). Every active row is
  * validated before anything is written; the one error found while writing is a gradient
  * that overflows float32 although the inputs are finite (AEPO_ERR_NON_FINITE naming "out"
  * with the row in err->index; other rows may then be written). */
-AEPO_API int32_t aepo_logits_backward(const float *logits, int64_t B, int64_t L, int64_t V,
-                                      int64_t stride_b, int64_t stride_l,
-                                      const int32_t *targets, const uint8_t *mask,
-                                      double temperature, const double *lse, const float *entropy,
+AEPO_API int32_t aepo_logits_backward(const aepo_logits_inputs *in, const double *lse, const float *entropy,
                                       const float *grad_logp, const float *grad_entropy,
                                       float *out, int64_t out_stride_b, int64_t out_stride_l,
-                                      int64_t threads, aepo_error *err);
+                                      aepo_error *err);
 
 /* ==================================================================== sampler === */
 /* Seeded temperature sampler: temperature, min-p, top-k, top-p and greedy, drawn with a
@@ -691,26 +705,41 @@ AEPO_API int32_t aepo_sampler_sample(aepo_sampler *sampler, const float *logits,
 /* Creates a fused-head handle from a whole config document (NULL or "" = defaults). A zero
  * chunk or a temperature <= 0 is AEPO_ERR_CONFIG naming the key. *out is NULL after a failed
  * call. */
-AEPO_API int32_t aepo_fused_create(const char *json, size_t len, aepo_fused **out, aepo_error *err);
+AEPO_API int32_t aepo_fused_head_create(const char *json, size_t len, aepo_fused_head **out, aepo_error *err);
 
 /* Releases a handle; NULL is a no-op. */
-AEPO_API void aepo_fused_free(aepo_fused *h);
+AEPO_API void aepo_fused_head_free(aepo_fused_head *head);
 
 /* Writes the effective config of the handle: the whole normalised document. */
-AEPO_API int32_t aepo_fused_config_json(const aepo_fused *h, char *buf, size_t cap, size_t *len,
-                                        aepo_error *err);
+AEPO_API int32_t aepo_fused_head_config_json(const aepo_fused_head *head, char *buf, size_t cap, size_t *len,
+                                             aepo_error *err);
+
+/* ARGUMENTS. The three calls read the head's inputs from an aepo_fused_head_inputs,
+ * versioned as aepo_loss_inputs is: aepo_fused_head_inputs_init zeroes it (every pointer
+ * NULL, every size 0), then the caller sets the fields. New options are appended to the
+ * struct, never added as arguments. */
+typedef struct aepo_fused_head_inputs {
+    size_t struct_size;          /* sizeof(aepo_fused_head_inputs), set by the init call */
+    const float *X;              /* [N, D] row-major hidden states */
+    const float *W;              /* [V, D] row-major output projection */
+    const float *bias;           /* [V], or NULL for none */
+    const int32_t *targets;      /* [N] token ids */
+    const uint8_t *mask;         /* [N] 0/1, or NULL: every row is valid */
+    int64_t N, D, V;
+} aepo_fused_head_inputs;
+
+/* Zeroes `in` (struct_size bytes) and sets its struct_size. struct_size below the first
+ * version's size is AEPO_ERR_INVALID_ARGUMENT naming struct_size. */
+AEPO_API int32_t aepo_fused_head_inputs_init(aepo_fused_head_inputs *in, size_t struct_size, aepo_error *err);
 
 /* Per-token log-prob, entropy and log-sum-exp at the handle's temperature.
- *   X [N, D], W [V, D], bias [V] or NULL, targets [N], mask [N] or NULL;
  *   logp, entropy [N] float and lse [N] double: outputs, each may be NULL; 0 where mask = 0.
  *   lse is float64 because backward reads it back (as aepo_logits_stats does). */
-AEPO_API int32_t aepo_fused_forward(const aepo_fused *h, const float *X, const float *W, const float *bias,
-                                    const int32_t *targets, const uint8_t *mask,
-                                    int64_t N, int64_t D, int64_t V,
-                                    float *logp, float *entropy, double *lse, aepo_error *err);
+AEPO_API int32_t aepo_fused_head_forward(const aepo_fused_head *head, const aepo_fused_head_inputs *in,
+                                         float *logp, float *entropy, double *lse, aepo_error *err);
 
 /* Gradients of L = sum_r grad_logp[r] * logp_r + grad_entropy[r] * entropy_r.
- *   X [N, D], W [V, D], bias [V] or NULL, targets [N], mask [N] or NULL: as in forward;
+ *   in: as in forward;
  *   lse [N]: forward's lse (required); entropy [N]: forward's entropy (required with
  *   grad_entropy, else may be NULL); grad_logp, grad_entropy [N]: upstream gradients, each
  *   may be NULL (no such term). All four are read only under mask = 1 and must be finite
@@ -720,20 +749,19 @@ AEPO_API int32_t aepo_fused_forward(const aepo_fused *h, const float *X, const f
  *   them first for a fresh gradient), as a trainer accumulates .grad.
  * The logits are recomputed chunk by chunk: dX = G.W, dW += G^T.X, dbias += colsum(G), with
  *   G[r, j] = (grad_logp_r (1[j = targets_r] - p_j) - grad_entropy_r p_j (log p_j + entropy_r)) / T. */
-AEPO_API int32_t aepo_fused_backward(const aepo_fused *h, const float *X, const float *W, const float *bias,
-                                     const int32_t *targets, const uint8_t *mask,
-                                     int64_t N, int64_t D, int64_t V,
-                                     const double *lse, const float *entropy,
-                                     const float *grad_logp, const float *grad_entropy,
-                                     float *dX, float *dW, float *dbias, aepo_error *err);
+AEPO_API int32_t aepo_fused_head_backward(const aepo_fused_head *head, const aepo_fused_head_inputs *in,
+                                          const double *lse, const float *entropy,
+                                          const float *grad_logp, const float *grad_entropy,
+                                          float *dX, float *dW, float *dbias, aepo_error *err);
 
 /* The policy loss of a batch whose log-probs and entropies come from the head, and every
  * gradient, in one pass.
- *   policy_loss: a loss handle (its config decides the loss, see aepo_loss_compute);
- *   X [N, D], W [V, D], bias [V] or NULL, targets [N] with N = in->B * in->L;
- *   in: the loss inputs as for aepo_loss_compute, except that in->logp and in->entropy
- *       must be NULL (the head computes them); in->mask is also the head's mask;
- *   loss: out, the loss, or NULL; metrics: out, the first min(metrics_cap,
+ *   loss: a loss handle (its config decides the loss, see aepo_loss_compute);
+ *   in: the head's inputs as in forward, with in->N = loss_in->B * loss_in->L; the mask is
+ *       loss_in->mask, so in->mask must be NULL or that same pointer;
+ *   loss_in: the loss inputs as for aepo_loss_compute, except that loss_in->logp and
+ *       loss_in->entropy must be NULL (the head computes them);
+ *   value: out, the loss, or NULL; metrics: out, the first min(metrics_cap,
  *       AEPO_LOSS_METRIC_COUNT) loss metrics, or NULL (the entropy metrics, ENTROPY,
  *       ENTROPY_MAIN and ENTROPY_REG, are always reported from the head's exact entropies
  *       at fused.temperature, whatever loss.entropy_coeff is);
@@ -743,18 +771,17 @@ AEPO_API int32_t aepo_fused_backward(const aepo_fused *h, const float *X, const 
  * For losses whose token terms are separable (vanilla, cispo, gpg/reinforce) the loss
  * kernel runs on each chunk_n x V block as soon as its log-probs exist, and each logit is
  * produced once. gspo, clip_cov and kl_cov need every log-prob first (the sequence ratio,
- * the covariance statistics): for them the call runs aepo_fused_forward, the loss, then
- * aepo_fused_backward, so the logits are produced twice (chunk_n x chunk_v blocks, extra
- * memory as forward and backward). The result equals aepo_fused_forward, then
- * aepo_loss_compute (with in->step), then aepo_fused_backward, up to float32 rounding (bit
- * for bit for the two-pass modes). */
-AEPO_API int32_t aepo_fused_loss_and_grad(const aepo_fused *h, const aepo_loss *policy_loss,
-                                          const float *X, const float *W, const float *bias,
-                                          const int32_t *targets, int64_t D, int64_t V,
-                                          const aepo_loss_inputs *in, double *loss,
-                                          float *dX, float *dW, float *dbias,
-                                          double *metrics, size_t metrics_cap,
-                                          float *logp, float *entropy, aepo_error *err);
+ * the covariance statistics): for them the call runs aepo_fused_head_forward, the loss, then
+ * aepo_fused_head_backward, so the logits are produced twice (chunk_n x chunk_v blocks, extra
+ * memory as forward and backward). The result equals aepo_fused_head_forward, then
+ * aepo_loss_compute (with loss_in->step), then aepo_fused_head_backward, up to float32
+ * rounding (bit for bit for the two-pass modes). */
+AEPO_API int32_t aepo_fused_head_loss_and_grad(const aepo_fused_head *head, const aepo_loss *loss,
+                                               const aepo_fused_head_inputs *in,
+                                               const aepo_loss_inputs *loss_in, double *value,
+                                               float *dX, float *dW, float *dbias,
+                                               double *metrics, size_t metrics_cap,
+                                               float *logp, float *entropy, aepo_error *err);
 
 #ifdef __cplusplus
 }

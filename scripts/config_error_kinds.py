@@ -55,7 +55,7 @@ def main():
     lib.aepo_config_validate.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(Error)]
     lib.aepo_config_validate.restype = ctypes.c_int32
     creates = []
-    for kind in ("loss", "controller", "sampler", "fused"):
+    for kind in ("loss", "controller", "sampler", "fused_head"):
         create = getattr(lib, f"aepo_{kind}_create")
         create.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(Error)]
         create.restype = ctypes.c_int32

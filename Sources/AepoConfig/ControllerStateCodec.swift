@@ -27,7 +27,7 @@ public enum ControllerStateCodec {
     // MARK: - writing
 
     /// The state blob of `controller`. Fails only when Jansson cannot allocate.
-    public static func encode(_ controller: EntropyController) throws(AepoFailure) -> String {
+    public static func encode(_ controller: Controller) throws(AepoFailure) -> String {
         let snap = controller.snapshot
         var b = Builder()
         guard let root = json_object() else { throw Builder.outOfMemory }

@@ -190,7 +190,7 @@ public enum ConfigSchema {
             name("controller.mode", \.controller.mode, ControllerMode.self,
                  "bang_bang: the reference rule; adaptive: continuous control of T (or alpha)"),
             name("controller.statistic", \.controller.statistic, ControllerStatistic.self,
-                 "what the controller is fed: nll (sampled-token NLL) or exact (full entropy)"),
+                 "what the controller is fed: nll (sampled-token NLL) or entropy (exact token entropy)"),
             name("controller.statistic_rows", \.controller.statisticRows, StatisticRows.self,
                  "rows the loss metrics feed the controller: all, or main (no same-step feedback)"),
             real("controller.t_high", \.controller.tHigh, .temperature, hint: temperatureHint,
@@ -333,7 +333,7 @@ public enum ConfigSchema {
     static func name<C: ConfigChoice>(_ path: String, _ kp: WritableKeyPath<Config, String>, _ choice: C.Type,
                                       _ doc: String) -> ConfigField {
         ConfigField(path: path, kind: .name(C.names), hint: nil, doc: doc, get: { .string($0[keyPath: kp]) },
-                    set: { c, v in if case let .string(x) = v { c[keyPath: kp] = x } })
+                    set: { c, v in if case let .string(x) = v { c[keyPath: kp] = C.canonical(x) } })
     }
 }
 

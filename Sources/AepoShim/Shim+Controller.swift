@@ -9,10 +9,10 @@ final class ControllerHandle: ExportedHandle {
     /// The whole normalised document the handle was created from.
     let config: Config
     /// Read and written only under `lock`.
-    var controller: EntropyController
+    var controller: Controller
     let lock = HandleLock()
 
-    init(config: Config, controller: EntropyController) {
+    init(config: Config, controller: Controller) {
         self.config = config
         self.controller = controller
     }
@@ -39,7 +39,7 @@ public func aepo_controller_create(_ json: UnsafePointer<CChar>?, _ len: Int,
                                    _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
         try createHandle(json, len, out) { config throws(AepoFailure) in
-            ControllerHandle(config: config, controller: try EntropyController(config.controller))
+            ControllerHandle(config: config, controller: try Controller(config.controller))
         }
     }
 }
@@ -54,7 +54,7 @@ public func aepo_controller_config_json(_ ctl: OpaquePointer?, _ buf: UnsafeMuta
                                         _ len: UnsafeMutablePointer<Int>?,
                                         _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        try writeHandleConfig(ControllerHandle.self, ctl, "ctl", buf, cap, len)
+        try writeHandleConfig(ControllerHandle.self, ctl, "controller", buf, cap, len)
     }
 }
 
@@ -62,7 +62,7 @@ public func aepo_controller_config_json(_ ctl: OpaquePointer?, _ buf: UnsafeMuta
 public func aepo_controller_decision(_ ctl: OpaquePointer?, _ out: UnsafeMutablePointer<aepo_decision>?,
                                      _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let h = try ControllerHandle.borrow(ctl, "ctl")
+        let h = try ControllerHandle.borrow(ctl, "controller")
         let o = try decisionOutput(out, "out")
         writeDecision(h.lock.run { h.controller.decision }, o)
     }
@@ -73,7 +73,7 @@ public func aepo_controller_step(_ ctl: OpaquePointer?, _ statistic: Int32, _ va
                                  _ next: UnsafeMutablePointer<aepo_decision>?,
                                  _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let h = try ControllerHandle.borrow(ctl, "ctl")
+        let h = try ControllerHandle.borrow(ctl, "controller")
         let kind = try statisticArgument(statistic)
         try observeAndWrite(h, step, next) { (c, s) throws(AepoFailure) in try c.observe(kind, value: value, step: s) }
     }
@@ -84,7 +84,7 @@ public func aepo_controller_step_sums(_ ctl: OpaquePointer?, _ statistic: Int32,
                                       _ step: Int64, _ next: UnsafeMutablePointer<aepo_decision>?,
                                       _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let h = try ControllerHandle.borrow(ctl, "ctl")
+        let h = try ControllerHandle.borrow(ctl, "controller")
         let kind = try statisticArgument(statistic)
         try observeAndWrite(h, step, next) { (c, s) throws(AepoFailure) in
             try c.observe(kind, sum: sum, count: count, step: s)
@@ -97,7 +97,7 @@ public func aepo_controller_step_metrics(_ ctl: OpaquePointer?, _ metrics: Unsaf
                                          _ step: Int64, _ next: UnsafeMutablePointer<aepo_decision>?,
                                          _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let h = try ControllerHandle.borrow(ctl, "ctl")
+        let h = try ControllerHandle.borrow(ctl, "controller")
         guard let metrics else { throw .nullPointer("metrics") }
         if n < 0 { throw .shape("n", "must be >= 0, got \(n)") }
         let buf = UnsafeBufferPointer(start: metrics, count: n)
@@ -108,7 +108,7 @@ public func aepo_controller_step_metrics(_ ctl: OpaquePointer?, _ metrics: Unsaf
 /// The rest of every step export, after its own arguments: check `step` and `next`, record
 /// the statistic under the handle's lock, and write the next decision when asked.
 private func observeAndWrite(_ h: ControllerHandle, _ step: Int64, _ next: UnsafeMutablePointer<aepo_decision>?,
-                             _ observe: (inout EntropyController, Int64?) throws(AepoFailure) -> ControllerDecision)
+                             _ observe: (inout Controller, Int64?) throws(AepoFailure) -> ControllerDecision)
     throws(AepoFailure) {
     let s = try stepArgument(step)
     let o: UnsafeMutableRawPointer? = next == nil ? nil : try decisionOutput(next, "next")
@@ -121,7 +121,7 @@ public func aepo_controller_state_json(_ ctl: OpaquePointer?, _ buf: UnsafeMutab
                                        _ len: UnsafeMutablePointer<Int>?,
                                        _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let h = try ControllerHandle.borrow(ctl, "ctl")
+        let h = try ControllerHandle.borrow(ctl, "controller")
         let text = try h.lock.run { () throws(AepoFailure) in try ControllerStateCodec.encode(h.controller) }
         try writeText(text, buf, cap, len)
     }
@@ -131,7 +131,7 @@ public func aepo_controller_state_json(_ ctl: OpaquePointer?, _ buf: UnsafeMutab
 public func aepo_controller_restore(_ ctl: OpaquePointer?, _ json: UnsafePointer<CChar>?, _ len: Int,
                                     _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let h = try ControllerHandle.borrow(ctl, "ctl")
+        let h = try ControllerHandle.borrow(ctl, "controller")
         guard let json else { throw .nullPointer("json") }
         if len < 0 { throw .shape("len", "must be >= 0, got \(len)") }
         let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(json).assumingMemoryBound(to: UInt8.self), count: len)
@@ -144,7 +144,7 @@ public func aepo_controller_restore(_ ctl: OpaquePointer?, _ json: UnsafePointer
 public func aepo_controller_history_count(_ ctl: OpaquePointer?, _ count: UnsafeMutablePointer<Int64>?,
                                           _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let h = try ControllerHandle.borrow(ctl, "ctl")
+        let h = try ControllerHandle.borrow(ctl, "controller")
         guard let count else { throw .nullPointer("count") }
         count.pointee = Int64(h.lock.run { h.controller.history.count })
     }
@@ -154,7 +154,7 @@ public func aepo_controller_history_count(_ ctl: OpaquePointer?, _ count: Unsafe
 public func aepo_controller_history(_ ctl: OpaquePointer?, _ index: Int64, _ out: UnsafeMutablePointer<aepo_decision>?,
                                     _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let h = try ControllerHandle.borrow(ctl, "ctl")
+        let h = try ControllerHandle.borrow(ctl, "controller")
         let d = try h.lock.run { () throws(AepoFailure) -> ControllerDecision in
             let n = h.controller.history.count
             guard index >= 0 && index < Int64(n) else {
@@ -172,7 +172,7 @@ public func aepo_controller_history(_ ctl: OpaquePointer?, _ index: Int64, _ out
 func statisticArgument(_ code: Int32) throws(AepoFailure) -> ControllerStatistic {
     guard let k = ControllerStatistic(rawValue: code) else {
         throw .invalid("statistic", "is \(code); expected AEPO_CONTROLLER_STATISTIC_NLL (0) or "
-            + "AEPO_CONTROLLER_STATISTIC_EXACT (1)")
+            + "AEPO_CONTROLLER_STATISTIC_ENTROPY (1)")
     }
     return k
 }

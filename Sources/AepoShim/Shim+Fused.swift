@@ -2,8 +2,8 @@ import AepoConfig
 import AepoCore
 import CAepoAPI
 
-/// The object behind an `aepo_fused *`: the whole config it was made from and the head.
-final class FusedHandle: ExportedHandle {
+/// The object behind an `aepo_fused_head *`: the whole config it was made from and the head.
+final class FusedHeadHandle: ExportedHandle {
     let config: Config
     let head: FusedHead
     init(_ config: Config, _ head: FusedHead) {
@@ -13,25 +13,25 @@ final class FusedHandle: ExportedHandle {
 }
 
 @c @implementation
-public func aepo_fused_create(_ json: UnsafePointer<CChar>?, _ len: Int,
+public func aepo_fused_head_create(_ json: UnsafePointer<CChar>?, _ len: Int,
                               _ out: UnsafeMutablePointer<OpaquePointer?>?,
                               _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        try createHandle(json, len, out) { config throws(AepoFailure) in FusedHandle(config, try FusedHead(config: config.fused)) }
+        try createHandle(json, len, out) { config throws(AepoFailure) in FusedHeadHandle(config, try FusedHead(config: config.fused)) }
     }
 }
 
 @c @implementation
-public func aepo_fused_free(_ h: OpaquePointer?) {
-    FusedHandle.release(h)
+public func aepo_fused_head_free(_ h: OpaquePointer?) {
+    FusedHeadHandle.release(h)
 }
 
 @c @implementation
-public func aepo_fused_config_json(_ h: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int,
+public func aepo_fused_head_config_json(_ h: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int,
                                    _ len: UnsafeMutablePointer<Int>?,
                                    _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        try writeHandleConfig(FusedHandle.self, h, "h", buf, cap, len)
+        try writeHandleConfig(FusedHeadHandle.self, h, "head", buf, cap, len)
     }
 }
 
@@ -56,20 +56,40 @@ struct FusedSizes {
     }
 }
 
-/// The shared inputs of a fused call as buffers: X, W and targets are required unless they
-/// hold no element; bias and mask may be NULL.
-func fusedInputs(_ s: FusedSizes, _ X: UnsafePointer<Float>?, _ W: UnsafePointer<Float>?,
-                 _ bias: UnsafePointer<Float>?, _ targets: UnsafePointer<Int32>?,
-                 _ mask: UnsafePointer<UInt8>?) throws(AepoFailure) -> FusedInputs {
+extension aepo_fused_head_inputs: VersionedInput {
+    static var typeName: String { "aepo_fused_head_inputs" }
+    /// X, W, bias, targets, mask, N, D, V.
+    static var firstVersionSize: Int { MemoryLayout<aepo_fused_head_inputs>.size }
+    static var defaults: aepo_fused_head_inputs {
+        var d = aepo_fused_head_inputs()
+        d.struct_size = MemoryLayout<aepo_fused_head_inputs>.size
+        return d
+    }
+}
+
+@c @implementation
+public func aepo_fused_head_inputs_init(_ input: UnsafeMutablePointer<aepo_fused_head_inputs>?, _ structSize: Int,
+                                        _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        try aepo_fused_head_inputs.initialize(input, structSize, argument: "in")
+    }
+}
+
+/// The one decoder of `aepo_fused_head_inputs`: the sizes checked, X, W and targets
+/// required unless they hold no element, bias and mask optional. `mask` overrides the
+/// struct's (loss_and_grad takes the loss inputs' mask).
+func fusedInputs(_ v: aepo_fused_head_inputs, mask: UnsafePointer<UInt8>?) throws(AepoFailure) -> (FusedSizes, FusedInputs) {
+    let s = try FusedSizes(v.N, v.D, v.V)
     let tg: UnsafeBufferPointer<Int32>
-    if let targets { tg = UnsafeBufferPointer(start: targets, count: s.n) } else {
+    if let targets = v.targets { tg = UnsafeBufferPointer(start: targets, count: s.n) } else {
         if s.n > 0 { throw .nullPointer("targets") }
         tg = UnsafeBufferPointer(start: nil, count: 0)
     }
-    return FusedInputs(x: try floats(X, s.nd, "X"), w: try floats(W, s.vd, "W"),
-                       bias: optionalFloats(bias, s.v), targets: tg,
-                       mask: mask.map { UnsafeBufferPointer(start: $0, count: s.n) },
-                       rows: s.n, dim: s.d, vocab: s.v)
+    let inputs = FusedInputs(x: try floats(v.X, s.nd, "X"), w: try floats(v.W, s.vd, "W"),
+                             bias: optionalFloats(v.bias, s.v), targets: tg,
+                             mask: mask.map { UnsafeBufferPointer(start: $0, count: s.n) },
+                             rows: s.n, dim: s.d, vocab: s.v)
+    return (s, inputs)
 }
 
 /// An output buffer as the finiteness check reads it back.
@@ -84,16 +104,14 @@ func outFloats(_ p: UnsafeMutablePointer<Float>?, _ count: Int) -> UnsafeMutable
 }
 
 @c @implementation
-public func aepo_fused_forward(_ h: OpaquePointer?, _ X: UnsafePointer<Float>?, _ W: UnsafePointer<Float>?,
-                               _ bias: UnsafePointer<Float>?, _ targets: UnsafePointer<Int32>?,
-                               _ mask: UnsafePointer<UInt8>?, _ N: Int64, _ D: Int64, _ V: Int64,
-                               _ logp: UnsafeMutablePointer<Float>?, _ entropy: UnsafeMutablePointer<Float>?,
-                               _ lse: UnsafeMutablePointer<Double>?,
-                               _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+public func aepo_fused_head_forward(_ h: OpaquePointer?, _ input: UnsafePointer<aepo_fused_head_inputs>?,
+                                    _ logp: UnsafeMutablePointer<Float>?, _ entropy: UnsafeMutablePointer<Float>?,
+                                    _ lse: UnsafeMutablePointer<Double>?,
+                                    _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let handle = try FusedHandle.borrow(h, "h")
-        let s = try FusedSizes(N, D, V)
-        let inp = try fusedInputs(s, X, W, bias, targets, mask)
+        let handle = try FusedHeadHandle.borrow(h, "head")
+        let v = try aepo_fused_head_inputs.read(input, argument: "in")
+        let (s, inp) = try fusedInputs(v, mask: v.mask)
         try handle.head.forward(inp, logp: outFloats(logp, s.n), entropy: outFloats(entropy, s.n),
                                 lse: lse.map { UnsafeMutableBufferPointer(start: $0, count: s.n) })
         try handle.head.checkFinite(outputs: [("logp", written(logp, s.n)), ("entropy", written(entropy, s.n))],
@@ -102,18 +120,16 @@ public func aepo_fused_forward(_ h: OpaquePointer?, _ X: UnsafePointer<Float>?, 
 }
 
 @c @implementation
-public func aepo_fused_backward(_ h: OpaquePointer?, _ X: UnsafePointer<Float>?, _ W: UnsafePointer<Float>?,
-                                _ bias: UnsafePointer<Float>?, _ targets: UnsafePointer<Int32>?,
-                                _ mask: UnsafePointer<UInt8>?, _ N: Int64, _ D: Int64, _ V: Int64,
-                                _ lse: UnsafePointer<Double>?, _ entropy: UnsafePointer<Float>?,
+public func aepo_fused_head_backward(_ h: OpaquePointer?, _ input: UnsafePointer<aepo_fused_head_inputs>?,
+                                     _ lse: UnsafePointer<Double>?, _ entropy: UnsafePointer<Float>?,
                                 _ gradLogp: UnsafePointer<Float>?, _ gradEntropy: UnsafePointer<Float>?,
                                 _ dX: UnsafeMutablePointer<Float>?, _ dW: UnsafeMutablePointer<Float>?,
                                 _ dbias: UnsafeMutablePointer<Float>?,
                                 _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let handle = try FusedHandle.borrow(h, "h")
-        let s = try FusedSizes(N, D, V)
-        let inp = try fusedInputs(s, X, W, bias, targets, mask)
+        let handle = try FusedHeadHandle.borrow(h, "head")
+        let v = try aepo_fused_head_inputs.read(input, argument: "in")
+        let (s, inp) = try fusedInputs(v, mask: v.mask)
         let lseBuf: UnsafeBufferPointer<Double>
         if let lse { lseBuf = UnsafeBufferPointer(start: lse, count: s.n) } else {
             if s.n > 0 { throw .nullPointer("lse") }
@@ -129,38 +145,42 @@ public func aepo_fused_backward(_ h: OpaquePointer?, _ X: UnsafePointer<Float>?,
 }
 
 @c @implementation
-public func aepo_fused_loss_and_grad(_ h: OpaquePointer?, _ policyLoss: OpaquePointer?,
-                                     _ X: UnsafePointer<Float>?, _ W: UnsafePointer<Float>?,
-                                     _ bias: UnsafePointer<Float>?, _ targets: UnsafePointer<Int32>?,
-                                     _ D: Int64, _ V: Int64, _ input: UnsafePointer<aepo_loss_inputs>?,
-                                     _ loss: UnsafeMutablePointer<Double>?, _ dX: UnsafeMutablePointer<Float>?,
-                                     _ dW: UnsafeMutablePointer<Float>?, _ dbias: UnsafeMutablePointer<Float>?,
-                                     _ metrics: UnsafeMutablePointer<Double>?, _ metricsCap: Int,
-                                     _ logp: UnsafeMutablePointer<Float>?, _ entropy: UnsafeMutablePointer<Float>?,
-                                     _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+public func aepo_fused_head_loss_and_grad(_ h: OpaquePointer?, _ lossH: OpaquePointer?,
+                                          _ input: UnsafePointer<aepo_fused_head_inputs>?,
+                                          _ lossInput: UnsafePointer<aepo_loss_inputs>?,
+                                          _ value: UnsafeMutablePointer<Double>?, _ dX: UnsafeMutablePointer<Float>?,
+                                          _ dW: UnsafeMutablePointer<Float>?, _ dbias: UnsafeMutablePointer<Float>?,
+                                          _ metrics: UnsafeMutablePointer<Double>?, _ metricsCap: Int,
+                                          _ logp: UnsafeMutablePointer<Float>?, _ entropy: UnsafeMutablePointer<Float>?,
+                                          _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let handle = try FusedHandle.borrow(h, "h")
-        let lossHandle = try LossHandle.borrow(policyLoss, "policy_loss")
-        guard let input else { throw .nullPointer("in") }
-        let v = try readLossInputs(input)
+        let handle = try FusedHeadHandle.borrow(h, "head")
+        let lossHandle = try LossHandle.borrow(lossH, "loss")
+        let head = try aepo_fused_head_inputs.read(input, argument: "in")
+        let v = try aepo_loss_inputs.read(lossInput, argument: "loss_in")
         guard v.logp == nil else {
-            throw .invalid("in.logp", "must be NULL: the fused head computes the log-probs")
+            throw .invalid("loss_in.logp", "must be NULL: the fused head computes the log-probs")
         }
         guard v.entropy == nil else {
-            throw .invalid("in.entropy", "must be NULL: the fused head computes the entropy")
+            throw .invalid("loss_in.entropy", "must be NULL: the fused head computes the entropy")
+        }
+        guard head.mask == nil || head.mask == v.mask else {
+            throw .invalid("mask", "in->mask must be NULL or loss_in->mask: the loss inputs' mask is the head's mask")
         }
         let batch = try lossBatch(v, headComputesLogits: true)
         let n = try batch.tokenCount()
-        let s = try FusedSizes(Int64(n), D, V)
-        let inp = try fusedInputs(s, X, W, bias, targets, v.mask)
-        let result = try handle.head.lossAndGrad(inp, engine: lossHandle.engine, batch: batch,
+        guard head.N == Int64(n) else {
+            throw .shape("N", "in->N is \(head.N), but the loss inputs have B * L = \(batch.rows) * \(batch.length) = \(n) tokens")
+        }
+        let (s, inp) = try fusedInputs(head, mask: v.mask)
+        let result = try handle.head.lossAndGrad(inp, loss: lossHandle.loss, batch: batch,
                                                  dX: outFloats(dX, s.nd), dW: outFloats(dW, s.vd),
                                                  dbias: outFloats(dbias, s.v), logp: outFloats(logp, s.n),
                                                  entropy: outFloats(entropy, s.n))
         try handle.head.checkFinite(outputs: [("dX", written(dX, s.nd)), ("dW", written(dW, s.vd)),
                                               ("dbias", written(dbias, s.v)), ("logp", written(logp, s.n)),
                                               ("entropy", written(entropy, s.n))])
-        loss?.pointee = result.loss
+        value?.pointee = result.loss
         if let metrics {
             for i in 0..<min(max(metricsCap, 0), result.metrics.count) { metrics[i] = result.metrics[i] }
         }

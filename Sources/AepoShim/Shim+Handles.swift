@@ -2,7 +2,7 @@ import AepoConfig
 import AepoCore
 
 /// The object behind one of the C API's opaque handles (`aepo_loss *`, `aepo_controller *`,
-/// `aepo_sampler *`, `aepo_fused *`).
+/// `aepo_sampler *`, `aepo_fused_head *`).
 ///
 /// A create function hands the caller one retain of the object (`exported`); every call
 /// borrows it without touching the count (`borrow`); the free function gives the retain

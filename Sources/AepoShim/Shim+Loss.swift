@@ -4,17 +4,30 @@ import CAepoAPI
 
 /// The object behind an `aepo_loss *`. Never written after creation.
 final class LossHandle: ExportedHandle {
-    let engine: PolicyLossEngine
-    var config: Config { engine.config }
-    init(_ engine: PolicyLossEngine) { self.engine = engine }
+    let loss: Loss
+    var config: Config { loss.config }
+    init(_ loss: Loss) { self.loss = loss }
 }
 
 enum LossMetricNames {
     nonisolated(unsafe) static let names: [UnsafePointer<CChar>] = LossMetric.allCases.map { StaticText.intern($0.name) }
 }
 
-/// Bytes of the first version of aepo_loss_inputs (every field up to `step`).
-let lossInputsV1Size = MemoryLayout<aepo_loss_inputs>.size
+extension aepo_loss_inputs: VersionedInput {
+    static var typeName: String { "aepo_loss_inputs" }
+    /// Every field up to `step`.
+    static var firstVersionSize: Int { MemoryLayout<aepo_loss_inputs>.size }
+    static var defaults: aepo_loss_inputs {
+        var d = aepo_loss_inputs()
+        d.struct_size = MemoryLayout<aepo_loss_inputs>.size
+        d.reg_alpha = -1
+        d.global_tokens = -1
+        d.global_seqs = -1
+        d.global_reg_tokens = -1
+        d.dp_size = 1
+        return d
+    }
+}
 
 @c @implementation
 public func aepo_loss_metric_count() -> Int32 {
@@ -30,25 +43,8 @@ public func aepo_loss_metric_name(_ i: Int32) -> UnsafePointer<CChar>? {
 public func aepo_loss_inputs_init(_ input: UnsafeMutablePointer<aepo_loss_inputs>?, _ structSize: Int,
                                   _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        guard let input else { throw .nullPointer("in") }
-        guard structSize >= lossInputsV1Size else {
-            throw .invalid("struct_size", "is \(structSize), but aepo_loss_inputs needs at least \(lossInputsV1Size) bytes")
-        }
-        UnsafeMutableRawPointer(input).initializeMemory(as: UInt8.self, repeating: 0, count: structSize)
-        input.pointee = defaultLossInputs()
-        input.pointee.struct_size = structSize
+        try aepo_loss_inputs.initialize(input, structSize, argument: "in")
     }
-}
-
-func defaultLossInputs() -> aepo_loss_inputs {
-    var d = aepo_loss_inputs()
-    d.struct_size = lossInputsV1Size
-    d.reg_alpha = -1
-    d.global_tokens = -1
-    d.global_seqs = -1
-    d.global_reg_tokens = -1
-    d.dp_size = 1
-    return d
 }
 
 @c @implementation
@@ -56,7 +52,7 @@ public func aepo_loss_create(_ json: UnsafePointer<CChar>?, _ len: Int,
                              _ out: UnsafeMutablePointer<OpaquePointer?>?,
                              _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        try createHandle(json, len, out) { config throws(AepoFailure) in LossHandle(try PolicyLossEngine(config: config)) }
+        try createHandle(json, len, out) { config throws(AepoFailure) in LossHandle(try Loss(config: config)) }
     }
 }
 
@@ -70,28 +66,8 @@ public func aepo_loss_config_json(_ h: OpaquePointer?, _ buf: UnsafeMutablePoint
                                   _ len: UnsafeMutablePointer<Int>?,
                                   _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        try writeHandleConfig(LossHandle.self, h, "h", buf, cap, len)
+        try writeHandleConfig(LossHandle.self, h, "loss", buf, cap, len)
     }
-}
-
-/// Reads the caller's struct honouring struct_size: fields it does not cover keep their
-/// defaults, and bytes beyond what this library knows must be 0.
-func readLossInputs(_ p: UnsafePointer<aepo_loss_inputs>) throws(AepoFailure) -> aepo_loss_inputs {
-    let size = UnsafeRawPointer(p).load(as: Int.self)
-    guard size >= lossInputsV1Size else {
-        throw .invalid("struct_size", "in->struct_size is \(size), but aepo_loss_inputs needs at least \(lossInputsV1Size) bytes; set it to sizeof(aepo_loss_inputs) or call aepo_loss_inputs_init")
-    }
-    if size > lossInputsV1Size {
-        let raw = UnsafeRawPointer(p)
-        for i in lossInputsV1Size..<size where raw.load(fromByteOffset: i, as: UInt8.self) != 0 {
-            throw .invalid("struct_size", "is \(size) and byte \(i) is set, but this libaepo knows only \(lossInputsV1Size) bytes of aepo_loss_inputs; upgrade libaepo")
-        }
-    }
-    var v = defaultLossInputs()
-    withUnsafeMutableBytes(of: &v) { dst in
-        dst.copyMemory(from: UnsafeRawBufferPointer(start: UnsafeRawPointer(p), count: lossInputsV1Size))
-    }
-    return v
 }
 
 /// A required [count] input: NULL is allowed only for count 0.
@@ -123,27 +99,26 @@ func dimension(_ v: Int64, _ name: String) throws(AepoFailure) -> Int {
 
 @c @implementation
 public func aepo_loss_compute(_ h: OpaquePointer?, _ input: UnsafePointer<aepo_loss_inputs>?,
-                              _ loss: UnsafeMutablePointer<Double>?, _ grad: UnsafeMutablePointer<Float>?,
+                              _ value: UnsafeMutablePointer<Double>?, _ grad: UnsafeMutablePointer<Float>?,
                               _ gradEntropy: UnsafeMutablePointer<Float>?, _ metrics: UnsafeMutablePointer<Double>?,
                               _ metricsCap: Int, _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let handle = try LossHandle.borrow(h, "h")
-        guard let input else { throw .nullPointer("in") }
-        let v = try readLossInputs(input)
+        let handle = try LossHandle.borrow(h, "loss")
+        let v = try aepo_loss_inputs.read(input, argument: "in")
         let batch = try lossBatch(v, headComputesLogits: false)
         let n = batch.rows * batch.length
-        let result = try handle.engine.compute(
+        let result = try handle.loss.compute(
             batch,
             grad: grad.map { UnsafeMutableBufferPointer(start: $0, count: n) },
             gradEntropy: gradEntropy.map { UnsafeMutableBufferPointer(start: $0, count: n) })
-        loss?.pointee = result.loss
+        value?.pointee = result.loss
         if let metrics {
             for i in 0..<min(metricsCap, result.metrics.count) { metrics[i] = result.metrics[i] }
         }
     }
 }
 
-/// The one decoder of `aepo_loss_inputs` (aepo_loss_compute and aepo_fused_loss_and_grad).
+/// The one decoder of `aepo_loss_inputs` (aepo_loss_compute and aepo_fused_head_loss_and_grad).
 /// With `headComputesLogits` the caller has checked that logp and entropy are NULL (the
 /// fused head supplies them), and the batch carries none.
 func lossBatch(_ v: aepo_loss_inputs, headComputesLogits: Bool) throws(AepoFailure) -> LossBatch {
@@ -188,12 +163,12 @@ public func aepo_loss_advantages(_ h: OpaquePointer?, _ rewards: UnsafePointer<F
                                  _ lengths: UnsafePointer<Int64>?, _ out: UnsafeMutablePointer<Float>?,
                                  _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let handle = try LossHandle.borrow(h, "h")
+        let handle = try LossHandle.borrow(h, "loss")
         let count = try dimension(n, "n")
         let r = try floats(rewards, count, "rewards")
         guard let groupIds else { if count > 0 { throw .nullPointer("group_ids") }; return }
         guard let out else { if count > 0 { throw .nullPointer("out") }; return }
-        try Advantages.compute(handle.engine.config.advantage, rewards: r,
+        try Advantages.compute(handle.loss.config.advantage, rewards: r,
                                groupIds: UnsafeBufferPointer(start: groupIds, count: count),
                                lengths: lengths.map { UnsafeBufferPointer(start: $0, count: count) },
                                out: UnsafeMutableBufferPointer(start: out, count: count))
@@ -207,7 +182,7 @@ public func aepo_loss_select_regularizer(_ h: OpaquePointer?, _ rewards: UnsafeP
                                          _ k: UnsafeMutablePointer<Int64>?, _ nPositive: UnsafeMutablePointer<Int64>?,
                                          _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
     guarded(err) { () throws(AepoFailure) in
-        let handle = try LossHandle.borrow(h, "h")
+        let handle = try LossHandle.borrow(h, "loss")
         let count = try dimension(n, "n")
         guard kMax >= 0 else { throw .invalid("k_max", "must be >= 0, got \(kMax)") }
         guard halve == 0 || halve == 1 else { throw .invalid("halve", "must be 0 or 1, got \(halve)") }
@@ -217,7 +192,7 @@ public func aepo_loss_select_regularizer(_ h: OpaquePointer?, _ rewards: UnsafeP
             if count > 0 { throw .nullPointer("group_ids") }
             ids = UnsafeBufferPointer(start: nil, count: 0)
         }
-        let sel = try Regularizer.select(handle.engine.config, rewards: r, groupIds: ids,
+        let sel = try Regularizer.select(handle.loss.config, rewards: r, groupIds: ids,
                                          kMax: Int(clamping: kMax), halve: halve == 1)
         k?.pointee = Int64(sel.k)
         nPositive?.pointee = Int64(sel.nPositive)

@@ -79,9 +79,9 @@ import Testing
                         creates.append(("controller", r.0, r.1))
                         aepo_controller_free(h)
                         h = nil
-                        r = Self.status { aepo_fused_create(p, n, &h, $0) }
+                        r = Self.status { aepo_fused_head_create(p, n, &h, $0) }
                         creates.append(("fused", r.0, r.1))
-                        aepo_fused_free(h)
+                        aepo_fused_head_free(h)
                     }
                 }
                 checked += 1

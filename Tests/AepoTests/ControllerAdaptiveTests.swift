@@ -131,7 +131,7 @@ private func fmt(_ x: Double) -> String {
         c.adaptive.ki = 0.5
         c.adaptive.tRate = 1
         c.initialEntropy = 0.5
-        var ctl = try EntropyController(c)
+        var ctl = try Controller(c)
         #expect(ctl.decision.temperature == 1)
         #expect(ctl.decision.reason == .initial)
         // e = 0.1, e_prev = 0: dT = 2 * 0.1 + 0.5 * 0.1 = 0.25.
@@ -155,7 +155,7 @@ private func fmt(_ x: Double) -> String {
         var c = ControllerConfig.adaptive(target: 0.5)
         c.adaptive.tuning = "fixed"
         c.adaptive.ema = 0.75
-        var ctl = try EntropyController(c)
+        var ctl = try Controller(c)
         #expect(ctl.decision.smoothed == 0)  // initial_entropy
         var d = try ctl.observe(.nll, value: 0.4)
         #expect(d.smoothed == 0.4)  // the first observation starts the average
@@ -165,7 +165,7 @@ private func fmt(_ x: Double) -> String {
         // Bang-bang ignores the adaptive EMA.
         var b = ControllerConfig.bangBang()
         b.adaptive.ema = 0.75
-        var bb = try EntropyController(b)
+        var bb = try Controller(b)
         _ = try bb.observe(.nll, value: 0.4)
         #expect(try bb.observe(.nll, value: 0.8).smoothed == 0.8)
     }
@@ -178,7 +178,7 @@ private func fmt(_ x: Double) -> String {
         c.adaptive.ki = 1
         c.adaptive.tRate = 10
         c.initialEntropy = 0.5
-        var ctl = try EntropyController(c)
+        var ctl = try Controller(c)
         // No error yet: alpha 0, drawn at t_high.
         #expect(ctl.decision.alpha == 0 && ctl.decision.temperature == 1.2)
         // e = 0.1: x = 0.1, a half of t_high - 1.
@@ -198,7 +198,7 @@ private func fmt(_ x: Double) -> String {
         var c = ControllerConfig.adaptive()
         c.adaptive.actuator = "alpha"
         c.tHigh = 1.0
-        #expect(throws: AepoFailure.self) { try EntropyController(c) }
+        #expect(throws: AepoFailure.self) { try Controller(c) }
         var whole = Config()
         whole.controller = c
         do {

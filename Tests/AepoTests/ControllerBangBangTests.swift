@@ -43,7 +43,7 @@ private let recordedTrace: [Double] = [
     /// the temperature (bitwise) and the number of samples taken for several positive
     /// counts.
     private func compare(_ trace: [Double], _ config: ControllerConfig) throws {
-        var ctl = try EntropyController(config)
+        var ctl = try Controller(config)
         var ref = ReferenceRule(entropyBase: config.target, temperatureHigh: config.tHigh,
                                 temperatureLow: config.tLow, reinforceSampleNum: Int(config.kMax))
         for (t, h) in trace.enumerated() {
@@ -81,7 +81,7 @@ private let recordedTrace: [Double] = [
     }
 
     @Test func firstDecisionIsHighWithTheFullCap() throws {
-        let d = try EntropyController(.bangBang()).decision
+        let d = try Controller(.bangBang()).decision
         #expect(d.step == 0)
         #expect(d.temperature == 1.2)
         #expect(d.kMax == 60)
@@ -93,7 +93,7 @@ private let recordedTrace: [Double] = [
     }
 
     @Test func comparisonIsAtOrBelow() throws {
-        var ctl = try EntropyController(.bangBang())
+        var ctl = try Controller(.bangBang())
         var d = try ctl.observe(.nll, value: 0.5)
         #expect(d.temperature == 1.2 && !d.halve && d.reason == .atOrBelowTarget)
         d = try ctl.observe(.nll, value: 0.5.nextUp)
@@ -104,7 +104,7 @@ private let recordedTrace: [Double] = [
     @Test func halvingCanBeTurnedOff() throws {
         var c = ControllerConfig.bangBang()
         c.halveAboveTarget = false
-        var ctl = try EntropyController(c)
+        var ctl = try Controller(c)
         let d = try ctl.observe(.nll, value: 0.9)
         #expect(d.temperature == 0.8)
         #expect(d.halve == false)
@@ -113,7 +113,7 @@ private let recordedTrace: [Double] = [
     @Test func hysteresisHoldsTheLevelInsideTheBand() throws {
         var c = ControllerConfig.bangBang()
         c.hysteresis = 0.05
-        var ctl = try EntropyController(c)
+        var ctl = try Controller(c)
         // (statistic, expected T, expected reason)
         let script: [(Double, Double, ControllerReason)] = [
             (0.52, 1.2, .hysteresisHold),   // inside (0.45, 0.55]: stays high
@@ -140,7 +140,7 @@ private let recordedTrace: [Double] = [
     @Test func initialEntropyAboveTheTargetStartsLow() throws {
         var c = ControllerConfig.bangBang()
         c.initialEntropy = 0.8
-        let d = try EntropyController(c).decision
+        let d = try Controller(c).decision
         #expect(d.temperature == 0.8 && d.halve && d.reason == .initial && d.statistic == 0.8)
     }
 }

@@ -2,7 +2,7 @@ import Glibc
 @testable import AepoCore
 
 // A family of entropy plants for the adaptive controller, and the simulator that closes the
-// loop around an `EntropyController`. Everything here is deterministic: the noise comes
+// loop around an `Controller`. Everything here is deterministic: the noise comes
 // from `TestGaussian` streams seeded from the plant's name and the run's seed, and nothing
 // reads a clock.
 //
@@ -153,7 +153,7 @@ struct FamilyPlant: Sendable {
     /// false the per-step lists stay empty (the grid search runs thousands of these).
     func run(_ config: ControllerConfig, seed: UInt64, steps: Int = 400,
              record: Bool = true) throws(AepoFailure) -> FamilyRun {
-        var ctl = try EntropyController(config)
+        var ctl = try Controller(config)
         let kind = ctl.statistic
         let (seedW, seedV) = noiseSeeds(seed)
         var eps = TestGaussian(seed: seedW)

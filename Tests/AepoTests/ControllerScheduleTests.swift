@@ -70,7 +70,7 @@ import Testing
             var c = ControllerConfig.adaptive()
             edit(&c)
             do {
-                _ = try EntropyController(c)
+                _ = try Controller(c)
                 Issue.record("accepted a schedule that \(path) should reject")
             } catch {
                 #expect(error.kind == .config && error.argument == path, "\(error.message)")
@@ -88,7 +88,7 @@ import Testing
     @Test func decisionsFollowTheStepArgument() throws {
         var c = ControllerConfig.bangBang(target: 0.5)
         c = c.withPiecewise([(10, 0.3), (20, 0.7)])
-        var ctl = try EntropyController(c)
+        var ctl = try Controller(c)
         #expect(ctl.decision.step == 0 && ctl.decision.target == 0.5)
         var d = try ctl.observe(.nll, value: 0.4)
         #expect(d.step == 1 && d.target == 0.5 && d.temperature == 1.2)

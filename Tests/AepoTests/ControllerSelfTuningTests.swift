@@ -114,7 +114,7 @@ import Testing
     }
 
     /// Runs `steps` steps of a fixed noisy plant and returns the controller.
-    private func drive(_ ctl: inout EntropyController, steps: Int, seed: UInt64, h0: Double = 1.0) throws -> Double {
+    private func drive(_ ctl: inout Controller, steps: Int, seed: UInt64, h0: Double = 1.0) throws -> Double {
         var rng = TestGaussian(seed: seed)
         var h = h0
         var last = 0.0
@@ -128,7 +128,7 @@ import Testing
     }
 
     @Test func decisionsCarryTheEstimate() throws {
-        var ctl = try EntropyController(autoConfig())
+        var ctl = try Controller(autoConfig())
         #expect(ctl.decision.reason == .initial && ctl.decision.estimate == .none)
         #expect(ctl.decision.temperature == 1)
         _ = try drive(&ctl, steps: 200, seed: 3)
@@ -141,7 +141,7 @@ import Testing
         // The fixed PI and bang-bang carry none.
         var fixed = autoConfig()
         fixed.adaptive.tuning = "fixed"
-        var f = try EntropyController(fixed)
+        var f = try Controller(fixed)
         try f.observe(.nll, value: 0.5)
         #expect(f.decision.estimate == .none)
     }
@@ -150,10 +150,10 @@ import Testing
     /// points, through the JSON blob.
     @Test func saveRestoreContinueIsBitIdentical() throws {
         for cut in [0, 1, 2, 7, 40, 150] {
-            var a = try EntropyController(autoConfig())
+            var a = try Controller(autoConfig())
             _ = try drive(&a, steps: cut, seed: 5)
             let blob = try ControllerStateCodec.encode(a)
-            var b = try EntropyController(autoConfig())
+            var b = try Controller(autoConfig())
             try b.restore(ControllerStateCodec.decode(blob))
             #expect(b.state == a.state, "cut \(cut)")
             var ra = TestGaussian(seed: 99)
@@ -187,7 +187,7 @@ import Testing
             cfg.adaptive.tMax = c.actuator == "temperature" ? c.high : 2
             cfg.adaptive.tMin = c.actuator == "temperature" ? 1e-30 : 0.5
             cfg.adaptive.tRate = c.rate
-            var ctl = try EntropyController(cfg)
+            var ctl = try Controller(cfg)
             var rng = TestGaussian(seed: 11)
             for t in 0..<120 {
                 let y = t % 17 == 5 ? 150.0 : max(0, 1.0 + 0.5 * rng.next())
@@ -195,7 +195,7 @@ import Testing
                 #expect(ctl.state.estimator.isValid, "\(c) step \(t)")
                 #expect(ctl.decision.temperature.isFinite && ctl.decision.temperature > 0)
                 if t % 10 == 0 {
-                    var fresh = try EntropyController(cfg)
+                    var fresh = try Controller(cfg)
                     try fresh.restore(ControllerStateCodec.decode(ControllerStateCodec.encode(ctl)))
                     #expect(fresh.state == ctl.state, "\(c) step \(t)")
                 }
@@ -228,7 +228,7 @@ import Testing
 
     /// Bad input is refused and leaves the state exactly as it was.
     @Test func badInputChangesNothing() throws {
-        var ctl = try EntropyController(autoConfig())
+        var ctl = try Controller(autoConfig())
         _ = try drive(&ctl, steps: 30, seed: 9)
         let before = ctl.state
         let blob = try ControllerStateCodec.encode(ctl)
@@ -236,16 +236,16 @@ import Testing
         #expect(throws: AepoFailure.self) { try ctl.observe(.nll, value: -0.1) }
         #expect(throws: AepoFailure.self) { try ctl.observe(.nll, sum: 3, count: -2) }
         #expect(throws: AepoFailure.self) { try ctl.observe(.nll, sum: 3, count: 0) }
-        #expect(throws: AepoFailure.self) { try ctl.observe(.exact, value: 0.5) }
+        #expect(throws: AepoFailure.self) { try ctl.observe(.entropy, value: 0.5) }
         // Malformed blobs and blobs of another mode or tuning.
         #expect(throws: AepoFailure.self) { try ctl.restore(ControllerStateCodec.decode("{}")) }
         var other = ControllerConfig()
         other.mode = "bang_bang"
-        let bb = try EntropyController(other)
+        let bb = try Controller(other)
         #expect(throws: AepoFailure.self) { try ctl.restore(ControllerStateCodec.decode(ControllerStateCodec.encode(bb))) }
         var fixedCfg = autoConfig()
         fixedCfg.adaptive.tuning = "fixed"
-        let fixed = try EntropyController(fixedCfg)
+        let fixed = try Controller(fixedCfg)
         #expect(throws: AepoFailure.self) {
             try ctl.restore(ControllerStateCodec.decode(ControllerStateCodec.encode(fixed)))
         }
@@ -267,13 +267,13 @@ import Testing
         let v1 = #"{"actuator": 1.3, "config": {"adaptive": {"actuator": "temperature", "alpha_max": 0.5, "ema": 0.0, "ki": 1.5, "kp": 5.0, "t_max": 2.0, "t_min": 0.5, "t_rate": 0.3}, "halve_above_target": true, "history": 32, "hysteresis": 0.0, "initial_entropy": 0.0, "k_max": 60, "mode": "adaptive", "schedule": {"end_step": 0, "end_target": 0.5, "kind": "constant", "points": [], "start_step": 0}, "statistic": "nll", "t_high": 1.2, "t_low": 0.8, "target": 0.6}, "decision": {"alpha": null, "halve": false, "k_max": 60, "mode": "adaptive", "reason": "tracking", "smoothed": 0.5, "statistic": 0.5, "step": 4, "target": 0.6, "temperature": 1.3}, "error": 0.1, "format": "aepo.controller.state", "history": [], "level": "high", "observations": 4, "smoothed": 0.5, "statistic": 0.5, "step": 4, "version": 1}"#
         var fixedCfg = autoConfig(target: 0.6)
         fixedCfg.adaptive.tuning = "fixed"
-        var ctl = try EntropyController(fixedCfg)
+        var ctl = try Controller(fixedCfg)
         try ctl.restore(ControllerStateCodec.decode(v1))
         #expect(ctl.decision.step == 4 && ctl.decision.temperature == 1.3)
         try ctl.observe(.nll, value: 0.5)
         // e = 0.1 again: u += kp * 0 + ki * 0.1.
         #expect(abs(ctl.decision.temperature - (1.3 + 0.15)) < 1e-12)
-        var autoCtl = try EntropyController(autoConfig(target: 0.6))
+        var autoCtl = try Controller(autoConfig(target: 0.6))
         #expect(throws: AepoFailure.self) { try autoCtl.restore(ControllerStateCodec.decode(v1)) }
     }
 
@@ -283,7 +283,7 @@ import Testing
         var c = autoConfig(target: 0.8)
         c.schedule.kind = "piecewise"
         c.schedule.points = [SchedulePoint(step: 60, target: 5.0), SchedulePoint(step: 160, target: 0.8)]
-        var ctl = try EntropyController(c)
+        var ctl = try Controller(c)
         var h = 0.8
         var reasons: [ControllerReason] = []
         var temps: [Double] = []

@@ -1,3 +1,4 @@
+import Foundation
 import AepoConfig
 @testable import AepoCore
 import AepoShim
@@ -18,7 +19,7 @@ private let stateConfigs: [(String, ControllerConfig)] = {
     cosine.schedule.endStep = 350
     var alpha = ControllerConfig.adaptive(target: 0.5)
     alpha.adaptive.actuator = "alpha"
-    alpha.statistic = "exact"
+    alpha.statistic = "entropy"
     alpha.history = 5
     return [("bang_bang", .bangBang()), ("hysteresis", hyst), ("adaptive+ema", ema),
             ("adaptive cosine", cosine), ("alpha", alpha)]
@@ -37,18 +38,18 @@ private func document(_ c: ControllerConfig) -> String {
     @Test(arguments: 0..<5)
     func saveRestoreContinuesBitForBit(_ i: Int) throws {
         let (name, config) = stateConfigs[i]
-        let kind: ControllerStatistic = config.statistic == "exact" ? .exact : .nll
+        let kind: ControllerStatistic = config.statistic == "entropy" ? .entropy : .nll
         // The observations of a closed-loop plant run, replayed open loop.
         let trace = try EntropyPlant().run(config, seed: 7).observed
-        var whole = try EntropyController(config)
+        var whole = try Controller(config)
         var uninterrupted: [ControllerDecision] = [whole.decision]
         for y in trace { uninterrupted.append(try whole.observe(kind, value: y)) }
 
         for cut in [0, 1, 137, 399] {
-            var first = try EntropyController(config)
+            var first = try Controller(config)
             for y in trace[..<cut] { try first.observe(kind, value: y) }
             let blob = try ControllerStateCodec.encode(first)
-            var resumed = try EntropyController(config)
+            var resumed = try Controller(config)
             try resumed.restore(ControllerStateCodec.decode(blob))
             #expect(resumed.state == first.state, "\(name), cut \(cut)")
             #expect(resumed.history == first.history, "\(name), cut \(cut)")
@@ -80,7 +81,7 @@ private func document(_ c: ControllerConfig) -> String {
     }
 
     @Test func blobKeepsSeventeenDigitsAndRecordsTheConfig() throws {
-        var ctl = try EntropyController(.bangBang())
+        var ctl = try Controller(.bangBang())
         try ctl.observe(.nll, value: 0.1)
         let blob = try ControllerStateCodec.encode(ctl)
         #expect(blob.contains("\"statistic\": 0.10000000000000001"))
@@ -96,11 +97,11 @@ private func document(_ c: ControllerConfig) -> String {
     @Test func restoreKeepsTheNewestHistoryEntries() throws {
         var long = ControllerConfig.bangBang()
         long.history = 10
-        var a = try EntropyController(long)
+        var a = try Controller(long)
         for y in [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7] { try a.observe(.nll, value: y) }
         var short = long
         short.history = 3
-        var b = try EntropyController(short)
+        var b = try Controller(short)
         try b.restore(ControllerStateCodec.decode(ControllerStateCodec.encode(a)))
         #expect(b.history.entries == Array(a.history.entries.suffix(3)))
         #expect(b.decision == a.decision)
@@ -110,7 +111,7 @@ private func document(_ c: ControllerConfig) -> String {
     /// the key; other differences (here the target) are accepted.
     @Test func incompatibleBlobsAreRejected() throws {
         var adaptiveExact = ControllerConfig.adaptive()
-        adaptiveExact.statistic = "exact"
+        adaptiveExact.statistic = "entropy"
         var adaptiveAlpha = ControllerConfig.adaptive()
         adaptiveAlpha.adaptive.actuator = "alpha"
         let cases: [(ControllerConfig, ControllerConfig, String)] = [
@@ -121,7 +122,7 @@ private func document(_ c: ControllerConfig) -> String {
         ]
         for (from, into, path) in cases {
             let src = try CController(document(from))
-            _ = src.step(from.statistic == "exact" ? AEPO_CONTROLLER_STATISTIC_EXACT : AEPO_CONTROLLER_STATISTIC_NLL, 0.4)
+            _ = src.step(from.statistic == "entropy" ? AEPO_CONTROLLER_STATISTIC_ENTROPY : AEPO_CONTROLLER_STATISTIC_NLL, 0.4)
             let dst = try CController(document(into))
             let before = dst.stateJSON()
             let (rc, err) = dst.restore(src.stateJSON())
@@ -135,6 +136,26 @@ private func document(_ c: ControllerConfig) -> String {
         let dst = try CController(document(.bangBang(target: 0.7)))
         #expect(dst.restore(src.stateJSON()).0 == AEPO_OK)
         #expect(sameDecision(dst.decision, src.decision))
+    }
+
+    /// "exact", the spelling of the entropy statistic before 0.2: a config that uses it
+    /// makes an entropy-driven controller whose documents say "entropy", and a state blob
+    /// saved with the old spelling restores into it.
+    @Test func theOldEntropySpellingStillLoads() throws {
+        let old = try CController(#"{"controller": {"mode": "adaptive", "statistic": "exact"}}"#)
+        #expect(old.step(AEPO_CONTROLLER_STATISTIC_ENTROPY, 0.4).0 == AEPO_OK)
+        let blob = old.stateJSON()
+        let spelled = blob.contains(#""statistic": "entropy""#) ? #""statistic": "entropy""# : #""statistic":"entropy""#
+        #expect(blob.contains(spelled), "\(blob)")
+        // The same blob as a 0.1 library wrote it.
+        let legacy = blob.replacingOccurrences(of: spelled, with: spelled.replacingOccurrences(of: "entropy", with: "exact"))
+        #expect(legacy != blob)
+        let new = try CController(#"{"controller": {"mode": "adaptive", "statistic": "entropy"}}"#)
+        #expect(new.restore(legacy).0 == AEPO_OK)
+        #expect(sameDecision(new.decision, old.decision))
+        #expect(new.stateJSON() == blob)
+        let nll = try CController(#"{"controller": {"mode": "adaptive"}}"#)
+        #expect(nll.restore(legacy).1.argument == "config.statistic")
     }
 
     /// Malformed blobs are state errors naming the field, and change nothing.
@@ -176,7 +197,7 @@ private func document(_ c: ControllerConfig) -> String {
         // Values the reader accepts but the controller must not: a zero temperature, a
         // negative statistic, a decision for another step.
         var snap = try ControllerStateCodec.decode(good)
-        var core = try EntropyController(.adaptive())
+        var core = try Controller(.adaptive())
         let untouched = core.state
         snap.state.decision.temperature = 0
         #expect(throws: AepoFailure.self) { try core.restore(snap) }

@@ -28,7 +28,7 @@ struct EntropyPlant {
 
     /// Runs `steps` training steps; the controller sees only the observations.
     func run(_ config: ControllerConfig, seed: UInt64) throws -> Run {
-        var ctl = try EntropyController(config)
+        var ctl = try Controller(config)
         let kind = ctl.statistic
         var rng = TestGaussian(seed: seed)
         var out = Run()

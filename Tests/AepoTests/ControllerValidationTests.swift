@@ -7,7 +7,7 @@ import Testing
 /// Bad input gets a clear error and leaves the state untouched.
 @Suite struct ControllerValidationTests {
     private static let nll = AEPO_CONTROLLER_STATISTIC_NLL
-    private static let exact = AEPO_CONTROLLER_STATISTIC_EXACT
+    private static let entropy = AEPO_CONTROLLER_STATISTIC_ENTROPY
 
     /// A controller a few steps in, so that "untouched" is not the trivial initial state.
     private func warmController(_ json: String = "") throws -> CController {
@@ -29,13 +29,13 @@ import Testing
             ("nan", c.step(Self.nll, .nan), AEPO_ERR_NON_FINITE, "nll"),
             ("inf", c.step(Self.nll, .infinity), AEPO_ERR_NON_FINITE, "nll"),
             ("negative", c.step(Self.nll, -0.01), AEPO_ERR_INVALID_ARGUMENT, "nll"),
-            ("missing statistic", c.step(Self.exact, 0.5), AEPO_ERR_INVALID_ARGUMENT, "nll"),
+            ("missing statistic", c.step(Self.entropy, 0.5), AEPO_ERR_INVALID_ARGUMENT, "nll"),
             ("unknown statistic code", c.step(7, 0.5), AEPO_ERR_INVALID_ARGUMENT, "statistic"),
             ("count 0", c.stepSums(Self.nll, 5.0, 0), AEPO_ERR_INVALID_ARGUMENT, "count"),
             ("negative count", c.stepSums(Self.nll, 5.0, -3), AEPO_ERR_INVALID_ARGUMENT, "count"),
             ("nan sum", c.stepSums(Self.nll, .nan, 10), AEPO_ERR_NON_FINITE, "nll_sum"),
             ("negative sum", c.stepSums(Self.nll, -1, 10), AEPO_ERR_INVALID_ARGUMENT, "nll_sum"),
-            ("missing statistic (sums)", c.stepSums(Self.exact, 5, 10), AEPO_ERR_INVALID_ARGUMENT, "nll"),
+            ("missing statistic (sums)", c.stepSums(Self.entropy, 5, 10), AEPO_ERR_INVALID_ARGUMENT, "nll"),
             ("step backwards", c.step(Self.nll, 0.5, step: 1), AEPO_ERR_INVALID_ARGUMENT, "step"),
             ("step -2", c.step(Self.nll, 0.5, step: -2), AEPO_ERR_INVALID_ARGUMENT, "step"),
             ("step at the end", c.step(Self.nll, 0.5, step: Int64.max), AEPO_ERR_INVALID_ARGUMENT, "step"),
@@ -48,7 +48,7 @@ import Testing
             expectUntouched(c, before, count, what)
         }
         #expect(c.step(Self.nll, .nan).1.message == "nll is nan; the statistic must be finite and >= 0")
-        #expect(c.step(Self.exact, 0.5).1.message.contains("controller.statistic is \"nll\""))
+        #expect(c.step(Self.entropy, 0.5).1.message.contains("controller.statistic is \"nll\""))
         // The same controller still works, and steps on from where it was.
         let (rc, _, d) = c.step(Self.nll, 0.5)
         #expect(rc == AEPO_OK && d.step == 4)
@@ -59,8 +59,8 @@ import Testing
         let (rc, err, _) = c.step(Self.nll, 0.5)
         #expect(rc == AEPO_ERR_INVALID_ARGUMENT)
         #expect(err.argument == "entropy")
-        #expect(c.stepSums(Self.exact, .nan, 3).1.argument == "entropy_sum")
-        #expect(c.stepSums(Self.exact, 6, 3).2.statistic == 2)
+        #expect(c.stepSums(Self.entropy, .nan, 3).1.argument == "entropy_sum")
+        #expect(c.stepSums(Self.entropy, 6, 3).2.statistic == 2)
     }
 
     @Test func sumsAreDividedByTheCount() throws {
@@ -79,7 +79,7 @@ import Testing
             (#"{"controller": {"schedule": {"kind": "piecewise", "points": [{"step": 10, "target": 0.3}, {"step": 10, "target": 0.4}]}}}"#,
              "controller.schedule.points[1].step"),
             (#"{"controller": {"mode": "pid"}}"#, "controller.mode"),
-            (#"{"controller": {"statistic": "entropy"}}"#, "controller.statistic"),
+            (#"{"controller": {"statistic": "entropie"}}"#, "controller.statistic"),
             (#"{"controller": {"t_high": 0}}"#, "controller.t_high"),
             (#"{"controller": {"mode": "adaptive", "t_high": 0.9, "adaptive": {"actuator": "alpha"}}}"#, "controller.t_high"),
             (#"{"controller": {"adaptive": {"ema": 1.0}}}"#, "controller.adaptive.ema"),
@@ -108,7 +108,7 @@ import Testing
         var n: Int64 = 0
         var len = 0
         #expect(aepo_controller_create(nil, 0, nil, &err) == AEPO_ERR_NULL_POINTER && CError(err).argument == "out")
-        #expect(aepo_controller_decision(nil, &d, &err) == AEPO_ERR_NULL_POINTER && CError(err).argument == "ctl")
+        #expect(aepo_controller_decision(nil, &d, &err) == AEPO_ERR_NULL_POINTER && CError(err).argument == "controller")
         #expect(aepo_controller_step(nil, Self.nll, 0.5, -1, &d, &err) == AEPO_ERR_NULL_POINTER)
         #expect(aepo_controller_step_sums(nil, Self.nll, 0.5, 1, -1, &d, &err) == AEPO_ERR_NULL_POINTER)
         #expect(aepo_controller_state_json(nil, nil, 0, &len, &err) == AEPO_ERR_NULL_POINTER)
@@ -175,7 +175,7 @@ import Testing
         #expect(s(aepo_controller_mode_name(AEPO_CONTROLLER_MODE_ADAPTIVE)) == "adaptive")
         #expect(s(aepo_controller_mode_name(AEPO_CONTROLLER_MODE_COUNT)) == "unknown")
         #expect(s(aepo_controller_statistic_name(AEPO_CONTROLLER_STATISTIC_NLL)) == "nll")
-        #expect(s(aepo_controller_statistic_name(AEPO_CONTROLLER_STATISTIC_EXACT)) == "exact")
+        #expect(s(aepo_controller_statistic_name(AEPO_CONTROLLER_STATISTIC_ENTROPY)) == "entropy")
         #expect(s(aepo_controller_statistic_name(-1)) == "unknown")
         let reasons = ["initial", "at_or_below_target", "above_target", "hysteresis_hold", "tracking",
                        "saturated_high", "saturated_low", "rate_limited", "unreachable"]

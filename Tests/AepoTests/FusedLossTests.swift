@@ -44,7 +44,7 @@ struct FusedLossCase {
     }
 }
 
-func runFusedLoss(_ head: FusedHead, _ engine: PolicyLossEngine, _ fc: FusedCase, _ lc: LossCase,
+func runFusedLoss(_ head: FusedHead, _ engine: Loss, _ fc: FusedCase, _ lc: LossCase,
                   forceTwoPass: Bool = false, dW0: Float = 0) throws(AepoFailure) -> FusedLossRun {
     var out = FusedLossRun(result: LossResult(loss: .nan, metrics: []), dX: .init(repeating: .nan, count: fc.N * fc.D),
                            dW: .init(repeating: dW0, count: fc.V * fc.D), db: .init(repeating: 0, count: fc.V),
@@ -64,7 +64,7 @@ func runFusedLoss(_ head: FusedHead, _ engine: PolicyLossEngine, _ fc: FusedCase
                 try out.db.withUnsafeMutableBufferPointer { (db) throws(AepoFailure) in
                     try out.logp.withUnsafeMutableBufferPointer { (lp) throws(AepoFailure) in
                         try out.entropy.withUnsafeMutableBufferPointer { (en) throws(AepoFailure) in
-                            out.result = try head.lossAndGrad(inp, engine: engine, batch: batch, dX: dx, dW: dw,
+                            out.result = try head.lossAndGrad(inp, loss: engine, batch: batch, dX: dx, dW: dw,
                                                               dbias: db, logp: lp, entropy: en,
                                                               forceTwoPass: forceTwoPass)
                         }
@@ -109,7 +109,7 @@ func referenceFusedLoss(_ cfg: Config, _ c: FusedLossCase, T: Double, selected: 
 func unfusedLoss(_ cfg: Config, _ c: FusedLossCase) throws -> FusedLossRun {
     let fc = c.head, lc = c.loss
     let N = fc.N, D = fc.D, V = fc.V, T = cfg.fused.temperature
-    let eng = try PolicyLossEngine(config: cfg)
+    let eng = try Loss(config: cfg)
     var X = fc.x
     for r in 0..<N where !fc.valid(r) { for k in 0..<D { X[r * D + k] = 0 } }
     var z = [Float](repeating: 0, count: N * V)
@@ -204,7 +204,7 @@ func unfusedLoss(_ cfg: Config, _ c: FusedLossCase) throws -> FusedLossRun {
         let T = cfg.fused.temperature
         let c = FusedLossCase.random(B: s.B, L: s.L, D: s.D, V: s.V, T: T, seed: UInt64(300 + k), holes: s.holes,
                                      withRef: s.withRef, regRows: s.regRows)
-        let eng = try PolicyLossEngine(config: cfg)
+        let eng = try Loss(config: cfg)
         let head = try FusedHead(config: cfg.fused)
         let run = try runFusedLoss(head, eng, c.head, c.loss)
         let ref = referenceFusedLoss(cfg, c, T: T)
@@ -244,7 +244,7 @@ func unfusedLoss(_ cfg: Config, _ c: FusedLossCase) throws -> FusedLossRun {
         cfg.fused.chunkN = 2
         let T = cfg.fused.temperature
         let c = FusedLossCase.random(B: 2, L: 3, D: 4, V: 7, T: T, seed: 404, holes: [4], withRef: true)
-        let run = try runFusedLoss(try FusedHead(config: cfg.fused), try PolicyLossEngine(config: cfg), c.head, c.loss)
+        let run = try runFusedLoss(try FusedHead(config: cfg.fused), try Loss(config: cfg), c.head, c.loss)
         func lossAt(x: [Double]? = nil, w: [Double]? = nil, b: [Double]? = nil) -> Double {
             let st = Ref64.stats(c.head, T: T, x: x, w: w, b: b)
             return referenceLoss(cfg, c.loss, lp: st.logp, ent: st.entropy).loss
@@ -293,7 +293,7 @@ func unfusedLoss(_ cfg: Config, _ c: FusedLossCase) throws -> FusedLossRun {
         let T = cfg.fused.temperature
         var c = FusedLossCase.random(B: 4, L: 5, D: 10, V: 37, T: T, seed: 321, holes: [3, 4, 11, 18], withRef: true)
         c.loss.step = 5
-        let eng = try PolicyLossEngine(config: cfg)
+        let eng = try Loss(config: cfg)
         let head = try FusedHead(config: cfg.fused)
         let run = try runFusedLoss(head, eng, c.head, c.loss)
         // The selection the library made on the head's log-probs.
@@ -315,7 +315,7 @@ func unfusedLoss(_ cfg: Config, _ c: FusedLossCase) throws -> FusedLossRun {
         #expect(relInf(two.dX, run.dX) <= 1e-5 && relInf(two.dW, run.dW) <= 1e-5 && relInf(two.db, run.db) <= 1e-5)
         cfg.fused.threads = 3
         cfg.loss.threads = 3
-        let many = try runFusedLoss(try FusedHead(config: cfg.fused), try PolicyLossEngine(config: cfg), c.head, c.loss)
+        let many = try runFusedLoss(try FusedHead(config: cfg.fused), try Loss(config: cfg), c.head, c.loss)
         #expect(many.result == run.result && many.dX == run.dX && many.dW == run.dW && many.db == run.db, "\(mode): threads")
     }
 
@@ -327,7 +327,7 @@ func unfusedLoss(_ cfg: Config, _ c: FusedLossCase) throws -> FusedLossRun {
         cfg.fused.chunkN = 3
         cfg.fused.chunkV = 10
         let c = FusedLossCase.random(B: 4, L: 5, D: 6, V: 23, T: 1, seed: 505, holes: [3, 4, 12])
-        let head = try FusedHead(config: cfg.fused), eng = try PolicyLossEngine(config: cfg)
+        let head = try FusedHead(config: cfg.fused), eng = try Loss(config: cfg)
         let whole = try runFusedLoss(head, eng, c.head, c.loss)
         var lc = c.loss
         lc.globalTokens = c.loss.mask.reduce(0) { $0 + Int($1) }
@@ -357,7 +357,7 @@ func unfusedLoss(_ cfg: Config, _ c: FusedLossCase) throws -> FusedLossRun {
         cfg.loss.entropyCoeff = 0.01
         cfg.fused.chunkN = 8
         let c = FusedLossCase.random(B: 6, L: 7, D: 16, V: 3001, T: 1, seed: 606, holes: [5, 6, 20, 41])
-        let eng = try PolicyLossEngine(config: cfg)
+        let eng = try Loss(config: cfg)
         let one = try runFusedLoss(try FusedHead(config: cfg.fused), eng, c.head, c.loss)
         for t in [2, 5] as [Int64] {
             cfg.fused.threads = t

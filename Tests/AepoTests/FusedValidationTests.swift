@@ -11,13 +11,13 @@ import Testing
         var h: OpaquePointer?
         init(_ json: String = "") throws {
             var err = aepo_error()
-            let rc = json.withCString { aepo_fused_create($0, json.utf8.count, &h, &err) }
+            let rc = json.withCString { aepo_fused_head_create($0, json.utf8.count, &h, &err) }
             if rc != AEPO_OK {
                 throw LossShimTests.Failure(status: rc, argument: LossShimTests.argument(err),
                                             message: LossShimTests.message(err))
             }
         }
-        deinit { aepo_fused_free(h) }
+        deinit { aepo_fused_head_free(h) }
     }
 
     struct Outcome {
@@ -28,7 +28,7 @@ import Testing
         var logp: [Float]
     }
 
-    /// aepo_fused_forward on a case, after `edit` damaged the raw arguments.
+    /// aepo_fused_head_forward on a case, after `edit` damaged the raw arguments.
     func forward(_ c: FusedCase, json: String = "",
                  edit: (inout UnsafePointer<Float>?, inout UnsafePointer<Float>?, inout UnsafePointer<Int32>?,
                         inout Int64, inout Int64, inout Int64) -> Void = { _, _, _, _, _, _ in }) throws -> Outcome {
@@ -41,7 +41,7 @@ import Testing
         var logp = [Float](repeating: 42, count: c.N)
         var err = aepo_error()
         let rc = logp.withUnsafeMutableBufferPointer {
-            aepo_fused_forward(h.h, x, w, bb?.baseAddress, t, mb?.baseAddress, n, d, v, $0.baseAddress, nil, nil, &err)
+            cFusedForward(h.h, x, w, bb?.baseAddress, t, mb?.baseAddress, n, d, v, $0.baseAddress, nil, nil, &err)
         }
         #expect(err.status == rc)
         return Outcome(status: rc, argument: LossShimTests.argument(err), message: LossShimTests.message(err),
@@ -147,7 +147,7 @@ import Testing
         let rc = c.x.withUnsafeMutableBufferPointer { x in
             c.w.withUnsafeBufferPointer { w in
                 c.targets.withUnsafeBufferPointer { t in
-                    aepo_fused_backward(h.h, x.baseAddress, w.baseAddress, nil, t.baseAddress, nil, 3, 2, 3,
+                    cFusedBackward(h.h, x.baseAddress, w.baseAddress, nil, t.baseAddress, nil, 3, 2, 3,
                                         lse.baseAddress, nil, gl.baseAddress, nil, x.baseAddress, nil, nil, &err)
                 }
             }
@@ -166,14 +166,14 @@ import Testing
         var dX = [Float](repeating: 42, count: 6)
         var err = aepo_error()
         // lse[0] is NaN but masked; lse[2] is not.
-        var rc = aepo_fused_backward(h.h, x.baseAddress, w.baseAddress, nil, t.baseAddress, m.baseAddress, 3, 2, 4,
+        var rc = cFusedBackward(h.h, x.baseAddress, w.baseAddress, nil, t.baseAddress, m.baseAddress, 3, 2, 4,
                                      lse.baseAddress, nil, good.baseAddress, nil, &dX, nil, nil, &err)
         #expect(rc == AEPO_ERR_NON_FINITE && LossShimTests.argument(err) == "lse" && err.index == 2)
         #expect(dX.allSatisfy { $0 == 42 })
-        rc = aepo_fused_backward(h.h, x.baseAddress, w.baseAddress, nil, t.baseAddress, m.baseAddress, 3, 2, 4,
+        rc = cFusedBackward(h.h, x.baseAddress, w.baseAddress, nil, t.baseAddress, m.baseAddress, 3, 2, 4,
                                  nil, nil, good.baseAddress, nil, &dX, nil, nil, &err)
         #expect(rc == AEPO_ERR_NULL_POINTER && LossShimTests.argument(err) == "lse")
-        rc = aepo_fused_backward(h.h, x.baseAddress, w.baseAddress, nil, t.baseAddress, m.baseAddress, 3, 2, 4,
+        rc = cFusedBackward(h.h, x.baseAddress, w.baseAddress, nil, t.baseAddress, m.baseAddress, 3, 2, 4,
                                  goodLse.baseAddress, nil, good.baseAddress, good.baseAddress, &dX, nil, nil, &err)
         #expect(rc == AEPO_ERR_NULL_POINTER && LossShimTests.argument(err) == "entropy")
     }
@@ -199,31 +199,82 @@ import Testing
         var metrics = [Double](repeating: .nan, count: Int(AEPO_LOSS_METRIC_COUNT))
         func call(_ fh: OpaquePointer?, _ lh: OpaquePointer?, _ inp: inout aepo_loss_inputs) -> Int32 {
             metrics.withUnsafeMutableBufferPointer { m in
-                aepo_fused_loss_and_grad(fh, lh, x.baseAddress, w.baseAddress, nil, t.baseAddress, 3, 5, &inp, &loss,
+                cFusedLossAndGrad(fh, lh, x.baseAddress, w.baseAddress, nil, t.baseAddress, 3, 5, &inp, &loss,
                                          nil, nil, nil, m.baseAddress, m.count, nil, nil, &err)
             }
         }
         #expect(call(h.h, lossH, &input) == AEPO_OK)
         #expect(loss.isFinite && metrics[Int(AEPO_LOSS_METRIC_N_TOKENS)] == 4 && metrics[Int(AEPO_LOSS_METRIC_ENTROPY)] > 0)
-        #expect(call(h.h, nil, &input) == AEPO_ERR_NULL_POINTER && LossShimTests.argument(err) == "policy_loss")
-        #expect(call(nil, lossH, &input) == AEPO_ERR_NULL_POINTER && LossShimTests.argument(err) == "h")
+        #expect(call(h.h, nil, &input) == AEPO_ERR_NULL_POINTER && LossShimTests.argument(err) == "loss")
+        #expect(call(nil, lossH, &input) == AEPO_ERR_NULL_POINTER && LossShimTests.argument(err) == "head")
         input.logp = olp.baseAddress
-        #expect(call(h.h, lossH, &input) == AEPO_ERR_INVALID_ARGUMENT && LossShimTests.argument(err) == "in.logp")
+        #expect(call(h.h, lossH, &input) == AEPO_ERR_INVALID_ARGUMENT && LossShimTests.argument(err) == "loss_in.logp")
         input.logp = nil
         input.old_logp = nil
         #expect(call(h.h, lossH, &input) == AEPO_ERR_NULL_POINTER && LossShimTests.argument(err) == "old_logp")
+        input.old_logp = olp.baseAddress
+
+        // The head's inputs struct: its N must be the loss's B * L, its mask NULL or the
+        // loss inputs' own, and a NULL struct or a short struct_size is named.
+        func direct(_ head: inout aepo_fused_head_inputs) -> Int32 {
+            aepo_fused_head_loss_and_grad(h.h, lossH, &head, &input, &loss, nil, nil, nil, nil, 0, nil, nil, &err)
+        }
+        var head = headInputs(x.baseAddress, w.baseAddress, nil, t.baseAddress, nil, 4, 3, 5)
+        #expect(direct(&head) == AEPO_OK)
+        head.mask = mask.baseAddress
+        #expect(direct(&head) == AEPO_OK)
+        let other = buffer([UInt8](repeating: 1, count: 4))
+        defer { release(other) }
+        head.mask = UnsafePointer(other.baseAddress)
+        #expect(direct(&head) == AEPO_ERR_INVALID_ARGUMENT && LossShimTests.argument(err) == "mask")
+        head.mask = nil
+        head.N = 3
+        #expect(direct(&head) == AEPO_ERR_SHAPE && LossShimTests.argument(err) == "N")
+        head.N = 4
+        head.struct_size = 8
+        #expect(direct(&head) == AEPO_ERR_INVALID_ARGUMENT && LossShimTests.argument(err) == "struct_size")
+        #expect(aepo_fused_head_loss_and_grad(h.h, lossH, nil, &input, &loss, nil, nil, nil, nil, 0, nil, nil, &err)
+                == AEPO_ERR_NULL_POINTER && LossShimTests.argument(err) == "in")
+        head.struct_size = MemoryLayout<aepo_fused_head_inputs>.size
+        #expect(aepo_fused_head_loss_and_grad(h.h, lossH, &head, nil, &loss, nil, nil, nil, nil, 0, nil, nil, &err)
+                == AEPO_ERR_NULL_POINTER && LossShimTests.argument(err) == "loss_in")
+    }
+
+    /// aepo_fused_head_inputs_init zeroes the whole caller-sized struct and sets
+    /// struct_size; a short size is refused; bytes past this library's struct must be 0.
+    @Test func headInputsAreVersioned() throws {
+        var err = aepo_error()
+        let size = MemoryLayout<aepo_fused_head_inputs>.size
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: size + 16, alignment: 8)
+        defer { raw.deallocate() }
+        raw.initializeMemory(as: UInt8.self, repeating: 0xAB, count: size + 16)
+        let p = raw.bindMemory(to: aepo_fused_head_inputs.self, capacity: 1)
+        #expect(aepo_fused_head_inputs_init(p, size + 16, &err) == AEPO_OK)
+        #expect(p.pointee.struct_size == size + 16 && p.pointee.X == nil && p.pointee.N == 0)
+        #expect((size..<(size + 16)).allSatisfy { raw.load(fromByteOffset: $0, as: UInt8.self) == 0 })
+        #expect(aepo_fused_head_inputs_init(p, size - 1, &err) == AEPO_ERR_INVALID_ARGUMENT
+                && LossShimTests.argument(err) == "struct_size")
+        #expect(aepo_fused_head_inputs_init(nil, size, &err) == AEPO_ERR_NULL_POINTER && LossShimTests.argument(err) == "in")
+        let h = try Handle()
+        #expect(aepo_fused_head_inputs_init(p, size + 16, &err) == AEPO_OK)
+        raw.storeBytes(of: UInt8(1), toByteOffset: size + 3, as: UInt8.self)
+        var lp = Float.nan
+        #expect(aepo_fused_head_forward(h.h, p, &lp, nil, nil, &err) == AEPO_ERR_INVALID_ARGUMENT
+                && LossShimTests.argument(err) == "struct_size")
+        raw.storeBytes(of: UInt8(0), toByteOffset: size + 3, as: UInt8.self)
+        #expect(aepo_fused_head_forward(h.h, p, &lp, nil, nil, &err) == AEPO_OK)
     }
 
     @Test func configRoundTripAndFreeNull() throws {
         let h = try Handle(#"{"fused": {"chunk_n": 7, "temperature": 0.75}}"#)
         var len = 0
         var err = aepo_error()
-        #expect(aepo_fused_config_json(h.h, nil, 0, &len, &err) == AEPO_OK)
+        #expect(aepo_fused_head_config_json(h.h, nil, 0, &len, &err) == AEPO_OK)
         var buf = [CChar](repeating: 0, count: len + 1)
-        #expect(aepo_fused_config_json(h.h, &buf, buf.count, &len, &err) == AEPO_OK)
+        #expect(aepo_fused_head_config_json(h.h, &buf, buf.count, &len, &err) == AEPO_OK)
         let text = buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         let c = try ConfigCodec.parse(text)
         #expect(c.fused.chunkN == 7 && c.fused.temperature == 0.75 && c.fused.chunkV == 8192)
-        aepo_fused_free(nil)
+        aepo_fused_head_free(nil)
     }
 }

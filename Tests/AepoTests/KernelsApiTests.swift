@@ -37,7 +37,7 @@ struct KernelsCase {
         let maskPtr = mask.map { m in UnsafeMutablePointer<UInt8>.allocate(capacity: max(m.count, 1)) }
         defer { maskPtr?.deallocate() }
         if let mask, let maskPtr { maskPtr.initialize(from: mask, count: mask.count) }
-        r.status = aepo_logits_stats(logits, Int64(b), Int64(l), Int64(v), Int64(sb), Int64(sl),
+        r.status = cLogitsStats(logits, Int64(b), Int64(l), Int64(v), Int64(sb), Int64(sl),
                                      targetsNull ? nil : targets, maskPtr, temperature, threads,
                                      &r.logp, &r.entropy, &r.lse, &r.logpT1, &r.entropySum, &r.nllSum, &r.count, &r.err)
         return r
@@ -50,7 +50,7 @@ struct KernelsCase {
         let maskPtr = mask.map { m in UnsafeMutablePointer<UInt8>.allocate(capacity: max(m.count, 1)) }
         defer { maskPtr?.deallocate() }
         if let mask, let maskPtr { maskPtr.initialize(from: mask, count: mask.count) }
-        let st = aepo_logits_backward(logits, Int64(b), Int64(l), Int64(v), Int64(sb), Int64(sl), targets, maskPtr,
+        let st = cLogitsBackward(logits, Int64(b), Int64(l), Int64(v), Int64(sb), Int64(sl), targets, maskPtr,
                                       temperature, s.lse, s.entropy, gradLogp, gradEntropy,
                                       &out, Int64(l * v), Int64(v), threads, &err)
         return (st, err, out)
@@ -200,15 +200,20 @@ func argument(_ e: aepo_error) -> String {
         c.sl = 10; c.sb = 20  // batches overlap
         s = c.stats()
         #expect(s.status == AEPO_ERR_SHAPE && argument(s.err) == "stride_b", "\(message(s.err))")
-        c.sb = -30
-        s = c.stats()
-        #expect(s.status == AEPO_ERR_SHAPE && argument(s.err) == "stride_b")
+        // A negative stride means the contiguous one: the same bits as (L*V, V).
+        c.sb = 30; c.sl = 10
+        let contiguous = c.stats()
+        c.sb = -1; c.sl = -7
+        let defaulted = c.stats()
+        #expect(contiguous.status == AEPO_OK && defaulted.status == AEPO_OK)
+        #expect(defaulted.logp.map(\.bitPattern) == contiguous.logp.map(\.bitPattern))
+        #expect(defaulted.lse.map(\.bitPattern) == contiguous.lse.map(\.bitPattern))
         c.sb = 30; c.b = -1
         s = c.stats()
         #expect(s.status == AEPO_ERR_SHAPE && argument(s.err) == "B")
         // An overflowing extent.
         var err = aepo_error()
-        let st = aepo_logits_stats(c.logits, 3, 2, 10, Int64.max / 2 + 1, 10, nil, nil, 1, 1, nil, nil, nil, nil, nil, nil, nil, &err)
+        let st = cLogitsStats(c.logits, 3, 2, 10, Int64.max / 2 + 1, 10, nil, nil, 1, 1, nil, nil, nil, nil, nil, nil, nil, &err)
         #expect(st == AEPO_ERR_SHAPE && message(err).contains("overflows"), "\(message(err))")
         // Time-major views (batch stride smaller than the row stride) are fine.
         var t = KernelsCase(b: 3, l: 2, v: 8)
@@ -220,30 +225,66 @@ func argument(_ e: aepo_error) -> String {
         var err = aepo_error()
         var lp = [Float](repeating: 0, count: 2), h = lp
         var lse = [Double](repeating: 0, count: 2)
-        var st = aepo_logits_stats(nil, 1, 2, 3, 0, 3, [0, 1], nil, 1, 1, &lp, nil, nil, nil, nil, nil, nil, &err)
+        var st = cLogitsStats(nil, 1, 2, 3, 0, 3, [0, 1], nil, 1, 1, &lp, nil, nil, nil, nil, nil, nil, &err)
         #expect(st == AEPO_ERR_NULL_POINTER && argument(err) == "logits")
         let x: [Float] = [1, 2, 3, 4, 5, 6]
-        st = aepo_logits_stats(x, 1, 2, 3, 0, 3, nil, nil, 1, 1, &lp, nil, nil, nil, nil, nil, nil, &err)
+        st = cLogitsStats(x, 1, 2, 3, 0, 3, nil, nil, 1, 1, &lp, nil, nil, nil, nil, nil, nil, &err)
         #expect(st == AEPO_ERR_NULL_POINTER && argument(err) == "targets")
         // Entropy only: no targets needed. err may be NULL.
-        st = aepo_logits_stats(x, 1, 2, 3, 0, 3, nil, nil, 1, 1, nil, &h, &lse, nil, nil, nil, nil, nil)
+        st = cLogitsStats(x, 1, 2, 3, 0, 3, nil, nil, 1, 1, nil, &h, &lse, nil, nil, nil, nil, nil)
         #expect(st == AEPO_OK)
         var out = [Float](repeating: 0, count: 6)
-        st = aepo_logits_backward(x, 1, 2, 3, 0, 3, nil, nil, 1, nil, h, nil, [1, 1], &out, 0, 3, 1, &err)
+        st = cLogitsBackward(x, 1, 2, 3, 0, 3, nil, nil, 1, nil, h, nil, [1, 1], &out, 0, 3, 1, &err)
         #expect(st == AEPO_ERR_NULL_POINTER && argument(err) == "lse")
-        st = aepo_logits_backward(x, 1, 2, 3, 0, 3, nil, nil, 1, lse, h, nil, [1, 1], nil, 0, 3, 1, &err)
+        st = cLogitsBackward(x, 1, 2, 3, 0, 3, nil, nil, 1, lse, h, nil, [1, 1], nil, 0, 3, 1, &err)
         #expect(st == AEPO_ERR_NULL_POINTER && argument(err) == "out")
-        st = aepo_logits_backward(x, 1, 2, 3, 0, 3, nil, nil, 1, lse, h, [1, 1], nil, &out, 0, 3, 1, &err)
+        st = cLogitsBackward(x, 1, 2, 3, 0, 3, nil, nil, 1, lse, h, [1, 1], nil, &out, 0, 3, 1, &err)
         #expect(st == AEPO_ERR_NULL_POINTER && argument(err) == "targets")
-        st = aepo_logits_backward(x, 1, 2, 3, 0, 3, nil, nil, 1, lse, nil, nil, [1, 1], &out, 0, 3, 1, &err)
+        st = cLogitsBackward(x, 1, 2, 3, 0, 3, nil, nil, 1, lse, nil, nil, [1, 1], &out, 0, 3, 1, &err)
         #expect(st == AEPO_ERR_NULL_POINTER && argument(err) == "entropy")
-        st = aepo_logits_backward(x, 1, 2, 3, 0, 3, nil, nil, 1, lse, h, nil, [1, 1], &out, 0, 3, 1, &err)
+        st = cLogitsBackward(x, 1, 2, 3, 0, 3, nil, nil, 1, lse, h, nil, [1, 1], &out, 0, 3, 1, &err)
         #expect(st == AEPO_OK)
         // Empty input: nothing is read; sums are 0.
         var es = 1.0, ns = 1.0
         var cnt: Int64 = 1
-        st = aepo_logits_stats(nil, 0, 5, 3, 0, 3, nil, nil, 1, 1, nil, nil, nil, nil, &es, &ns, &cnt, &err)
+        st = cLogitsStats(nil, 0, 5, 3, 0, 3, nil, nil, 1, 1, nil, nil, nil, nil, &es, &ns, &cnt, &err)
         #expect(st == AEPO_OK && es == 0 && ns == 0 && cnt == 0)
+    }
+
+    /// aepo_logits_inputs_init sets the documented defaults (T = 1, one thread, contiguous
+    /// strides) and zeroes the rest; a NULL struct, a short struct_size and set bytes past
+    /// this library's struct are refused by name.
+    @Test func inputsStructIsVersioned() {
+        var err = aepo_error()
+        let size = MemoryLayout<aepo_logits_inputs>.size
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: size + 8, alignment: 8)
+        defer { raw.deallocate() }
+        raw.initializeMemory(as: UInt8.self, repeating: 0xCD, count: size + 8)
+        let p = raw.bindMemory(to: aepo_logits_inputs.self, capacity: 1)
+        #expect(aepo_logits_inputs_init(p, size + 8, &err) == AEPO_OK)
+        let d = p.pointee
+        #expect(d.struct_size == size + 8 && d.temperature == 1 && d.threads == 1)
+        #expect(d.stride_b < 0 && d.stride_l < 0 && d.logits == nil && d.targets == nil && d.mask == nil)
+        #expect(d.B == 0 && d.L == 0 && d.V == 0)
+        let x: [Float] = [0, 1, 2, 1, 1, 1]  // row 1 is uniform: H = log 3
+        var h = [Float](repeating: .nan, count: 2)
+        x.withUnsafeBufferPointer { xb in
+            p.pointee.logits = xb.baseAddress
+            (p.pointee.B, p.pointee.L, p.pointee.V) = (1, 2, 3)
+            #expect(aepo_logits_stats(p, nil, &h, nil, nil, nil, nil, nil, &err) == AEPO_OK)
+            raw.storeBytes(of: UInt8(2), toByteOffset: size + 5, as: UInt8.self)
+            #expect(aepo_logits_stats(p, nil, &h, nil, nil, nil, nil, nil, &err) == AEPO_ERR_INVALID_ARGUMENT
+                    && argument(err) == "struct_size")
+            p.pointee.struct_size = size - 8
+            #expect(aepo_logits_stats(p, nil, &h, nil, nil, nil, nil, nil, &err) == AEPO_ERR_INVALID_ARGUMENT
+                    && argument(err) == "struct_size")
+        }
+        #expect(abs(Double(h[1]) - log(3.0)) < 1e-6)
+        #expect(aepo_logits_stats(nil, nil, &h, nil, nil, nil, nil, nil, &err) == AEPO_ERR_NULL_POINTER
+                && argument(err) == "in")
+        #expect(aepo_logits_backward(nil, nil, nil, nil, nil, nil, 0, 0, &err) == AEPO_ERR_NULL_POINTER
+                && argument(err) == "in")
+        #expect(aepo_logits_inputs_init(p, 4, &err) == AEPO_ERR_INVALID_ARGUMENT && argument(err) == "struct_size")
     }
 
     @Test func threadsOutOfRange() {
@@ -258,16 +299,16 @@ func argument(_ e: aepo_error) -> String {
         let x = [Float](repeating: 0.5, count: 40)
         var err = aepo_error()
         var lse = [Double](repeating: 0, count: 4), h = [Float](repeating: 0, count: 4)
-        var st = aepo_logits_stats(x, 1, 4, 10, 0, 10, nil, nil, 1, 1, nil, &h, &lse, nil, nil, nil, nil, &err)
+        var st = cLogitsStats(x, 1, 4, 10, 0, 10, nil, nil, 1, 1, nil, &h, &lse, nil, nil, nil, nil, &err)
         #expect(st == AEPO_OK)
         var buf = x + [Float](repeating: 0, count: 5)
         buf.withUnsafeMutableBufferPointer { b in
             let p = b.baseAddress!
             // Shifted by 5 elements: overlaps without being the same view.
-            st = aepo_logits_backward(p, 1, 4, 10, 0, 10, nil, nil, 1, lse, h, nil, [1, 1, 1, 1], p + 5, 0, 10, 1, &err)
+            st = cLogitsBackward(p, 1, 4, 10, 0, 10, nil, nil, 1, lse, h, nil, [1, 1, 1, 1], p + 5, 0, 10, 1, &err)
             #expect(st == AEPO_ERR_INVALID_ARGUMENT && argument(err) == "out", "\(message(err))")
             // The same view is in place, and allowed.
-            st = aepo_logits_backward(p, 1, 4, 10, 0, 10, nil, nil, 1, lse, h, nil, [1, 1, 1, 1], p, 0, 10, 1, &err)
+            st = cLogitsBackward(p, 1, 4, 10, 0, 10, nil, nil, 1, lse, h, nil, [1, 1, 1, 1], p, 0, 10, 1, &err)
             #expect(st == AEPO_OK)
         }
         // Uniform row: the entropy gradient is 0 everywhere.

@@ -5,7 +5,7 @@ import Testing
 @Suite struct LossAnchorTests {
     static let tol = 1e-7
 
-    func anchorEngine(_ mode: String, scale: Double = 0) -> PolicyLossEngine {
+    func anchorEngine(_ mode: String, scale: Double = 0) -> Loss {
         engine { c in
             c.loss.clipRatioLow = 0.2
             c.loss.clipRatioHigh = 0.28

@@ -62,7 +62,7 @@ import Testing
     }
 
     static func checkGradient(_ cfg: Config, _ c: LossCase, _ label: String) throws {
-        let e = try PolicyLossEngine(config: cfg)
+        let e = try Loss(config: cfg)
         let r = try runLoss(e, c)
         let ref = referenceLoss(cfg, c)
         let lossErr = relErr(r.result.loss, ref.loss)
@@ -104,10 +104,10 @@ import Testing
                 let cfg = Self.config(mode)
                 let c = Self.makeCase(seed: active ? 11 : 12, clipActive: active, cfg: cfg.loss, perToken: perToken)
                 if active {
-                    let r = try runLoss(try PolicyLossEngine(config: cfg), c)
+                    let r = try runLoss(try Loss(config: cfg), c)
                     #expect(r.result[.pgClipfrac] > 0 && r.result[.pgClipfracLower] > 0, "\(mode): clip never active")
                 } else {
-                    let r = try runLoss(try PolicyLossEngine(config: cfg), c)
+                    let r = try runLoss(try Loss(config: cfg), c)
                     #expect(r.result[.pgClipfrac] == 0 && r.result[.pgClipfracLower] == 0, "\(mode): clip active")
                 }
                 try Self.checkGradient(cfg, c, "\(mode) clip \(active ? "active" : "inactive") perToken \(perToken)")
@@ -144,7 +144,7 @@ import Testing
                                       regRows: [0, 0, 0, 0, 1, 1])
                 c.regAlpha = 0.25
                 try Self.checkGradient(cfg, c, "\(mode) \(combine) regulariser")
-                let r = try runLoss(try PolicyLossEngine(config: cfg), c)
+                let r = try runLoss(try Loss(config: cfg), c)
                 #expect(r.result[.regUsed] == 1 && r.result[.nPositive] == 2)
                 if combine == "weighted" { #expect(r.result[.regLoss] != 0) } else { #expect(r.result[.regLoss] == 0) }
             }
@@ -202,7 +202,7 @@ import Testing
             var t = c
             t.perToken = true
             t.advantages = (0..<(c.B * c.L)).map { c.mask[$0] == 1 ? c.advantages[$0 / c.L] : .nan }
-            let e = try PolicyLossEngine(config: cfg)
+            let e = try Loss(config: cfg)
             let a = try runLoss(e, c), b = try runLoss(e, t)
             #expect(a.result.loss.bitPattern == b.result.loss.bitPattern, "\(mode): loss differs")
             #expect(a.result.metrics.map(\.bitPattern) == b.result.metrics.map(\.bitPattern), "\(mode): metrics differ")

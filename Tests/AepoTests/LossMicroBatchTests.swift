@@ -6,7 +6,7 @@ import Testing
 @Suite struct LossMicroBatchTests {
     /// Splits rows 0..<B into `dp` ranks of consecutive rows, each into micro-batches of
     /// `micro` rows, and returns sum(loss) / dp and the stitched gradients / dp.
-    func splitRun(_ e: PolicyLossEngine, _ whole: LossCase, dp: Int, micro: Int) throws -> (Double, [Float], [Float]) {
+    func splitRun(_ e: Loss, _ whole: LossCase, dp: Int, micro: Int) throws -> (Double, [Float], [Float]) {
         var c = whole
         let regs = whole.regRows ?? [UInt8](repeating: 0, count: whole.B)
         let weighted = e.combine == .weighted
@@ -39,7 +39,7 @@ import Testing
     func microBatchesAddUp(mode: String) throws {
         for combine in ["replace", "weighted"] {
             let cfg = LossGradientTests.config(mode, combine: combine)
-            let e = try PolicyLossEngine(config: cfg)
+            let e = try Loss(config: cfg)
             var regRows = [UInt8](repeating: 0, count: 12)
             regRows[2] = 1
             regRows[9] = 1
@@ -84,10 +84,10 @@ import Testing
             regRows[5] = 1
             let c = LossGradientTests.makeCase(seed: 81, B: 23, L: 4099, clipActive: true, cfg: cfg.loss, regRows: regRows)
             cfg.loss.threads = 1
-            let base = try runLoss(try PolicyLossEngine(config: cfg), c)
+            let base = try runLoss(try Loss(config: cfg), c)
             for t: Int64 in [2, 3, 8] {
                 cfg.loss.threads = t
-                let r = try runLoss(try PolicyLossEngine(config: cfg), c)
+                let r = try runLoss(try Loss(config: cfg), c)
                 #expect(r.result.loss.bitPattern == base.result.loss.bitPattern, "\(mode) threads \(t): loss differs")
                 #expect(r.result.metrics.map(\.bitPattern) == base.result.metrics.map(\.bitPattern), "\(mode) threads \(t): metrics differ")
                 #expect(r.grad.map(\.bitPattern) == base.grad.map(\.bitPattern), "\(mode) threads \(t): grad differs")
@@ -108,7 +108,7 @@ import Testing
                               mask: m)
         let plan = try engine().plan(batch)
         for parts in [1, 2, 3, 7] {
-            let bounds = PolicyLossEngine.workSplit(plan, parts: parts)
+            let bounds = Loss.workSplit(plan, parts: parts)
             #expect(bounds.first == 0 && bounds.last == B && bounds.count == parts + 1)
             #expect(zip(bounds, bounds.dropFirst()).allSatisfy { $0 <= $1 })
             let work = zip(bounds, bounds.dropFirst()).map { lo, hi in
@@ -119,7 +119,7 @@ import Testing
             for w in work { #expect(abs(w - total / parts) <= L + L / 8 + 1, "parts \(parts): \(work)") }
         }
         // Equal counts would have given the first half of the rows a quarter of the work.
-        let half = PolicyLossEngine.workSplit(plan, parts: 2)[1]
+        let half = Loss.workSplit(plan, parts: 2)[1]
         #expect(half > B / 2 + 8, "split at row \(half)")
     }
 
@@ -127,7 +127,7 @@ import Testing
     /// (the fused LM head runs it on its own row blocks), and the partial sums add up.
     @Test func tokenKernelOnArbitraryBlocks() throws {
         let cfg = LossGradientTests.config("seq-mean-token-mean", combine: "weighted")
-        let e = try PolicyLossEngine(config: cfg)
+        let e = try Loss(config: cfg)
         let c = LossGradientTests.makeCase(seed: 91, B: 7, L: 29, clipActive: true, cfg: cfg.loss, regRows: [0, 0, 1, 0, 0, 0, 0])
         let whole = try runLoss(e, c)
         let lp = buffer(c.logp), olp = buffer(c.oldLogp), adv = buffer(c.advantages), mask = buffer(c.mask)

@@ -57,7 +57,7 @@ import Testing
         let c = try #require(Self.cases("loss_cases").first { $0["name"] as? String == name })
         let cfg = try Self.config(c)
         let lc = Self.lossCase(c)
-        let e = try PolicyLossEngine(config: cfg)
+        let e = try Loss(config: cfg)
         let r = try runLoss(e, lc)
         let want = try #require(c["expect"] as? [String: Any])
         func check(_ what: String, _ got: Double, _ ref: Double) {
@@ -99,7 +99,7 @@ import Testing
 }
 
 /// The tokens the covariance selection of `e` picks on `c` (plan and prepare only).
-func selection(_ e: PolicyLossEngine, _ c: LossCase) throws(AepoFailure) -> [Int] {
+func selection(_ e: Loss, _ c: LossCase) throws(AepoFailure) -> [Int] {
     let lp = buffer(c.logp), olp = buffer(c.oldLogp), adv = buffer(c.advantages), mask = buffer(c.mask)
     let ref = c.ref.map(buffer), isw = c.isw.map(buffer), ent = c.entropy.map(buffer), reg = c.regRows.map(buffer)
     defer { release(lp); release(olp); release(adv); release(mask); release(ref); release(isw); release(ent); release(reg) }

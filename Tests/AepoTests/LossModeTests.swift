@@ -30,7 +30,7 @@ import Testing
     /// library's selection held fixed (it is a detached quantity; the fixtures and the
     /// transcription tests check the selection itself).
     static func checkGradient(_ cfg: Config, _ c: LossCase, _ label: String) throws {
-        let e = try PolicyLossEngine(config: cfg)
+        let e = try Loss(config: cfg)
         let r = try runLoss(e, c)
         let sel = Set(try selection(e, c))
         if cfg.loss.policyLoss == "clip_cov" || cfg.loss.policyLoss == "kl_cov" {
@@ -95,7 +95,7 @@ import Testing
                                            withEntropy: false, withISW: false)
         for t in 0..<6 where c.mask[t] == 1 { c.logp[t] = c.oldLogp[t] + 11 }
         c.advantages[0] = -0.7  // A < 0, so the huge ratio is not clipped away
-        let e = try PolicyLossEngine(config: cfg)
+        let e = try Loss(config: cfg)
         let r = try runLoss(e, c)
         for t in 0..<6 { #expect(r.grad[t] == 0) }
         #expect(r.grad[12..<18].contains { $0 != 0 })
@@ -115,7 +115,7 @@ import Testing
             var t = c
             t.perToken = true
             t.advantages = (0..<(c.B * c.L)).map { c.advantages[$0 / c.L] }
-            let e = try PolicyLossEngine(config: cfg)
+            let e = try Loss(config: cfg)
             let a = try runLoss(e, c), b = try runLoss(e, t)
             #expect(a.result == b.result, "\(mode) \(agg)")
             #expect(a.grad.map(\.bitPattern) == b.grad.map(\.bitPattern), "\(mode) \(agg)")
@@ -153,7 +153,7 @@ import Testing
                     cfg.loss.clipCovRatio = 0.002
                     cfg.loss.klCovRatio = 0.002
                     cfg.loss.seed = 99
-                    let e = try PolicyLossEngine(config: cfg)
+                    let e = try Loss(config: cfg)
                     let r = try runLoss(e, c)
                     let sel = try selection(e, c)
                     if let (r0, s0) = first.map({ ($0.0, $0.1) }) {
@@ -176,7 +176,7 @@ import Testing
         func pick(seed: Int64, step: Int64) throws -> [Int] {
             cfg.loss.seed = seed
             c.step = step
-            return try selection(try PolicyLossEngine(config: cfg), c)
+            return try selection(try Loss(config: cfg), c)
         }
         let base = try pick(seed: 1, step: 1)
         #expect(base.count == Int(0.005 * Double(c.mask.reduce(0) { $0 + Int($1) })))
@@ -216,7 +216,7 @@ import Testing
             for threads: Int64 in [1, 3] {
                 var cfg = Self.config("kl_cov", agg: "token-mean", klCoef: 0, entCoef: 0, threads: threads)
                 cfg.loss.klCovRatio = 0.01
-                let got = try selection(try PolicyLossEngine(config: cfg), c)
+                let got = try selection(try Loss(config: cfg), c)
                 var valid: [Int] = []
                 for i in 0..<c.mask.count where c.mask[i] == 1 { valid.append(i) }
                 let N = Double(valid.count)
@@ -240,7 +240,7 @@ import Testing
             for agg in Self.aggregations(mode) {
                 let cfg = Self.config(mode, agg: agg)
                 let c = LossGradientTests.makeCase(seed: 61, B: 8, L: 9, clipActive: true, cfg: cfg.loss)
-                let e = try PolicyLossEngine(config: cfg)
+                let e = try Loss(config: cfg)
                 let one = try runLoss(e, c)
                 var total = 0.0
                 var grad: [Float] = []
@@ -261,7 +261,7 @@ import Testing
 
     /// The statistics step reports a non-finite input before any output is written.
     @Test func nonFiniteInputsFoundBeforeWriting() throws {
-        func untouched(_ e: PolicyLossEngine, _ c: LossCase) -> Bool {
+        func untouched(_ e: Loss, _ c: LossCase) -> Bool {
             let lp = buffer(c.logp), olp = buffer(c.oldLogp), adv = buffer(c.advantages), mask = buffer(c.mask)
             defer { release(lp); release(olp); release(adv); release(mask) }
             var grad = [Float](repeating: 42, count: c.B * c.L)
@@ -283,12 +283,12 @@ import Testing
                 for t in 0..<7 { c.mask[t] = 1; c.logp[t] = -1; c.oldLogp[t] = -1.1 }
                 edit(&c)
                 do {
-                    _ = try runLoss(try PolicyLossEngine(config: cfg), c)
+                    _ = try runLoss(try Loss(config: cfg), c)
                     Issue.record("\(mode) \(name): accepted")
                 } catch {
                     #expect(error.kind == .nonFinite && error.argument == name, "\(mode) \(name): \(error)")
                 }
-                #expect(untouched(try PolicyLossEngine(config: cfg), c), "\(mode) \(name): grad written before the error")
+                #expect(untouched(try Loss(config: cfg), c), "\(mode) \(name): grad written before the error")
             }
         }
     }
@@ -344,7 +344,7 @@ import Testing
             cfg.loss.lossAggMode = agg
             cfg.loss.lossScaleFactor = 4
             do {
-                _ = try PolicyLossEngine(config: cfg)
+                _ = try Loss(config: cfg)
                 Issue.record("gspo with \(agg) accepted")
             } catch {
                 #expect(error.kind == .config && error.argument == "loss.loss_agg_mode" && error.message.contains(agg))
@@ -357,7 +357,7 @@ import Testing
         var alias = cfg
         alias.loss.policyLoss = "reinforce"
         let c = LossGradientTests.makeCase(seed: 2, clipActive: true, cfg: cfg.loss)
-        let a = try runLoss(try PolicyLossEngine(config: cfg), c), b = try runLoss(try PolicyLossEngine(config: alias), c)
+        let a = try runLoss(try Loss(config: cfg), c), b = try runLoss(try Loss(config: alias), c)
         #expect(a.result == b.result && a.grad.map(\.bitPattern) == b.grad.map(\.bitPattern))
     }
 
@@ -373,12 +373,12 @@ import Testing
             for i in 0..<10 { c.mask[i] = 1; c.oldLogp[i] = -1; c.logp[i] = -0.5 }
             c.oldLogp[3] = -201
             c.logp[3] = -1
-            let r = try runLoss(try PolicyLossEngine(config: cfg), c, wantGrad: false)
+            let r = try runLoss(try Loss(config: cfg), c, wantGrad: false)
             #expect(r.result.loss.isFinite, "\(mode): \(r.result.loss)")
             do {
                 // It may succeed only when the mode takes token 3 out of the gradient (a
                 // detached or penalised pick), and then every gradient is finite.
-                let g = try runLoss(try PolicyLossEngine(config: cfg), c)
+                let g = try runLoss(try Loss(config: cfg), c)
                 #expect(g.grad.allSatisfy { $0.isFinite }, "\(mode): \(g.grad)")
             } catch {
                 #expect(error.kind == .nonFinite && error.argument == "grad" && error.index == 3, "\(mode): \(error)")
@@ -386,7 +386,7 @@ import Testing
             var empty = c
             empty.mask = [UInt8](repeating: 0, count: 10)
             empty.globalTokens = 10
-            let z = try runLoss(try PolicyLossEngine(config: cfg), empty)
+            let z = try runLoss(try Loss(config: cfg), empty)
             #expect(z.result.loss == 0 && z.grad.allSatisfy { $0 == 0 })
         }
     }

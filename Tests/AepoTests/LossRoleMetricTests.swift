@@ -62,7 +62,7 @@ struct RoleReference {
             for withEntropy in [true, false] {
                 for perToken in [false, true] {
                     let cfg = LossGradientTests.config(aggregation, entCoef: withEntropy ? 0.05 : 0, combine: combine)
-                    let e = try PolicyLossEngine(config: cfg)
+                    let e = try Loss(config: cfg)
                     var regRows = [UInt8](repeating: 0, count: 9)
                     regRows[2] = 1
                     regRows[5] = 1
@@ -92,7 +92,7 @@ struct RoleReference {
             cfg.loss.klCovRatio = 0.2
             let c = LossGradientTests.makeCase(seed: 1301, B: 7, L: 41, clipActive: true, cfg: cfg.loss,
                                                regRows: [0, 1, 0, 0, 1, 0, 0])
-            let r = try runLoss(try PolicyLossEngine(config: cfg), c).result
+            let r = try runLoss(try Loss(config: cfg), c).result
             Self.check(r, RoleReference(c), tol: 1e-12, "\(mode) \(combine)")
         }
     }
@@ -102,7 +102,7 @@ struct RoleReference {
     @Test func emptyRoles() throws {
         for combine in ["replace", "weighted"] {
             let cfg = LossGradientTests.config("token-mean", combine: combine)
-            let e = try PolicyLossEngine(config: cfg)
+            let e = try Loss(config: cfg)
             var c = LossGradientTests.makeCase(seed: 1401, B: 5, L: 13, clipActive: true, cfg: cfg.loss)
             var r = try runLoss(e, c).result
             #expect(r[.nTokensMain] == r[.nTokens] && r[.nTokensReg] == 0 && r[.nllReg] == 0 && r[.entropyReg] == 0)
@@ -127,7 +127,7 @@ struct RoleReference {
     @Test func microBatchesAddUp() throws {
         for combine in ["replace", "weighted"] {
             let cfg = LossGradientTests.config("seq-mean-token-mean", combine: combine)
-            let e = try PolicyLossEngine(config: cfg)
+            let e = try Loss(config: cfg)
             var regRows = [UInt8](repeating: 0, count: 12)
             regRows[2] = 1
             regRows[9] = 1
@@ -169,7 +169,7 @@ struct RoleReference {
     /// add up to the role metrics of one pass.
     @Test func partialsOfArbitraryBlocksAddUp() throws {
         let cfg = LossGradientTests.config("token-mean", combine: "replace")
-        let e = try PolicyLossEngine(config: cfg)
+        let e = try Loss(config: cfg)
         let c = LossGradientTests.makeCase(seed: 1601, B: 6, L: 31, clipActive: true, cfg: cfg.loss,
                                            regRows: [1, 0, 0, 1, 0, 0])
         let whole = try runLoss(e, c).result
@@ -202,10 +202,10 @@ struct RoleReference {
         for b in [1, 4, 11, 12] { regRows[b] = 1 }
         let c = LossGradientTests.makeCase(seed: 1701, B: 19, L: 4099, clipActive: true, cfg: cfg.loss, regRows: regRows)
         cfg.loss.threads = 1
-        let base = try runLoss(try PolicyLossEngine(config: cfg), c, wantGrad: false).result
+        let base = try runLoss(try Loss(config: cfg), c, wantGrad: false).result
         for t: Int64 in [2, 3, 8] {
             cfg.loss.threads = t
-            let r = try runLoss(try PolicyLossEngine(config: cfg), c, wantGrad: false).result
+            let r = try runLoss(try Loss(config: cfg), c, wantGrad: false).result
             for m in Self.roleMetrics { #expect(r[m].bitPattern == base[m].bitPattern, "threads \(t): \(m.name)") }
         }
     }
@@ -227,7 +227,7 @@ struct RoleReference {
             cfg.fused.chunkV = 16
             let c = FusedLossCase.random(B: 5, L: 4, D: 10, V: 37, T: T, seed: 1801, holes: [3, 6, 7, 13, 19],
                                          regRows: [0, 1, 0, 0, 1])
-            let head = try FusedHead(config: cfg.fused), eng = try PolicyLossEngine(config: cfg)
+            let head = try FusedHead(config: cfg.fused), eng = try Loss(config: cfg)
             let run = try runFusedLoss(head, eng, c.head, c.loss)
             let label = "\(combine) T \(T) \(mode)"
             let un = try unfusedLoss(cfg, c)

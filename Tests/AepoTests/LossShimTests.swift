@@ -179,7 +179,7 @@ import Testing
         expectError(r, AEPO_ERR_INVALID_ARGUMENT, "reg_rows", "reg_rows[1] is 3", index: 1)
         // NULL handle, NULL inputs.
         var err = aepo_error()
-        #expect(aepo_loss_compute(nil, nil, nil, nil, nil, nil, 0, &err) == AEPO_ERR_NULL_POINTER && argument(err) == "h")
+        #expect(aepo_loss_compute(nil, nil, nil, nil, nil, nil, 0, &err) == AEPO_ERR_NULL_POINTER && argument(err) == "loss")
         #expect(aepo_loss_compute(h.h, nil, nil, nil, nil, nil, 0, &err) == AEPO_ERR_NULL_POINTER && argument(err) == "in")
     }
 

@@ -58,7 +58,7 @@ func release<T>(_ b: UnsafeBufferPointer<T>?) {
     b.map { UnsafeMutableBufferPointer(mutating: $0).deallocate() }
 }
 
-func runLoss(_ engine: PolicyLossEngine, _ c: LossCase, wantGrad: Bool = true) throws(AepoFailure) -> LossRun {
+func runLoss(_ engine: Loss, _ c: LossCase, wantGrad: Bool = true) throws(AepoFailure) -> LossRun {
     let lp = buffer(c.logp), olp = buffer(c.oldLogp), adv = buffer(c.advantages), mask = buffer(c.mask)
     let ref = c.ref.map(buffer), isw = c.isw.map(buffer), ent = c.entropy.map(buffer), reg = c.regRows.map(buffer)
     defer {
@@ -82,10 +82,10 @@ func runLoss(_ engine: PolicyLossEngine, _ c: LossCase, wantGrad: Bool = true) t
     return LossRun(result: try out.get(), grad: grad, gradEntropy: gradEnt)
 }
 
-func engine(_ edit: (inout Config) -> Void = { _ in }) -> PolicyLossEngine {
+func engine(_ edit: (inout Config) -> Void = { _ in }) -> Loss {
     var c = Config()
     edit(&c)
-    return try! PolicyLossEngine(config: c)
+    return try! Loss(config: c)
 }
 
 // MARK: - float64 reference

@@ -44,12 +44,12 @@ import Testing
         #expect(e.message.hasPrefix("a\\u0000b: malformed JSON"), "\(e.message)")
     }
 
-    /// aepo_fused_create left *out untouched on failure, unlike the other create functions.
+    /// aepo_fused_head_create left *out untouched on failure, unlike the other create functions.
     @Test func failedFusedCreateClearsOut() {
         var h = OpaquePointer(bitPattern: 0x10)
         var err = aepo_error()
         let json = #"{"fused": {"chunk_n": 0}}"#
-        let rc = json.withCString { aepo_fused_create($0, json.utf8.count, &h, &err) }
+        let rc = json.withCString { aepo_fused_head_create($0, json.utf8.count, &h, &err) }
         #expect(rc == AEPO_ERR_CONFIG)
         #expect(h == nil)
     }

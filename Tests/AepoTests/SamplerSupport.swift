@@ -1,4 +1,4 @@
-@testable import AepoCore
+@_spi(Bench) @testable import AepoCore
 import Glibc
 
 // Shared helpers of the Sampler*Tests files: a Swift-array front end to the core sampler,

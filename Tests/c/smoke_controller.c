@@ -40,7 +40,8 @@ int main(void) {
 
     CHECK(sizeof(aepo_decision) == AEPO_DECISION_SIZE_V2 && AEPO_DECISION_SIZE_V1 == 80);
     CHECK(strcmp(aepo_controller_mode_name(AEPO_CONTROLLER_MODE_ADAPTIVE), "adaptive") == 0);
-    CHECK(strcmp(aepo_controller_statistic_name(AEPO_CONTROLLER_STATISTIC_EXACT), "exact") == 0);
+    CHECK(strcmp(aepo_controller_statistic_name(AEPO_CONTROLLER_STATISTIC_ENTROPY), "entropy") == 0);
+    CHECK(strcmp(aepo_controller_statistic_name(AEPO_CONTROLLER_STATISTIC_NLL), "nll") == 0);
     CHECK(strcmp(aepo_controller_reason_name(AEPO_CONTROLLER_REASON_ABOVE_TARGET), "above_target") == 0);
     CHECK(strcmp(aepo_controller_reason_name(99), "unknown") == 0);
     aepo_controller_free(NULL);
@@ -71,7 +72,7 @@ int main(void) {
     CHECK(strcmp(err.argument, "nll") == 0);
     CHECK_STATUS(aepo_controller_step(ctl, AEPO_CONTROLLER_STATISTIC_NLL, -0.2, -1, &d, &err),
                  AEPO_ERR_INVALID_ARGUMENT, &err);
-    CHECK_STATUS(aepo_controller_step(ctl, AEPO_CONTROLLER_STATISTIC_EXACT, 0.4, -1, &d, &err),
+    CHECK_STATUS(aepo_controller_step(ctl, AEPO_CONTROLLER_STATISTIC_ENTROPY, 0.4, -1, &d, &err),
                  AEPO_ERR_INVALID_ARGUMENT, &err);
     CHECK(strcmp(err.argument, "nll") == 0 && strstr(err.message, "missing") != NULL);
     CHECK_STATUS(aepo_controller_step_sums(ctl, AEPO_CONTROLLER_STATISTIC_NLL, 3.0, 0, -1, &d, &err),
@@ -86,7 +87,7 @@ int main(void) {
     CHECK(strcmp(err.argument, "struct_size") == 0 && strstr(err.message, "next->") != NULL);
     e = fresh();
     CHECK_STATUS(aepo_controller_decision(NULL, &e, &err), AEPO_ERR_NULL_POINTER, &err);
-    CHECK(strcmp(err.argument, "ctl") == 0);
+    CHECK(strcmp(err.argument, "controller") == 0);
     after = state_of(ctl, &len2, &err);
     CHECK(len == len2 && strcmp(blob, after) == 0);
     free(after);
@@ -155,6 +156,35 @@ int main(void) {
         CHECK(strcmp(err.argument, "metrics") == 0);
     }
     aepo_controller_free(ctl);
+
+    /* The entropy statistic, under its config name and its older spelling "exact": the same
+     * controller, which takes the entropy only (the effective config keeps the spelling it
+     * was given, as for every alias). */
+    {
+        static const char *spellings[2] = {"entropy", "exact"};
+        aepo_decision by[2];
+        int k;
+        for (k = 0; k < 2; k++) {
+            char json[80], *cfg, want[40];
+            size_t n_cfg = 0;
+            snprintf(json, sizeof json, "{\"controller\": {\"statistic\": \"%s\"}}", spellings[k]);
+            snprintf(want, sizeof want, "\"statistic\": \"%s\"", spellings[k]);
+            ctl = make(json, &err);
+            CHECK_STATUS(aepo_controller_config_json(ctl, NULL, 0, &n_cfg, &err), AEPO_OK, &err);
+            cfg = (char *)malloc(n_cfg + 1);
+            CHECK_STATUS(aepo_controller_config_json(ctl, cfg, n_cfg + 1, &n_cfg, &err), AEPO_OK, &err);
+            CHECK(strstr(cfg, want) != NULL);
+            free(cfg);
+            CHECK_STATUS(aepo_controller_step(ctl, AEPO_CONTROLLER_STATISTIC_NLL, 0.4, -1, &d, &err),
+                         AEPO_ERR_INVALID_ARGUMENT, &err);
+            CHECK(strcmp(err.argument, "entropy") == 0);
+            by[k] = fresh();
+            CHECK_STATUS(aepo_controller_step(ctl, AEPO_CONTROLLER_STATISTIC_ENTROPY, 0.7, -1, &by[k], &err), AEPO_OK,
+                         &err);
+            aepo_controller_free(ctl);
+        }
+        CHECK(memcmp(&by[0], &by[1], sizeof by[0]) == 0 && by[0].temperature == 0.8);
+    }
 
     /* Config errors name the JSON path; *out is NULL. */
     ctl = (aepo_controller *)&err;

@@ -111,6 +111,8 @@ int main(void) {
     in.old_logp = NULL;
     CHECK_STATUS(aepo_loss_compute(h, &in, &loss, grad, NULL, NULL, 0, NULL), AEPO_ERR_NULL_POINTER, &err);
     in.old_logp = old_logp;
+    CHECK_STATUS(aepo_loss_compute(NULL, &in, &loss, grad, NULL, NULL, 0, &err), AEPO_ERR_NULL_POINTER, &err);
+    CHECK(strcmp(err.argument, "loss") == 0);
     in.mask = bad_mask;
     memset(bad_mask, 0, sizeof bad_mask);
     CHECK_STATUS(aepo_loss_compute(h, &in, &loss, grad, NULL, NULL, 0, &err), AEPO_ERR_INVALID_ARGUMENT, &err);

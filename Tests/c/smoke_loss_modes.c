@@ -143,10 +143,19 @@ int main(void) {
         static const int32_t T[8] = {0, 3, 1, -100, 4, 2, 2, 0};
         float lp[8], ent[8], old[8], dX[8 * 3], fused_logp[8];
         double lse[8], fused_loss = 0.0, plain_loss = 0.0;
-        aepo_fused *f = NULL;
+        aepo_fused_head *f = NULL;
+        aepo_fused_head_inputs hin;
         static const char *fcfg = "{\"fused\": {\"chunk_n\": 3, \"chunk_v\": 2}}";
-        CHECK_STATUS(aepo_fused_create(fcfg, strlen(fcfg), &f, &err), AEPO_OK, &err);
-        CHECK_STATUS(aepo_fused_forward(f, X, W, NULL, T, MASK, 8, 3, 5, lp, ent, lse, &err), AEPO_OK, &err);
+        CHECK_STATUS(aepo_fused_head_create(fcfg, strlen(fcfg), &f, &err), AEPO_OK, &err);
+        CHECK_STATUS(aepo_fused_head_inputs_init(&hin, sizeof hin, &err), AEPO_OK, &err);
+        hin.X = X;
+        hin.W = W;
+        hin.targets = T;
+        hin.mask = MASK;
+        hin.N = 8;
+        hin.D = 3;
+        hin.V = 5;
+        CHECK_STATUS(aepo_fused_head_forward(f, &hin, lp, ent, lse, &err), AEPO_OK, &err);
         static const float adv[2] = {1.0f, -0.25f};
         for (i = 0; i < 8; i++) old[i] = lp[i] - 0.2f * (float)(i % 3);
         h = make(gspo, &err);
@@ -155,12 +164,12 @@ int main(void) {
         /* Both rows have mean log-ratio 0.2: (-e^0.2 + 0.25 e^0.2) / 2. */
         CHECK_NEAR(plain_loss, -0.375 * exp(0.2), 1e-6);
         inputs(&in, 2, 4, NULL, old, adv, MASK, &err);
-        CHECK_STATUS(aepo_fused_loss_and_grad(f, h, X, W, NULL, T, 3, 5, &in, &fused_loss, dX, NULL, NULL, NULL, 0,
-                                              fused_logp, NULL, &err), AEPO_OK, &err);
+        CHECK_STATUS(aepo_fused_head_loss_and_grad(f, h, &hin, &in, &fused_loss, dX, NULL, NULL, NULL, 0, fused_logp,
+                                                   NULL, &err), AEPO_OK, &err);
         CHECK(fused_loss == plain_loss && memcmp(fused_logp, lp, sizeof lp) == 0);
         printf("fused gspo loss %.10f\n", fused_loss);
         aepo_loss_free(h);
-        aepo_fused_free(f);
+        aepo_fused_head_free(f);
     }
 
     /* Estimators: rloo gives +-2/3 and 0 for the singleton; rf++ baseline needs lengths;

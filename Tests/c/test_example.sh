@@ -40,7 +40,7 @@ expect_failure() {  # name, config text, text the error must contain
   fi
 }
 expect_failure kl '{"loss": {"kl_loss_coef": 0.1}}' \
-  'aepo_fused_loss_and_grad failed with AEPO_ERR_INVALID_ARGUMENT (1): ref_logp'
+  'aepo_fused_head_loss_and_grad failed with AEPO_ERR_INVALID_ARGUMENT (1): ref_logp'
 expect_failure typo '{"controller": {"t_hgh": 1.2}}' \
   'aepo_config_normalize failed with AEPO_ERR_CONFIG (4): controller.t_hgh'
 echo "test-example: the example trainer built with -Werror, ran, and passed under ASan/UBSan"

@@ -13,7 +13,7 @@
 
 /* The four handle kinds, through one switch (no casts between function types). */
 static const char *const KIND_NAMES[4] = {"aepo_loss_create", "aepo_controller_create", "aepo_sampler_create",
-                                          "aepo_fused_create"};
+                                          "aepo_fused_head_create"};
 
 static int32_t create_kind(int k, const char *json, size_t len, void **out, aepo_error *e) {
     int32_t rc = AEPO_ERR_INTERNAL;
@@ -21,7 +21,7 @@ static int32_t create_kind(int k, const char *json, size_t len, void **out, aepo
     case 0: { aepo_loss *h = (aepo_loss *)*out; rc = aepo_loss_create(json, len, &h, e); *out = h; break; }
     case 1: { aepo_controller *h = (aepo_controller *)*out; rc = aepo_controller_create(json, len, &h, e); *out = h; break; }
     case 2: { aepo_sampler *h = (aepo_sampler *)*out; rc = aepo_sampler_create(json, len, &h, e); *out = h; break; }
-    default: { aepo_fused *h = (aepo_fused *)*out; rc = aepo_fused_create(json, len, &h, e); *out = h; break; }
+    default: { aepo_fused_head *h = (aepo_fused_head *)*out; rc = aepo_fused_head_create(json, len, &h, e); *out = h; break; }
     }
     return rc;
 }
@@ -31,7 +31,7 @@ static int32_t config_kind(int k, const void *h, char *buf, size_t cap, size_t *
     case 0: return aepo_loss_config_json((const aepo_loss *)h, buf, cap, len, e);
     case 1: return aepo_controller_config_json((const aepo_controller *)h, buf, cap, len, e);
     case 2: return aepo_sampler_config_json((const aepo_sampler *)h, buf, cap, len, e);
-    default: return aepo_fused_config_json((const aepo_fused *)h, buf, cap, len, e);
+    default: return aepo_fused_head_config_json((const aepo_fused_head *)h, buf, cap, len, e);
     }
 }
 
@@ -40,7 +40,7 @@ static void free_kind(int k, void *h) {
     case 0: aepo_loss_free((aepo_loss *)h); break;
     case 1: aepo_controller_free((aepo_controller *)h); break;
     case 2: aepo_sampler_free((aepo_sampler *)h); break;
-    default: aepo_fused_free((aepo_fused *)h); break;
+    default: aepo_fused_head_free((aepo_fused_head *)h); break;
     }
 }
 

@@ -82,11 +82,11 @@ static aepo_controller *make_controller(fz *f, char *json, size_t cap) {
              "\"hysteresis\": %s, \"history\": %s, \"schedule\": %s, "
              "\"adaptive\": {\"actuator\": \"%s\", \"kp\": %s, \"ki\": %s, \"ema\": %s, \"t_rate\": %s, "
              "\"alpha_max\": %s}}}",
-             (a & 1) ? "adaptive" : "bang_bang", (a & 2) ? "exact" : "nll", (a & 4) ? "0.5" : "1e-300",
-             (a & 8) ? "1.2" : "1e300", (a & 16) ? "0.8" : "5e-324", (int)(b % 70), (a & 32) ? "true" : "false",
-             (a & 64) ? "0" : "2.5", (b & 64) ? "0" : "0.1", HIST[fz_below(f, 8)], SCHEDULES[fz_below(f, 5)],
-             (a & 128) ? "alpha" : "temperature", (b & 128) ? "5" : "1e300", (b & 1) ? "1.5" : "0",
-             (b & 2) ? "0.9" : "0", (b & 4) ? "0.3" : "1e-300", (b & 8) ? "0.5" : "1e300");
+             (a & 1) ? "adaptive" : "bang_bang", (a & 2) ? ((b & 16) ? "exact" : "entropy") : "nll",
+             (a & 4) ? "0.5" : "1e-300", (a & 8) ? "1.2" : "1e300", (a & 16) ? "0.8" : "5e-324", (int)(b % 70),
+             (a & 32) ? "true" : "false", (a & 64) ? "0" : "2.5", (b & 64) ? "0" : "0.1", HIST[fz_below(f, 8)],
+             SCHEDULES[fz_below(f, 5)], (a & 128) ? "alpha" : "temperature", (b & 128) ? "5" : "1e300",
+             (b & 1) ? "1.5" : "0", (b & 2) ? "0.9" : "0", (b & 4) ? "0.3" : "1e-300", (b & 8) ? "0.5" : "1e300");
     rc = aepo_controller_create(json, strlen(json), &c, &e);
     fz_check("aepo_controller_create", rc, &e);
     if (rc == AEPO_OK) return c;

@@ -1,7 +1,7 @@
-/* Fuzzes the fused LM head: aepo_fused_forward, aepo_fused_backward and
- * aepo_fused_loss_and_grad, with a head config (chunks, temperature, threads), shapes,
- * hidden states, weights, bias, targets, masks, upstream gradients, loss inputs and
- * optional or overlapping outputs decoded from the input.
+/* Fuzzes the fused LM head: aepo_fused_head_forward, aepo_fused_head_backward and
+ * aepo_fused_head_loss_and_grad, with a head config (chunks, temperature, threads), shapes,
+ * hidden states, weights, bias, targets, masks, upstream gradients, loss inputs, the head
+ * inputs' struct_size and optional or overlapping outputs decoded from the input.
  *
  * Invariants beyond fz_check:
  *   - NaN/Inf in X under mask = 1, in W or in bias, a mask value other than 0/1 and a target
@@ -9,11 +9,16 @@
  *   - on success every written output is finite, log p <= 0, entropy >= 0, rows with
  *     mask = 0 get 0 (dX too), and the loss and metrics are finite;
  *   - forward does not depend on fused.threads (bit for bit);
- *   - an output that overlaps an input fails. */
+ *   - an output that overlaps an input fails;
+ *   - a head-inputs struct_size below the first version's fails naming struct_size, and a
+ *     NULL head-inputs struct fails naming "in";
+ *   - loss_and_grad fails when the head's N is not B * L of the loss inputs, when the head's
+ *     mask is neither NULL nor the loss inputs' mask, and when the loss inputs carry logp or
+ *     entropy. */
 #include "fuzz.h"
 
 typedef struct head {
-    aepo_fused *h;
+    aepo_fused_head *h;
     char json[256];
     int threads;
 } head;
@@ -29,9 +34,26 @@ static void make_head(fz *f, head *hd) {
              (c & 1) ? 128 : 1 + (int)fz_below(f, 4), (c & 2) ? 8192 : 1 + (int)fz_below(f, 6),
              TEMPS[fz_below(f, 6)], hd->threads);
     hd->h = NULL;
-    rc = aepo_fused_create(hd->json, strlen(hd->json), &hd->h, &e);
-    fz_check("aepo_fused_create", rc, &e);
+    rc = aepo_fused_head_create(hd->json, strlen(hd->json), &hd->h, &e);
+    fz_check("aepo_fused_head_create", rc, &e);
     FZ_ASSERT(rc == AEPO_OK, "fused config rejected: %s", e.message);
+}
+
+static aepo_fused_head_inputs head_inputs(const float *X, const float *W, const float *bias, const int32_t *targets,
+                                          const uint8_t *mask, int64_t N, int64_t D, int64_t V) {
+    aepo_fused_head_inputs in;
+    FZ_ASSERT(aepo_fused_head_inputs_init(&in, sizeof in, NULL) == AEPO_OK, "aepo_fused_head_inputs_init failed");
+    FZ_ASSERT(in.struct_size == sizeof in && in.X == NULL && in.mask == NULL && in.N == 0 && in.V == 0,
+              "aepo_fused_head_inputs_init does not zero the struct");
+    in.X = X;
+    in.W = W;
+    in.bias = bias;
+    in.targets = targets;
+    in.mask = mask;
+    in.N = N;
+    in.D = D;
+    in.V = V;
+    return in;
 }
 
 static int all_finite(const float *p, int64_t n) {
@@ -53,6 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uint8_t *mask = NULL;
     int32_t rc;
     int must_fail = 0, op;
+    aepo_fused_head_inputs hin;
 
     make_head(&f, &hd);
     N = fz_size(&f, 6);
@@ -68,7 +91,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* With D = 0, X and W are empty whatever N and V are, and a valid call still makes N * V
      * logits: real work, not a bug. Keep it to what a fuzz input can afford. */
     if (N > 0 && V > 0 && (N > (1 << 22) / V)) {
-        aepo_fused_free(hd.h);
+        aepo_fused_head_free(hd.h);
         return 0;
     }
     if (nd >= 0 && !(flags & 4)) X = fz_floats(&f, nd, -2.0f, 2.0f, 0);
@@ -93,8 +116,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
     }
 
+    hin = head_inputs(X, W, bias, targets, mask, N, D, V);
+
     if (op == 0) {
         /* ---- forward ---- */
+        const aepo_fused_head_inputs *hinp = &hin;
+        int struct_case = -1;
         if (N >= 0 && N <= FZ_MAX_ELEMS) {
             if (flags & 0x100) logp = (float *)fz_alloc(N, sizeof(float), 0);
             if (flags & 0x200) ent = (float *)fz_alloc(N, sizeof(float), 0);
@@ -104,15 +131,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             free(logp); /* logp inside X: an overlap */
             logp = NULL;
             e = fz_err(&f, &eb);
-            rc = aepo_fused_forward(hd.h, X, W, bias, targets, mask, N, D, V, X, ent, lse, e);
-            fz_check("aepo_fused_forward", rc, e);
+            rc = aepo_fused_head_forward(hd.h, &hin, X, ent, lse, e);
+            fz_check("aepo_fused_head_forward", rc, e);
             FZ_ASSERT(rc != AEPO_OK, "forward accepted logp overlapping X");
             goto done;
         }
+        /* Now and then a struct_size below the first version's, or no struct at all. */
+        if ((flags & 0x6000) == 0x6000) {
+            uint8_t c = fz_u8(&f);
+            if (c >= 224) struct_case = c % 2;
+        }
+        if (struct_case == 0) hin.struct_size = (size_t)fz_below(&f, (int64_t)sizeof hin);
+        if (struct_case == 1) hinp = NULL;
         e = fz_err(&f, &eb);
-        rc = aepo_fused_forward(hd.h, X, W, bias, targets, mask, N, D, V, logp, ent, lse, e);
-        fz_check("aepo_fused_forward", rc, e);
+        rc = aepo_fused_head_forward(hd.h, hinp, logp, ent, lse, e);
+        fz_check("aepo_fused_head_forward", rc, e);
         if (must_fail) FZ_ASSERT(rc != AEPO_OK, "forward succeeded on input it must reject");
+        if (struct_case == 0) {
+            FZ_ASSERT(rc == AEPO_ERR_INVALID_ARGUMENT, "forward accepted struct_size %zu", hin.struct_size);
+            if (e) FZ_ASSERT(strcmp(e->argument, "struct_size") == 0, "a bad struct_size named %s", e->argument);
+        }
+        if (struct_case == 1) {
+            FZ_ASSERT(rc == AEPO_ERR_NULL_POINTER, "forward accepted in = NULL");
+            if (e) FZ_ASSERT(strcmp(e->argument, "in") == 0, "in = NULL named %s", e->argument);
+        }
         if (rc == AEPO_OK) {
             for (i = 0; i < N; i++) {
                 int on = !mask || mask[i] == 1;
@@ -124,19 +166,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             }
             if (lse && N > 0 && (flags & 0x1000)) {
                 /* The same call on a head with another thread count. */
-                aepo_fused *h2 = NULL;
+                aepo_fused_head *h2 = NULL;
                 char json2[256];
                 double *lse2 = (double *)fz_alloc(N, sizeof(double), 0);
                 char *p = strstr(hd.json, "\"threads\": ");
                 size_t at = (size_t)(p - hd.json);
                 memcpy(json2, hd.json, at);
                 snprintf(json2 + at, sizeof json2 - at, "\"threads\": %d}}", hd.threads == 1 ? 3 : 1);
-                FZ_ASSERT(aepo_fused_create(json2, strlen(json2), &h2, NULL) == AEPO_OK, "second head");
-                FZ_ASSERT(aepo_fused_forward(h2, X, W, bias, targets, mask, N, D, V, NULL, NULL, lse2, NULL) == AEPO_OK,
+                FZ_ASSERT(aepo_fused_head_create(json2, strlen(json2), &h2, NULL) == AEPO_OK, "second head");
+                FZ_ASSERT(aepo_fused_head_forward(h2, &hin, NULL, NULL, lse2, NULL) == AEPO_OK,
                           "forward failed with another thread count");
                 FZ_ASSERT(memcmp(lse, lse2, (size_t)N * sizeof(double)) == 0, "forward depends on fused.threads");
                 free(lse2);
-                aepo_fused_free(h2);
+                aepo_fused_head_free(h2);
             }
         }
     } else if (op == 1) {
@@ -146,7 +188,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             lse = (double *)fz_alloc(N, sizeof(double), 0);
             ent = (float *)fz_alloc(N, sizeof(float), 0);
             if (!(flags & 0x100))
-                forward_ok = aepo_fused_forward(hd.h, X, W, bias, targets, mask, N, D, V, NULL, ent, lse, NULL) == AEPO_OK;
+                forward_ok = aepo_fused_head_forward(hd.h, &hin, NULL, ent, lse, NULL) == AEPO_OK;
             if (!forward_ok)
                 for (i = 0; i < N; i++) {
                     lse[i] = fz_double(&f, -3.0, 10.0);
@@ -182,13 +224,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         e = fz_err(&f, &eb);
         if ((flags & 0x10000) && dX && W && nd > 0 && vd > 0) {
             /* dW = W: an output aliasing an input. */
-            rc = aepo_fused_backward(hd.h, X, W, bias, targets, mask, N, D, V, lse, ent, gl, gh, dX, W, db, e);
-            fz_check("aepo_fused_backward", rc, e);
+            rc = aepo_fused_head_backward(hd.h, &hin, lse, ent, gl, gh, dX, W, db, e);
+            fz_check("aepo_fused_head_backward", rc, e);
             FZ_ASSERT(rc != AEPO_OK, "backward accepted dW == W");
             goto done;
         }
-        rc = aepo_fused_backward(hd.h, X, W, bias, targets, mask, N, D, V, lse, ent, gl, gh, dX, dW, db, e);
-        fz_check("aepo_fused_backward", rc, e);
+        rc = aepo_fused_head_backward(hd.h, &hin, lse, ent, gl, gh, dX, dW, db, e);
+        fz_check("aepo_fused_head_backward", rc, e);
         if (must_fail) FZ_ASSERT(rc != AEPO_OK, "backward succeeded on input it must reject");
         if (rc == AEPO_OK) {
             for (i = 0; i < N; i++) {
@@ -208,6 +250,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         aepo_loss_inputs in;
         double loss = 7.0, metrics[AEPO_LOSS_METRIC_COUNT];
         float *old = NULL, *adv = NULL;
+        uint8_t *mask_copy = NULL;
+        int shape_ok;
         const char *lcfg = (flags & 0x100) ? "{\"loss\": {\"loss_agg_mode\": \"seq-mean-token-mean\", "
                                               "\"entropy_coeff\": 0.01}}"
                                             : "{\"regularizer\": {\"combine\": \"weighted\"}}";
@@ -235,6 +279,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             }
         }
         if (flags & 0x1000) in.logp = old; /* must be NULL for the fused loss */
+        /* The head's mask: NULL (the loss inputs' mask applies) or that same pointer; now and
+         * then a copy of it, which is another mask as far as the call knows, or loss inputs
+         * that carry the entropy the head computes. */
+        hin.mask = NULL;
+        if (flags & 0x40000) {
+            uint8_t c = fz_u8(&f);
+            if (c < 128) {
+                hin.mask = in.mask;
+            } else if (c >= 240 && (c & 1)) {
+                in.entropy = old;
+            } else if (c >= 240 && mask && N >= 0 && N <= FZ_MAX_ELEMS) {
+                mask_copy = (uint8_t *)fz_alloc(N, 1, 0);
+                memcpy(mask_copy, mask, (size_t)N);
+                hin.mask = mask_copy;
+            }
+        }
         if (nd >= 0 && !(flags & 0x2000)) dX = (float *)fz_alloc(nd, sizeof(float), 0);
         if (vd >= 0 && (flags & 0x4000)) dW = (float *)calloc(vd > 0 ? (size_t)vd : 1, sizeof(float));
         if (V >= 0 && V <= FZ_MAX_ELEMS && (flags & 0x8000)) db = (float *)calloc(V > 0 ? (size_t)V : 1, sizeof(float));
@@ -243,9 +303,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             ent = (float *)fz_alloc(N, sizeof(float), 0);
         }
         e = fz_err(&f, &eb);
-        rc = aepo_fused_loss_and_grad(hd.h, (flags & 0x20000) ? NULL : lh, X, W, bias, targets, D, V, &in, &loss, dX,
-                                      dW, db, metrics, AEPO_LOSS_METRIC_COUNT, logp, ent, e);
-        fz_check("aepo_fused_loss_and_grad", rc, e);
+        rc = aepo_fused_head_loss_and_grad(hd.h, (flags & 0x20000) ? NULL : lh, &hin, &in, &loss, dX, dW, db, metrics,
+                                           AEPO_LOSS_METRIC_COUNT, logp, ent, e);
+        fz_check("aepo_fused_head_loss_and_grad", rc, e);
+        shape_ok = B >= 0 && L >= 0 && (B == 0 || L <= INT64_MAX / B) && B * L == N;
+        if (!shape_ok) FZ_ASSERT(rc != AEPO_OK, "loss_and_grad accepted N = %lld with B = %lld, L = %lld",
+                                 (long long)N, (long long)B, (long long)L);
+        if (hin.mask && hin.mask != in.mask) FZ_ASSERT(rc != AEPO_OK, "loss_and_grad accepted another head mask");
+        if (in.logp || in.entropy) FZ_ASSERT(rc != AEPO_OK, "loss_and_grad accepted loss_in->logp or entropy");
         if (in.mask == mask && mask) {
             for (i = 0; i < N; i++)
                 if (mask[i] == 1 && (!isfinite(old[i]) || !isfinite(adv[i])) &&
@@ -265,6 +330,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 }
         }
         free((void *)in.reg_rows);
+        free(mask_copy);
         free(old);
         free(adv);
         aepo_loss_free(lh);
@@ -273,6 +339,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 done:
     free(X); free(W); free(bias); free(logp); free(ent); free(dX); free(dW); free(db); free(gl); free(gh);
     free(lse); free(targets); free(mask);
-    aepo_fused_free(hd.h);
+    aepo_fused_head_free(hd.h);
     return 0;
 }

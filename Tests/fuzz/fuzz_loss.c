@@ -9,8 +9,9 @@
  *     reg_rows value other than 0/1 fails; NaN/Inf under mask = 1 in any given array fails
  *     (with the documented exceptions: advantages of regulariser rows and of rows without a
  *     valid token are not read); AEPO_ERR_NON_FINITE names a float array and an index inside
- *     it; a failure never writes loss or metrics, and only AEPO_ERR_NON_FINITE may have
- *     written the gradients;
+ *     it, or "value" or "metrics" without an index when a result overflows; a failure never
+ *     writes loss or metrics, and only AEPO_ERR_NON_FINITE may have written the gradients;
+ *     a NULL handle fails naming "loss";
  *   - advantages: success means finite outputs and finite rewards;
  *   - select_regularizer: k <= min(k_max, n_positive) <= n, indices ascending in [0, n);
  *   - inputs_init: a struct_size below the first version fails and writes nothing. */
@@ -58,7 +59,7 @@ static aepo_loss *make_handle(fz *f) {
 
 static int is_array_name(const char *s) {
     static const char *const names[] = {"logp", "old_logp", "advantages", "ref_logp", "is_weights", "entropy",
-                                        "grad", "grad_entropy", "loss"};
+                                        "grad", "grad_entropy", "value", "metrics"};
     int i;
     for (i = 0; i < COUNT(names); i++)
         if (strcmp(s, names[i]) == 0) return 1;
@@ -221,8 +222,8 @@ static void fuzz_compute(fz *f, aepo_loss *h) {
         if (rc == AEPO_ERR_NON_FINITE && e) {
             int64_t limit = strcmp(e->argument, "advantages") == 0 ? nadv : n;
             FZ_ASSERT(is_array_name(e->argument), "non-finite error names %s", e->argument);
-            if (strcmp(e->argument, "loss") == 0) /* the loss itself overflows: no element */
-                FZ_ASSERT(e->index == -1, "the loss overflow names index %lld", (long long)e->index);
+            if (strcmp(e->argument, "value") == 0 || strcmp(e->argument, "metrics") == 0) /* a result overflows */
+                FZ_ASSERT(e->index == -1, "the %s overflow names index %lld", e->argument, (long long)e->index);
             else
                 FZ_ASSERT(e->index >= 0 && e->index < limit, "non-finite index %lld outside [0, %lld)",
                           (long long)e->index, (long long)limit);
@@ -343,7 +344,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         aepo_error e;
         /* NULL handle. */
         fz_check("aepo_loss_compute", aepo_loss_compute(NULL, NULL, NULL, NULL, NULL, NULL, 0, &e), &e);
-        FZ_ASSERT(e.status == AEPO_ERR_NULL_POINTER, "a NULL handle gave %s", aepo_status_name(e.status));
+        FZ_ASSERT(e.status == AEPO_ERR_NULL_POINTER && strcmp(e.argument, "loss") == 0, "a NULL handle gave %s (%s)",
+                  aepo_status_name(e.status), e.argument);
         aepo_loss_free(h);
         return 0;
     }

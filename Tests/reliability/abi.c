@@ -15,7 +15,7 @@
 #define PIN(name, cond) typedef char abi_pin_##name[(cond) ? 1 : -1]
 
 /* Versions. */
-PIN(abi_version, AEPO_ABI_VERSION == 0);
+PIN(abi_version, AEPO_ABI_VERSION == 1);
 
 /* Status codes. */
 PIN(ok, AEPO_OK == 0);
@@ -56,7 +56,8 @@ PIN(mode_bb, AEPO_CONTROLLER_MODE_BANG_BANG == 0);
 PIN(mode_ad, AEPO_CONTROLLER_MODE_ADAPTIVE == 1);
 PIN(mode_count, AEPO_CONTROLLER_MODE_COUNT == 2);
 PIN(stat_nll, AEPO_CONTROLLER_STATISTIC_NLL == 0);
-PIN(stat_exact, AEPO_CONTROLLER_STATISTIC_EXACT == 1);
+PIN(stat_entropy, AEPO_CONTROLLER_STATISTIC_ENTROPY == 1);
+PIN(stat_exact, AEPO_CONTROLLER_STATISTIC_EXACT == 1); /* the alias the header keeps */
 PIN(stat_count, AEPO_CONTROLLER_STATISTIC_COUNT == 2);
 PIN(r_initial, AEPO_CONTROLLER_REASON_INITIAL == 0);
 PIN(r_below, AEPO_CONTROLLER_REASON_AT_OR_BELOW_TARGET == 1);
@@ -101,6 +102,32 @@ PIN(in_global_seqs, offsetof(aepo_loss_inputs, global_seqs) == 112);
 PIN(in_global_reg_tokens, offsetof(aepo_loss_inputs, global_reg_tokens) == 120);
 PIN(in_dp_size, offsetof(aepo_loss_inputs, dp_size) == 128);
 PIN(in_step, offsetof(aepo_loss_inputs, step) == 136);
+
+/* aepo_logits_inputs, version 1. */
+PIN(li_size, sizeof(aepo_logits_inputs) == 88);
+PIN(li_struct_size, offsetof(aepo_logits_inputs, struct_size) == 0);
+PIN(li_logits, offsetof(aepo_logits_inputs, logits) == 8);
+PIN(li_B, offsetof(aepo_logits_inputs, B) == 16);
+PIN(li_L, offsetof(aepo_logits_inputs, L) == 24);
+PIN(li_V, offsetof(aepo_logits_inputs, V) == 32);
+PIN(li_stride_b, offsetof(aepo_logits_inputs, stride_b) == 40);
+PIN(li_stride_l, offsetof(aepo_logits_inputs, stride_l) == 48);
+PIN(li_targets, offsetof(aepo_logits_inputs, targets) == 56);
+PIN(li_mask, offsetof(aepo_logits_inputs, mask) == 64);
+PIN(li_temperature, offsetof(aepo_logits_inputs, temperature) == 72);
+PIN(li_threads, offsetof(aepo_logits_inputs, threads) == 80);
+
+/* aepo_fused_head_inputs, version 1. */
+PIN(fi_size, sizeof(aepo_fused_head_inputs) == 72);
+PIN(fi_struct_size, offsetof(aepo_fused_head_inputs, struct_size) == 0);
+PIN(fi_X, offsetof(aepo_fused_head_inputs, X) == 8);
+PIN(fi_W, offsetof(aepo_fused_head_inputs, W) == 16);
+PIN(fi_bias, offsetof(aepo_fused_head_inputs, bias) == 24);
+PIN(fi_targets, offsetof(aepo_fused_head_inputs, targets) == 32);
+PIN(fi_mask, offsetof(aepo_fused_head_inputs, mask) == 40);
+PIN(fi_N, offsetof(aepo_fused_head_inputs, N) == 48);
+PIN(fi_D, offsetof(aepo_fused_head_inputs, D) == 56);
+PIN(fi_V, offsetof(aepo_fused_head_inputs, V) == 64);
 
 /* aepo_decision, versions 1 and 2. */
 PIN(dec_v1, AEPO_DECISION_SIZE_V1 == 80);
@@ -166,28 +193,28 @@ struct abi_functions {
     int32_t (*controller_restore)(aepo_controller *, const char *, size_t, aepo_error *);
     int32_t (*controller_history_count)(const aepo_controller *, int64_t *, aepo_error *);
     int32_t (*controller_history)(const aepo_controller *, int64_t, aepo_decision *, aepo_error *);
-    int32_t (*logits_stats)(const float *, int64_t, int64_t, int64_t, int64_t, int64_t, const int32_t *,
-                            const uint8_t *, double, int64_t, float *, float *, double *, float *, double *, double *,
+    int32_t (*logits_inputs_init)(aepo_logits_inputs *, size_t, aepo_error *);
+    int32_t (*logits_stats)(const aepo_logits_inputs *, float *, float *, double *, float *, double *, double *,
                             int64_t *, aepo_error *);
-    int32_t (*logits_backward)(const float *, int64_t, int64_t, int64_t, int64_t, int64_t, const int32_t *,
-                               const uint8_t *, double, const double *, const float *, const float *, const float *,
-                               float *, int64_t, int64_t, int64_t, aepo_error *);
+    int32_t (*logits_backward)(const aepo_logits_inputs *, const double *, const float *, const float *,
+                               const float *, float *, int64_t, int64_t, aepo_error *);
     int32_t (*sampler_create)(const char *, size_t, aepo_sampler **, aepo_error *);
     void (*sampler_free)(aepo_sampler *);
     int32_t (*sampler_config_json)(const aepo_sampler *, char *, size_t, size_t *, aepo_error *);
     int32_t (*sampler_sample)(aepo_sampler *, const float *, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                               const double *, int32_t *, float *, float *, int32_t *, aepo_error *);
-    int32_t (*fused_create)(const char *, size_t, aepo_fused **, aepo_error *);
-    void (*fused_free)(aepo_fused *);
-    int32_t (*fused_config_json)(const aepo_fused *, char *, size_t, size_t *, aepo_error *);
-    int32_t (*fused_forward)(const aepo_fused *, const float *, const float *, const float *, const int32_t *,
-                             const uint8_t *, int64_t, int64_t, int64_t, float *, float *, double *, aepo_error *);
-    int32_t (*fused_backward)(const aepo_fused *, const float *, const float *, const float *, const int32_t *,
-                              const uint8_t *, int64_t, int64_t, int64_t, const double *, const float *, const float *,
-                              const float *, float *, float *, float *, aepo_error *);
-    int32_t (*fused_loss_and_grad)(const aepo_fused *, const aepo_loss *, const float *, const float *, const float *,
-                                   const int32_t *, int64_t, int64_t, const aepo_loss_inputs *, double *, float *,
-                                   float *, float *, double *, size_t, float *, float *, aepo_error *);
+    int32_t (*fused_head_create)(const char *, size_t, aepo_fused_head **, aepo_error *);
+    void (*fused_head_free)(aepo_fused_head *);
+    int32_t (*fused_head_config_json)(const aepo_fused_head *, char *, size_t, size_t *, aepo_error *);
+    int32_t (*fused_head_inputs_init)(aepo_fused_head_inputs *, size_t, aepo_error *);
+    int32_t (*fused_head_forward)(const aepo_fused_head *, const aepo_fused_head_inputs *, float *, float *, double *,
+                                  aepo_error *);
+    int32_t (*fused_head_backward)(const aepo_fused_head *, const aepo_fused_head_inputs *, const double *,
+                                   const float *, const float *, const float *, float *, float *, float *,
+                                   aepo_error *);
+    int32_t (*fused_head_loss_and_grad)(const aepo_fused_head *, const aepo_loss *, const aepo_fused_head_inputs *,
+                                        const aepo_loss_inputs *, double *, float *, float *, float *, double *,
+                                        size_t, float *, float *, aepo_error *);
 };
 
 static const struct abi_functions FUNCTIONS = {
@@ -198,10 +225,10 @@ static const struct abi_functions FUNCTIONS = {
     aepo_controller_reason_name, aepo_controller_create, aepo_controller_free, aepo_controller_config_json,
     aepo_controller_decision, aepo_controller_step, aepo_controller_step_sums, aepo_controller_step_metrics,
     aepo_controller_state_json,
-    aepo_controller_restore, aepo_controller_history_count, aepo_controller_history, aepo_logits_stats,
-    aepo_logits_backward, aepo_sampler_create, aepo_sampler_free, aepo_sampler_config_json, aepo_sampler_sample,
-    aepo_fused_create, aepo_fused_free, aepo_fused_config_json, aepo_fused_forward, aepo_fused_backward,
-    aepo_fused_loss_and_grad,
+    aepo_controller_restore, aepo_controller_history_count, aepo_controller_history, aepo_logits_inputs_init,
+    aepo_logits_stats, aepo_logits_backward, aepo_sampler_create, aepo_sampler_free, aepo_sampler_config_json,
+    aepo_sampler_sample, aepo_fused_head_create, aepo_fused_head_free, aepo_fused_head_config_json,
+    aepo_fused_head_inputs_init, aepo_fused_head_forward, aepo_fused_head_backward, aepo_fused_head_loss_and_grad,
 };
 
 static const char *const STATUS_NAMES[] = {
@@ -222,6 +249,8 @@ static const char *const REASON_NAMES[] = {
 int main(void) {
     int i;
     aepo_loss_inputs in;
+    aepo_logits_inputs kin;
+    aepo_fused_head_inputs hin;
     aepo_decision d;
     aepo_controller *c = NULL;
     aepo_error e;
@@ -244,7 +273,7 @@ int main(void) {
     CHECK(strcmp(aepo_controller_mode_name(1), "adaptive") == 0);
     CHECK(strcmp(aepo_controller_mode_name(2), "unknown") == 0);
     CHECK(strcmp(aepo_controller_statistic_name(0), "nll") == 0);
-    CHECK(strcmp(aepo_controller_statistic_name(1), "exact") == 0);
+    CHECK(strcmp(aepo_controller_statistic_name(1), "entropy") == 0);
     CHECK(strcmp(aepo_controller_statistic_name(2), "unknown") == 0);
     for (i = 0; i < 9; i++) CHECK(strcmp(aepo_controller_reason_name(i), REASON_NAMES[i]) == 0);
     CHECK(strcmp(aepo_controller_reason_name(AEPO_CONTROLLER_REASON_COUNT), "unknown") == 0);
@@ -254,6 +283,14 @@ int main(void) {
     CHECK_STATUS(aepo_loss_inputs_init(&in, sizeof in, &e), AEPO_OK, &e);
     CHECK(in.struct_size == 144 && in.reg_alpha == -1 && in.global_tokens == -1 && in.dp_size == 1);
     CHECK_STATUS(aepo_loss_inputs_init(&in, sizeof in - 1, &e), AEPO_ERR_INVALID_ARGUMENT, &e);
+    CHECK(strcmp(e.argument, "struct_size") == 0);
+    CHECK_STATUS(aepo_logits_inputs_init(&kin, sizeof kin, &e), AEPO_OK, &e);
+    CHECK(kin.struct_size == 88 && kin.temperature == 1 && kin.threads == 1 && kin.stride_b < 0 && kin.stride_l < 0);
+    CHECK_STATUS(aepo_logits_inputs_init(&kin, sizeof kin - 1, &e), AEPO_ERR_INVALID_ARGUMENT, &e);
+    CHECK(strcmp(e.argument, "struct_size") == 0);
+    CHECK_STATUS(aepo_fused_head_inputs_init(&hin, sizeof hin, &e), AEPO_OK, &e);
+    CHECK(hin.struct_size == 72 && hin.X == NULL && hin.N == 0);
+    CHECK_STATUS(aepo_fused_head_inputs_init(&hin, sizeof hin - 1, &e), AEPO_ERR_INVALID_ARGUMENT, &e);
     CHECK(strcmp(e.argument, "struct_size") == 0);
     CHECK_STATUS(aepo_controller_create(NULL, 0, &c, &e), AEPO_OK, &e);
     memset(&d, 0, sizeof d);

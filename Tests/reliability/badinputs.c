@@ -125,7 +125,7 @@ static void create_cases(void) {
     aepo_loss *l = NULL;
     aepo_controller *c = NULL;
     aepo_sampler *s = NULL;
-    aepo_fused *f = NULL;
+    aepo_fused_head *f = NULL;
     const char *arr = "[]";
     int32_t rc;
     rc = aepo_loss_create(NULL, 0, NULL, &e);
@@ -144,23 +144,23 @@ static void create_cases(void) {
     rc = aepo_sampler_create(JSON("{\"sampler\": {\"temperature\": 1e-31}}"), &s, &e);
     expect("aepo_sampler_create", "value", "temperature 1e-31 (1/T overflows float)", rc, &e, AEPO_ERR_CONFIG,
            "sampler.temperature", -1);
-    rc = aepo_fused_create(NULL, 0, NULL, &e);
-    expect("aepo_fused_create", "null", "out NULL", rc, &e, AEPO_ERR_NULL_POINTER, "out", -1);
-    rc = aepo_fused_create(JSON("{\"fused\": {\"chunk_n\": 0}}"), &f, &e);
-    expect("aepo_fused_create", "value", "chunk_n = 0", rc, &e, AEPO_ERR_CONFIG, "fused.chunk_n", -1);
+    rc = aepo_fused_head_create(NULL, 0, NULL, &e);
+    expect("aepo_fused_head_create", "null", "out NULL", rc, &e, AEPO_ERR_NULL_POINTER, "out", -1);
+    rc = aepo_fused_head_create(JSON("{\"fused\": {\"chunk_n\": 0}}"), &f, &e);
+    expect("aepo_fused_head_create", "value", "chunk_n = 0", rc, &e, AEPO_ERR_CONFIG, "fused.chunk_n", -1);
     rc = aepo_loss_config_json(NULL, NULL, 0, NULL, &e);
-    expect("aepo_loss_config_json", "null", "NULL handle", rc, &e, AEPO_ERR_NULL_POINTER, "h", -1);
+    expect("aepo_loss_config_json", "null", "NULL handle", rc, &e, AEPO_ERR_NULL_POINTER, "loss", -1);
     rc = aepo_controller_config_json(NULL, NULL, 0, NULL, &e);
-    expect("aepo_controller_config_json", "null", "NULL handle", rc, &e, AEPO_ERR_NULL_POINTER, "ctl", -1);
+    expect("aepo_controller_config_json", "null", "NULL handle", rc, &e, AEPO_ERR_NULL_POINTER, "controller", -1);
     rc = aepo_sampler_config_json(NULL, NULL, 0, NULL, &e);
     expect("aepo_sampler_config_json", "null", "NULL handle", rc, &e, AEPO_ERR_NULL_POINTER, "sampler", -1);
-    rc = aepo_fused_config_json(NULL, NULL, 0, NULL, &e);
-    expect("aepo_fused_config_json", "null", "NULL handle", rc, &e, AEPO_ERR_NULL_POINTER, "h", -1);
+    rc = aepo_fused_head_config_json(NULL, NULL, 0, NULL, &e);
+    expect("aepo_fused_head_config_json", "null", "NULL handle", rc, &e, AEPO_ERR_NULL_POINTER, "head", -1);
     /* free(NULL) is a no-op: nothing to check but that it returns. */
     aepo_loss_free(NULL);
     aepo_controller_free(NULL);
     aepo_sampler_free(NULL);
-    aepo_fused_free(NULL);
+    aepo_fused_head_free(NULL);
 }
 
 /* --------------------------------------------------------------------- loss --- */
@@ -200,18 +200,21 @@ static void loss_base(loss_case *c, aepo_loss *h) {
 }
 
 static void loss_compute_cases(void) {
-    aepo_loss *plain = NULL, *kl = NULL, *ent = NULL, *weighted = NULL, *sumnorm = NULL, *tokensum = NULL;
+    aepo_loss *plain = NULL, *kl = NULL, *ent = NULL, *weighted = NULL, *sumnorm = NULL, *sumnorm300 = NULL;
+    aepo_loss *tokensum = NULL;
     aepo_error e;
-    int k;
+    int k, i;
     const char *kc = "{\"loss\": {\"kl_loss_coef\": 0.1}}", *ec = "{\"loss\": {\"entropy_coeff\": 0.01}}";
     const char *wc = "{\"regularizer\": {\"combine\": \"weighted\"}}";
     const char *sc = "{\"loss\": {\"loss_agg_mode\": \"seq-mean-token-sum-norm\", \"loss_scale_factor\": 5e-324}}";
+    const char *s3 = "{\"loss\": {\"loss_agg_mode\": \"seq-mean-token-sum-norm\", \"loss_scale_factor\": 1e-300}}";
     const char *tc = "{\"loss\": {\"loss_agg_mode\": \"token-sum\", \"clip_ratio_high\": 10}}";
     aepo_loss_create(NULL, 0, &plain, NULL);
     aepo_loss_create(kc, strlen(kc), &kl, NULL);
     aepo_loss_create(ec, strlen(ec), &ent, NULL);
     aepo_loss_create(wc, strlen(wc), &weighted, NULL);
     aepo_loss_create(sc, strlen(sc), &sumnorm, NULL);
+    aepo_loss_create(s3, strlen(s3), &sumnorm300, NULL);
     aepo_loss_create(tc, strlen(tc), &tokensum, NULL);
     for (k = 0;; k++) {
         loss_case c;
@@ -223,7 +226,7 @@ static void loss_compute_cases(void) {
         loss_base(&c, plain);
         switch (k) {
         case 0: w = OK_CASE("valid inputs"); break;
-        case 1: w = W("null", "NULL handle", AEPO_ERR_NULL_POINTER, "h", -1); c.h = NULL; break;
+        case 1: w = W("null", "NULL handle", AEPO_ERR_NULL_POINTER, "loss", -1); c.h = NULL; break;
         case 2: w = W("null", "in NULL", AEPO_ERR_NULL_POINTER, "in", -1); in = NULL; break;
         case 3: w = W("null", "logp NULL", AEPO_ERR_NULL_POINTER, "logp", -1); c.in.logp = NULL; break;
         case 4: w = W("null", "old_logp NULL", AEPO_ERR_NULL_POINTER, "old_logp", -1); c.in.old_logp = NULL; break;
@@ -334,9 +337,19 @@ static void loss_compute_cases(void) {
             break;
         case 39:
             w = W("overflow", "loss_scale_factor 5e-324, grad NULL (the loss overflows double)", AEPO_ERR_NON_FINITE,
-                  "loss", -1);
+                  "value", -1);
             c.h = sumnorm;
             no_grad = 1;
+            break;
+        case 40:
+            w = W("overflow", "loss_scale_factor 1e-300, entropy 3e38 with entropy_coeff 0 (a metric overflows double)",
+                  AEPO_ERR_NON_FINITE, "metrics", -1);
+            c.h = sumnorm300;
+            for (i = 0; i < N; i++) {
+                c.adv[i] = 0;
+                c.ent[i] = 3e38f;
+            }
+            c.in.entropy = c.ent;
             break;
         case 38:
             w = W("value", "weighted regulariser rows with dp_size 2 and no global_reg_tokens", AEPO_ERR_INVALID_ARGUMENT,
@@ -350,7 +363,7 @@ static void loss_compute_cases(void) {
             break;
         default:
             aepo_loss_free(plain); aepo_loss_free(kl); aepo_loss_free(ent); aepo_loss_free(weighted);
-            aepo_loss_free(sumnorm); aepo_loss_free(tokensum);
+            aepo_loss_free(sumnorm); aepo_loss_free(sumnorm300); aepo_loss_free(tokensum);
             return;
         }
         rc = aepo_loss_compute(c.h, in, &loss, no_grad ? NULL : c.grad, no_grad ? NULL : c.gent, NULL, 0, &e);
@@ -371,7 +384,7 @@ static void loss_other_cases(void) {
     rc = aepo_loss_advantages(h, r, g, 4, NULL, out, &e);
     expect("aepo_loss_advantages", "valid", "valid inputs", rc, &e, AEPO_OK, "", -1);
     rc = aepo_loss_advantages(NULL, r, g, 4, NULL, out, &e);
-    expect("aepo_loss_advantages", "null", "NULL handle", rc, &e, AEPO_ERR_NULL_POINTER, "h", -1);
+    expect("aepo_loss_advantages", "null", "NULL handle", rc, &e, AEPO_ERR_NULL_POINTER, "loss", -1);
     rc = aepo_loss_advantages(h, r, g, -1, NULL, out, &e);
     expect("aepo_loss_advantages", "shape", "n = -1", rc, &e, AEPO_ERR_SHAPE, "n", -1);
     rc = aepo_loss_advantages(h, NULL, g, 4, NULL, out, &e);
@@ -402,7 +415,7 @@ static void loss_other_cases(void) {
     rc = aepo_loss_select_regularizer(h, r, g, 4, 2, 0, idx, 4, &k, &np, &e);
     expect("aepo_loss_select_regularizer", "valid", "valid inputs", rc, &e, AEPO_OK, "", -1);
     rc = aepo_loss_select_regularizer(NULL, r, g, 4, 2, 0, idx, 4, &k, &np, &e);
-    expect("aepo_loss_select_regularizer", "null", "NULL handle", rc, &e, AEPO_ERR_NULL_POINTER, "h", -1);
+    expect("aepo_loss_select_regularizer", "null", "NULL handle", rc, &e, AEPO_ERR_NULL_POINTER, "loss", -1);
     rc = aepo_loss_select_regularizer(h, r, g, -5, 2, 0, idx, 4, &k, &np, &e);
     expect("aepo_loss_select_regularizer", "shape", "n = -5", rc, &e, AEPO_ERR_SHAPE, "n", -1);
     rc = aepo_loss_select_regularizer(h, r, g, 4, -1, 0, idx, 4, &k, &np, &e);
@@ -437,7 +450,7 @@ static void loss_other_cases(void) {
 /* --------------------------------------------------------------- controller --- */
 
 static void controller_cases(void) {
-    aepo_controller *c = NULL, *exact = NULL, *adaptive = NULL;
+    aepo_controller *c = NULL, *entropy = NULL, *adaptive = NULL;
     aepo_error e;
     aepo_decision d;
     int64_t count;
@@ -445,7 +458,7 @@ static void controller_cases(void) {
     size_t n = 0, n2 = 0;
     int32_t rc;
     aepo_controller_create(JSON("{\"controller\": {\"history\": 4}}"), &c, NULL);
-    aepo_controller_create(JSON("{\"controller\": {\"statistic\": \"exact\"}}"), &exact, NULL);
+    aepo_controller_create(JSON("{\"controller\": {\"statistic\": \"entropy\"}}"), &entropy, NULL);
     aepo_controller_create(JSON("{\"controller\": {\"mode\": \"adaptive\"}}"), &adaptive, NULL);
     memset(&d, 0, sizeof d);
     d.struct_size = sizeof d;
@@ -453,15 +466,15 @@ static void controller_cases(void) {
     rc = aepo_controller_step(c, AEPO_CONTROLLER_STATISTIC_NLL, 0.4, AEPO_CONTROLLER_STEP_NEXT, &d, &e);
     expect("aepo_controller_step", "valid", "valid inputs", rc, &e, AEPO_OK, "", -1);
     rc = aepo_controller_step(NULL, 0, 0.4, AEPO_CONTROLLER_STEP_NEXT, &d, &e);
-    expect("aepo_controller_step", "null", "NULL handle", rc, &e, AEPO_ERR_NULL_POINTER, "ctl", -1);
+    expect("aepo_controller_step", "null", "NULL handle", rc, &e, AEPO_ERR_NULL_POINTER, "controller", -1);
     rc = aepo_controller_step(c, 2, 0.4, AEPO_CONTROLLER_STEP_NEXT, &d, &e);
     expect("aepo_controller_step", "value", "statistic = 2", rc, &e, AEPO_ERR_INVALID_ARGUMENT, "statistic", -1);
-    rc = aepo_controller_step(c, AEPO_CONTROLLER_STATISTIC_EXACT, 0.4, AEPO_CONTROLLER_STEP_NEXT, &d, &e);
-    expect("aepo_controller_step", "value", "the exact entropy to an nll controller", rc, &e, AEPO_ERR_INVALID_ARGUMENT,
+    rc = aepo_controller_step(c, AEPO_CONTROLLER_STATISTIC_ENTROPY, 0.4, AEPO_CONTROLLER_STEP_NEXT, &d, &e);
+    expect("aepo_controller_step", "value", "the entropy to an nll controller", rc, &e, AEPO_ERR_INVALID_ARGUMENT,
            "nll", -1);
     rc = aepo_controller_step(c, 0, NAN, AEPO_CONTROLLER_STEP_NEXT, &d, &e);
     expect("aepo_controller_step", "non-finite", "value NaN", rc, &e, AEPO_ERR_NON_FINITE, "nll", -1);
-    rc = aepo_controller_step(exact, 1, INFINITY, AEPO_CONTROLLER_STEP_NEXT, &d, &e);
+    rc = aepo_controller_step(entropy, AEPO_CONTROLLER_STATISTIC_ENTROPY, INFINITY, AEPO_CONTROLLER_STEP_NEXT, &d, &e);
     expect("aepo_controller_step", "non-finite", "value +Inf", rc, &e, AEPO_ERR_NON_FINITE, "entropy", -1);
     rc = aepo_controller_step(c, 0, -0.1, AEPO_CONTROLLER_STEP_NEXT, &d, &e);
     expect("aepo_controller_step", "value", "value -0.1", rc, &e, AEPO_ERR_INVALID_ARGUMENT, "nll", -1);
@@ -518,13 +531,13 @@ static void controller_cases(void) {
         expect("aepo_controller_step_metrics", "value", "no token in the picked rows", rc, &e,
                AEPO_ERR_INVALID_ARGUMENT, "metrics", -1);
         rc = aepo_controller_step_metrics(NULL, m, AEPO_LOSS_METRIC_COUNT, AEPO_CONTROLLER_STEP_NEXT, &d, &e);
-        expect("aepo_controller_step_metrics", "null", "NULL handle", rc, &e, AEPO_ERR_NULL_POINTER, "ctl", -1);
+        expect("aepo_controller_step_metrics", "null", "NULL handle", rc, &e, AEPO_ERR_NULL_POINTER, "controller", -1);
     }
 
     rc = aepo_controller_decision(c, NULL, &e);
     expect("aepo_controller_decision", "null", "out NULL", rc, &e, AEPO_ERR_NULL_POINTER, "out", -1);
     rc = aepo_controller_decision(NULL, &d, &e);
-    expect("aepo_controller_decision", "null", "NULL handle", rc, &e, AEPO_ERR_NULL_POINTER, "ctl", -1);
+    expect("aepo_controller_decision", "null", "NULL handle", rc, &e, AEPO_ERR_NULL_POINTER, "controller", -1);
     d.struct_size = 0;
     rc = aepo_controller_decision(c, &d, &e);
     expect("aepo_controller_decision", "value", "struct_size 0", rc, &e, AEPO_ERR_INVALID_ARGUMENT, "struct_size",
@@ -557,7 +570,7 @@ static void controller_cases(void) {
     rc = aepo_controller_restore(c, "{}", 2, &e);
     expect("aepo_controller_restore", "value", "an empty object", rc, &e, AEPO_ERR_STATE, NULL, -1);
     aepo_controller_free(c);
-    aepo_controller_free(exact);
+    aepo_controller_free(entropy);
     aepo_controller_free(adaptive);
 }
 
@@ -575,6 +588,11 @@ typedef struct kcase {
     const float *xp;
     float *outp;
     int64_t osb, osl;
+    /* The inputs struct as the call sees it, with room for a caller's newer, larger version. */
+    union {
+        aepo_logits_inputs in;
+        unsigned char raw[sizeof(aepo_logits_inputs) + 8];
+    } u;
 } kcase;
 
 static void kbase(kcase *c) {
@@ -601,6 +619,44 @@ static void kbase(kcase *c) {
     c->osl = KV;
 }
 
+/* The case's inputs struct, from the init defaults. `extra` >= 0 makes it a struct 8 bytes
+ * larger than this header's, whose first new byte holds `extra`. */
+static aepo_logits_inputs *kinputs(kcase *c, const int32_t *tg, const uint8_t *mask, int extra) {
+    aepo_logits_inputs *in = &c->u.in;
+    aepo_logits_inputs_init(in, sizeof *in, NULL);
+    in->logits = c->xp;
+    in->B = c->B;
+    in->L = c->Lr;
+    in->V = c->V;
+    in->stride_b = c->sb;
+    in->stride_l = c->sl;
+    in->targets = tg;
+    in->mask = mask;
+    in->temperature = c->T;
+    in->threads = c->threads;
+    if (extra >= 0) {
+        in->struct_size = sizeof *in + 8;
+        c->u.raw[sizeof *in] = (unsigned char)extra;
+    }
+    return in;
+}
+
+static void logits_inputs_init_cases(void) {
+    aepo_logits_inputs in;
+    aepo_error e;
+    int32_t rc;
+    rc = aepo_logits_inputs_init(&in, sizeof in, &e);
+    expect("aepo_logits_inputs_init", "valid", "struct_size = sizeof(aepo_logits_inputs)", rc, &e, AEPO_OK, "", -1);
+    rc = aepo_logits_inputs_init(NULL, sizeof in, &e);
+    expect("aepo_logits_inputs_init", "null", "in NULL", rc, &e, AEPO_ERR_NULL_POINTER, "in", -1);
+    rc = aepo_logits_inputs_init(&in, sizeof in - 8, &e);
+    expect("aepo_logits_inputs_init", "value", "struct_size below the first version", rc, &e,
+           AEPO_ERR_INVALID_ARGUMENT, "struct_size", -1);
+    rc = aepo_logits_inputs_init(&in, (size_t)-1, &e);
+    expect("aepo_logits_inputs_init", "value", "struct_size = SIZE_MAX", rc, &e, AEPO_ERR_INVALID_ARGUMENT,
+           "struct_size", -1);
+}
+
 static void kernels_cases(void) {
     int k;
     for (k = 0;; k++) {
@@ -610,52 +666,70 @@ static void kernels_cases(void) {
         int32_t rc;
         const int32_t *tg;
         const uint8_t *mask;
+        aepo_logits_inputs *in;
         float *lp;
+        int extra = -1, null_in = 0, zero_size = 0;
         kbase(&c);
         tg = c.tg;
         mask = c.mask;
         lp = c.lp;
         switch (k) {
         case 0: w = OK_CASE("valid inputs"); break;
-        case 1: w = W("null", "logits NULL", AEPO_ERR_NULL_POINTER, "logits", -1); c.xp = NULL; break;
-        case 2: w = W("null", "targets NULL with logp wanted", AEPO_ERR_NULL_POINTER, "targets", -1); tg = NULL; break;
-        case 3: w = W("shape", "B = -1", AEPO_ERR_SHAPE, "B", -1); c.B = -1; break;
-        case 4: w = W("shape", "V = 0 with rows", AEPO_ERR_SHAPE, "V", -1); c.V = 0; break;
-        case 5: w = W("shape", "stride_l < V (rows overlap)", AEPO_ERR_SHAPE, "stride_l", -1); c.sl = 2; break;
-        case 6: w = W("shape", "stride_l = -1", AEPO_ERR_SHAPE, "stride_l", -1); c.sl = -1; break;
-        case 7:
+        case 1: w = W("null", "in NULL", AEPO_ERR_NULL_POINTER, "in", -1); null_in = 1; break;
+        case 2: w = W("null", "logits NULL", AEPO_ERR_NULL_POINTER, "logits", -1); c.xp = NULL; break;
+        case 3: w = W("null", "targets NULL with logp wanted", AEPO_ERR_NULL_POINTER, "targets", -1); tg = NULL; break;
+        case 4: w = W("value", "struct_size 0", AEPO_ERR_INVALID_ARGUMENT, "struct_size", -1); zero_size = 1; break;
+        case 5:
+            w = W("value", "struct_size beyond this version with a non-zero byte there", AEPO_ERR_INVALID_ARGUMENT,
+                  "struct_size", -1);
+            extra = 1;
+            break;
+        case 6: w = OK_CASE("struct_size beyond this version, extra bytes 0"); extra = 0; break;
+        case 7: w = W("shape", "B = -1", AEPO_ERR_SHAPE, "B", -1); c.B = -1; break;
+        case 8: w = W("shape", "V = 0 with rows", AEPO_ERR_SHAPE, "V", -1); c.V = 0; break;
+        case 9: w = W("shape", "stride_l < V (rows overlap)", AEPO_ERR_SHAPE, "stride_l", -1); c.sl = 2; break;
+        case 10: w = OK_CASE("stride_l = -1 (contiguous)"); c.sl = -1; break;
+        case 11: w = OK_CASE("B = 3, L = 1, stride_b = -1 (contiguous)"); c.B = KR; c.Lr = 1; c.sb = -1; break;
+        case 12:
             w = W("shape", "the view's extent overflows (B = L = 2^31)", AEPO_ERR_SHAPE, "logits", -1);
             c.B = c.Lr = (int64_t)1 << 31;
             c.sl = KV;
             c.sb = ((int64_t)1 << 31) * KV;
             break;
-        case 8: w = W("value", "temperature 0", AEPO_ERR_INVALID_ARGUMENT, "temperature", -1); c.T = 0; break;
-        case 9: w = W("value", "temperature NaN", AEPO_ERR_INVALID_ARGUMENT, "temperature", -1); c.T = NAN; break;
-        case 10: w = W("value", "temperature +Inf", AEPO_ERR_INVALID_ARGUMENT, "temperature", -1); c.T = INFINITY; break;
-        case 11: w = W("value", "threads 0", AEPO_ERR_INVALID_ARGUMENT, "threads", -1); c.threads = 0; break;
-        case 12: w = W("value", "threads 257", AEPO_ERR_INVALID_ARGUMENT, "threads", -1); c.threads = 257; break;
-        case 13: w = W("value", "mask[1] = 2", AEPO_ERR_INVALID_ARGUMENT, "mask", 1); c.mask[1] = 2; break;
-        case 14: w = W("value", "targets[2] = V", AEPO_ERR_INVALID_ARGUMENT, "targets", 2); c.tg[2] = KV; break;
-        case 15: w = OK_CASE("targets[0] = -100 under mask = 0"); c.tg[0] = -100; c.mask[0] = 0; break;
-        case 16: w = W("non-finite", "logits[1, 3] NaN", AEPO_ERR_NON_FINITE, "logits", 1); c.x[KV + 3] = NAN; break;
-        case 17: w = W("non-finite", "logits[0, 0] +Inf", AEPO_ERR_NON_FINITE, "logits", 0); c.x[0] = INFINITY; break;
-        case 18: w = OK_CASE("logits[1, 0] -Inf (a banned token)"); c.x[KV] = -INFINITY; break;
-        case 19:
+        case 13:
+            w = W("shape", "L = 2^62 with contiguous strides (L * V overflows)", AEPO_ERR_SHAPE, "logits", -1);
+            c.B = 2;
+            c.Lr = (int64_t)1 << 62;
+            c.sb = c.sl = -1;
+            break;
+        case 14: w = W("value", "temperature 0", AEPO_ERR_INVALID_ARGUMENT, "temperature", -1); c.T = 0; break;
+        case 15: w = W("value", "temperature NaN", AEPO_ERR_INVALID_ARGUMENT, "temperature", -1); c.T = NAN; break;
+        case 16: w = W("value", "temperature +Inf", AEPO_ERR_INVALID_ARGUMENT, "temperature", -1); c.T = INFINITY; break;
+        case 17: w = W("value", "threads 0", AEPO_ERR_INVALID_ARGUMENT, "threads", -1); c.threads = 0; break;
+        case 18: w = W("value", "threads 257", AEPO_ERR_INVALID_ARGUMENT, "threads", -1); c.threads = 257; break;
+        case 19: w = W("value", "mask[1] = 2", AEPO_ERR_INVALID_ARGUMENT, "mask", 1); c.mask[1] = 2; break;
+        case 20: w = W("value", "targets[2] = V", AEPO_ERR_INVALID_ARGUMENT, "targets", 2); c.tg[2] = KV; break;
+        case 21: w = OK_CASE("targets[0] = -100 under mask = 0"); c.tg[0] = -100; c.mask[0] = 0; break;
+        case 22: w = W("non-finite", "logits[1, 3] NaN", AEPO_ERR_NON_FINITE, "logits", 1); c.x[KV + 3] = NAN; break;
+        case 23: w = W("non-finite", "logits[0, 0] +Inf", AEPO_ERR_NON_FINITE, "logits", 0); c.x[0] = INFINITY; break;
+        case 24: w = OK_CASE("logits[1, 0] -Inf (a banned token)"); c.x[KV] = -INFINITY; break;
+        case 25:
             w = W("value", "row 2 all -Inf", AEPO_ERR_INVALID_ARGUMENT, "logits", 2);
             c.x[10] = c.x[11] = c.x[12] = c.x[13] = c.x[14] = -INFINITY;
             break;
-        case 20: w = OK_CASE("NaN logits in a row with mask = 0"); c.x[KV + 1] = NAN; c.mask[1] = 0; break;
-        case 21: w = OK_CASE("denormal logits"); c.x[2] = 1.4e-45f; c.x[3] = -1.4e-45f; break;
-        case 22:
+        case 26: w = OK_CASE("NaN logits in a row with mask = 0"); c.x[KV + 1] = NAN; c.mask[1] = 0; break;
+        case 27: w = OK_CASE("denormal logits"); c.x[2] = 1.4e-45f; c.x[3] = -1.4e-45f; break;
+        case 28:
             w = W("overflow", "logits +-3.4e38 in one row (log p overflows float32)", AEPO_ERR_NON_FINITE, "logp", 0);
             c.x[0] = -3.4e38f; c.x[1] = 3.4e38f; c.tg[0] = 0; c.T = 1;
             break;
-        case 23: w = W("overflow", "temperature 1e-300 ((x - max) / T overflows)", AEPO_ERR_NON_FINITE, "logits", 0); c.T = 1e-300; break;
-        case 24: w = OK_CASE("targets NULL with only entropy and lse wanted"); tg = NULL; lp = NULL; break;
+        case 29: w = W("overflow", "temperature 1e-300 ((x - max) / T overflows)", AEPO_ERR_NON_FINITE, "logits", 0); c.T = 1e-300; break;
+        case 30: w = OK_CASE("targets NULL with only entropy and lse wanted"); tg = NULL; lp = NULL; break;
         default: return;
         }
-        rc = aepo_logits_stats(c.xp, c.B, c.Lr, c.V, c.sb, c.sl, tg, mask, c.T, c.threads, lp, c.ent, c.lse,
-                               lp ? c.t1 : NULL, NULL, NULL, NULL, &e);
+        in = kinputs(&c, tg, mask, extra);
+        if (zero_size) in->struct_size = 0;
+        rc = aepo_logits_stats(null_in ? NULL : in, lp, c.ent, c.lse, lp ? c.t1 : NULL, NULL, NULL, NULL, &e);
         expect("aepo_logits_stats", w.kind, w.input, rc, &e, w.status, w.arg, w.index);
     }
 }
@@ -670,8 +744,10 @@ static void backward_cases(void) {
         const int32_t *tg;
         const float *ent, *gl, *gh;
         const double *lse;
+        const aepo_logits_inputs *in;
+        int null_in = 0;
         kbase(&c);
-        aepo_logits_stats(c.x, 1, KR, KV, 0, KV, c.tg, c.mask, c.T, 1, NULL, c.ent, c.lse, NULL, NULL, NULL, NULL, NULL);
+        aepo_logits_stats(kinputs(&c, c.tg, c.mask, -1), NULL, c.ent, c.lse, NULL, NULL, NULL, NULL, NULL);
         tg = c.tg;
         ent = c.ent;
         gl = c.gl;
@@ -679,28 +755,31 @@ static void backward_cases(void) {
         lse = c.lse;
         switch (k) {
         case 0: w = OK_CASE("valid inputs (lse and entropy from aepo_logits_stats)"); break;
-        case 1: w = OK_CASE("out = logits, the same strides (in place)"); c.outp = c.x; break;
-        case 2: w = W("value", "out overlapping logits by one element", AEPO_ERR_INVALID_ARGUMENT, "out", -1); c.outp = c.x + 1; break;
-        case 3: w = W("null", "out NULL", AEPO_ERR_NULL_POINTER, "out", -1); c.outp = NULL; break;
-        case 4: w = W("null", "lse NULL", AEPO_ERR_NULL_POINTER, "lse", -1); lse = NULL; break;
-        case 5: w = W("null", "targets NULL with grad_logp", AEPO_ERR_NULL_POINTER, "targets", -1); tg = NULL; break;
-        case 6: w = W("null", "entropy NULL with grad_entropy", AEPO_ERR_NULL_POINTER, "entropy", -1); ent = NULL; break;
-        case 7: w = W("shape", "out_stride_l = -3", AEPO_ERR_SHAPE, "out_stride_l", -1); c.osl = -3; break;
-        case 8: w = W("non-finite", "grad_logp[1] NaN", AEPO_ERR_NON_FINITE, "grad_logp", 1); c.gl[1] = NAN; break;
-        case 9: w = W("non-finite", "grad_entropy[2] -Inf", AEPO_ERR_NON_FINITE, "grad_entropy", 2); c.gh[2] = -INFINITY; break;
-        case 10: w = W("non-finite", "lse[0] NaN", AEPO_ERR_NON_FINITE, "lse", 0); c.lse[0] = NAN; break;
-        case 11: w = W("non-finite", "entropy[1] +Inf", AEPO_ERR_NON_FINITE, "entropy", 1); c.ent[1] = INFINITY; break;
-        case 12: w = OK_CASE("NaN lse and logits in a row with mask = 0"); c.lse[1] = NAN; c.x[KV] = NAN; c.mask[1] = 0; break;
-        case 13: w = OK_CASE("NaN lse in a row whose upstream gradients are 0"); c.lse[2] = NAN; c.gl[2] = c.gh[2] = 0; break;
-        case 14:
+        case 1: w = W("null", "in NULL", AEPO_ERR_NULL_POINTER, "in", -1); null_in = 1; break;
+        case 2: w = OK_CASE("out = logits, the same strides (in place)"); c.outp = c.x; break;
+        case 3: w = W("value", "out overlapping logits by one element", AEPO_ERR_INVALID_ARGUMENT, "out", -1); c.outp = c.x + 1; break;
+        case 4: w = W("null", "out NULL", AEPO_ERR_NULL_POINTER, "out", -1); c.outp = NULL; break;
+        case 5: w = W("null", "lse NULL", AEPO_ERR_NULL_POINTER, "lse", -1); lse = NULL; break;
+        case 6: w = W("null", "targets NULL with grad_logp", AEPO_ERR_NULL_POINTER, "targets", -1); tg = NULL; break;
+        case 7: w = W("null", "entropy NULL with grad_entropy", AEPO_ERR_NULL_POINTER, "entropy", -1); ent = NULL; break;
+        case 8: w = W("shape", "out_stride_l < V (rows overlap)", AEPO_ERR_SHAPE, "out_stride_l", -1); c.osl = 3; break;
+        case 9: w = OK_CASE("out_stride_l = -3 (contiguous)"); c.osl = -3; break;
+        case 10: w = W("non-finite", "grad_logp[1] NaN", AEPO_ERR_NON_FINITE, "grad_logp", 1); c.gl[1] = NAN; break;
+        case 11: w = W("non-finite", "grad_entropy[2] -Inf", AEPO_ERR_NON_FINITE, "grad_entropy", 2); c.gh[2] = -INFINITY; break;
+        case 12: w = W("non-finite", "lse[0] NaN", AEPO_ERR_NON_FINITE, "lse", 0); c.lse[0] = NAN; break;
+        case 13: w = W("non-finite", "entropy[1] +Inf", AEPO_ERR_NON_FINITE, "entropy", 1); c.ent[1] = INFINITY; break;
+        case 14: w = OK_CASE("NaN lse and logits in a row with mask = 0"); c.lse[1] = NAN; c.x[KV] = NAN; c.mask[1] = 0; break;
+        case 15: w = OK_CASE("NaN lse in a row whose upstream gradients are 0"); c.lse[2] = NAN; c.gl[2] = c.gh[2] = 0; break;
+        case 16:
             w = W("overflow", "lse far below the row's logits (the gradient overflows float32)", AEPO_ERR_NON_FINITE,
                   "out", 0);
             c.lse[0] = -1e30;
             break;
-        case 15: w = W("value", "temperature -1", AEPO_ERR_INVALID_ARGUMENT, "temperature", -1); c.T = -1; break;
+        case 17: w = W("value", "temperature -1", AEPO_ERR_INVALID_ARGUMENT, "temperature", -1); c.T = -1; break;
         default: return;
         }
-        rc = aepo_logits_backward(c.x, 1, KR, KV, 0, KV, tg, c.mask, c.T, lse, ent, gl, gh, c.outp, 0, c.osl, 1, &e);
+        in = kinputs(&c, tg, c.mask, -1);
+        rc = aepo_logits_backward(null_in ? NULL : in, lse, ent, gl, gh, c.outp, c.osb, c.osl, &e);
         expect("aepo_logits_backward", w.kind, w.input, rc, &e, w.status, w.arg, w.index);
     }
 }
@@ -760,11 +839,44 @@ static void sampler_cases(void) {
 
 enum { FNR = 3, FD = 2, FV = 4 };
 
+/* Head inputs from the init call, then the given fields. */
+static aepo_fused_head_inputs head_inputs(const float *X, const float *Wt, const float *bias, const int32_t *tg,
+                                          const uint8_t *mask, int64_t n, int64_t d, int64_t v) {
+    aepo_fused_head_inputs in;
+    aepo_fused_head_inputs_init(&in, sizeof in, NULL);
+    in.X = X;
+    in.W = Wt;
+    in.bias = bias;
+    in.targets = tg;
+    in.mask = mask;
+    in.N = n;
+    in.D = d;
+    in.V = v;
+    return in;
+}
+
+static void fused_head_inputs_init_cases(void) {
+    aepo_fused_head_inputs in;
+    aepo_error e;
+    int32_t rc;
+    rc = aepo_fused_head_inputs_init(&in, sizeof in, &e);
+    expect("aepo_fused_head_inputs_init", "valid", "struct_size = sizeof(aepo_fused_head_inputs)", rc, &e, AEPO_OK,
+           "", -1);
+    rc = aepo_fused_head_inputs_init(NULL, sizeof in, &e);
+    expect("aepo_fused_head_inputs_init", "null", "in NULL", rc, &e, AEPO_ERR_NULL_POINTER, "in", -1);
+    rc = aepo_fused_head_inputs_init(&in, sizeof in - 8, &e);
+    expect("aepo_fused_head_inputs_init", "value", "struct_size below the first version", rc, &e,
+           AEPO_ERR_INVALID_ARGUMENT, "struct_size", -1);
+    rc = aepo_fused_head_inputs_init(&in, (size_t)-1, &e);
+    expect("aepo_fused_head_inputs_init", "value", "struct_size = SIZE_MAX", rc, &e, AEPO_ERR_INVALID_ARGUMENT,
+           "struct_size", -1);
+}
+
 static void fused_cases(void) {
-    aepo_fused *h = NULL;
+    aepo_fused_head *h = NULL;
     aepo_loss *lh = NULL, *klh = NULL;
     int k;
-    aepo_fused_create(NULL, 0, &h, NULL);
+    aepo_fused_head_create(NULL, 0, &h, NULL);
     aepo_loss_create(NULL, 0, &lh, NULL);
     aepo_loss_create(JSON("{\"loss\": {\"kl_loss_coef\": 0.1}}"), &klh, NULL);
     for (k = 0;; k++) {
@@ -781,72 +893,83 @@ static void fused_cases(void) {
         float *dWp = dW;
         int64_t n = FNR, d = FD, v = FV;
         int op = 0; /* 0 forward, 1 backward */
+        aepo_fused_head_inputs in = head_inputs(X, Wt, bias, tg, mask, FNR, FD, FV);
+        const aepo_fused_head_inputs *inp = &in;
+        size_t size = sizeof in;
         aepo_error e;
         want w;
         int32_t rc;
         memset(dW, 0, sizeof dW);
         memset(db, 0, sizeof db);
-        aepo_fused_forward(h, X, Wt, bias, tg, mask, FNR, FD, FV, NULL, ent, lse, NULL);
+        aepo_fused_head_forward(h, &in, NULL, ent, lse, NULL);
         switch (k) {
         case 0: w = OK_CASE("forward: valid inputs"); break;
-        case 1: w = W("null", "forward: X NULL", AEPO_ERR_NULL_POINTER, "X", -1); Xp = NULL; break;
-        case 2: w = W("shape", "forward: N = -1", AEPO_ERR_SHAPE, "N", -1); n = -1; break;
-        case 3: w = W("shape", "forward: N * D overflows", AEPO_ERR_SHAPE, "X", -1); n = INT64_MAX / 2; d = 4; break;
-        case 4:
+        case 1: w = W("null", "forward: in NULL", AEPO_ERR_NULL_POINTER, "in", -1); inp = NULL; break;
+        case 2: w = W("null", "forward: X NULL", AEPO_ERR_NULL_POINTER, "X", -1); Xp = NULL; break;
+        case 3: w = W("value", "forward: struct_size 0", AEPO_ERR_INVALID_ARGUMENT, "struct_size", -1); size = 0; break;
+        case 4: w = W("shape", "forward: N = -1", AEPO_ERR_SHAPE, "N", -1); n = -1; break;
+        case 5: w = W("shape", "forward: N * D overflows", AEPO_ERR_SHAPE, "X", -1); n = INT64_MAX / 2; d = 4; break;
+        case 6:
             w = W("shape", "forward: D = 2^31 (beyond BLAS's 32-bit sizes)", AEPO_ERR_SHAPE, "D", -1);
             n = 0; v = 0; d = (int64_t)1 << 31;
             break;
-        case 5: w = W("value", "forward: mask[1] = 3", AEPO_ERR_INVALID_ARGUMENT, "mask", 1); mask[1] = 3; break;
-        case 6: w = W("value", "forward: targets[2] = V", AEPO_ERR_INVALID_ARGUMENT, "targets", 2); tg[2] = FV; break;
-        case 7: w = OK_CASE("forward: targets[2] = -100 and X NaN under mask = 0"); tg[2] = -100; X[5] = NAN; mask[2] = 0; break;
-        case 8: w = W("non-finite", "forward: X[1, 1] NaN", AEPO_ERR_NON_FINITE, "X", 3); X[3] = NAN; break;
-        case 9: w = W("non-finite", "forward: W[2, 0] +Inf", AEPO_ERR_NON_FINITE, "W", 4); Wt[4] = INFINITY; break;
-        case 10: w = W("non-finite", "forward: bias[3] -Inf", AEPO_ERR_NON_FINITE, "bias", 3); bias[3] = -INFINITY; break;
-        case 11: w = W("value", "forward: logp overlapping X", AEPO_ERR_INVALID_ARGUMENT, "logp", -1); lpp = X + 1; break;
-        case 12:
+        case 7: w = W("value", "forward: mask[1] = 3", AEPO_ERR_INVALID_ARGUMENT, "mask", 1); mask[1] = 3; break;
+        case 8: w = W("value", "forward: targets[2] = V", AEPO_ERR_INVALID_ARGUMENT, "targets", 2); tg[2] = FV; break;
+        case 9: w = OK_CASE("forward: targets[2] = -100 and X NaN under mask = 0"); tg[2] = -100; X[5] = NAN; mask[2] = 0; break;
+        case 10: w = W("non-finite", "forward: X[1, 1] NaN", AEPO_ERR_NON_FINITE, "X", 3); X[3] = NAN; break;
+        case 11: w = W("non-finite", "forward: W[2, 0] +Inf", AEPO_ERR_NON_FINITE, "W", 4); Wt[4] = INFINITY; break;
+        case 12: w = W("non-finite", "forward: bias[3] -Inf", AEPO_ERR_NON_FINITE, "bias", 3); bias[3] = -INFINITY; break;
+        case 13: w = W("value", "forward: logp overlapping X", AEPO_ERR_INVALID_ARGUMENT, "logp", -1); lpp = X + 1; break;
+        case 14:
             w = W("overflow", "forward: X and W near 1e30 (the logits overflow float32)", AEPO_ERR_NON_FINITE, "X", 0);
             X[0] = 1e30f; Wt[0] = 1e30f;
             break;
-        case 13: w = OK_CASE("backward: valid inputs"); op = 1; break;
-        case 14: w = W("null", "backward: lse NULL", AEPO_ERR_NULL_POINTER, "lse", -1); op = 1; lsep = NULL; break;
-        case 15: w = W("non-finite", "backward: grad_logp[0] NaN", AEPO_ERR_NON_FINITE, "grad_logp", 0); op = 1; gl[0] = NAN; break;
-        case 16: w = W("non-finite", "backward: lse[1] +Inf", AEPO_ERR_NON_FINITE, "lse", 1); op = 1; lse[1] = INFINITY; break;
-        case 17: w = W("value", "backward: dW = W", AEPO_ERR_INVALID_ARGUMENT, "dW", -1); op = 1; dWp = Wt; break;
-        case 18: w = W("overflow", "backward: dW holding NaN before the call", AEPO_ERR_NON_FINITE, "dW", 5); op = 1; dW[5] = NAN; break;
-        case 19:
+        case 15: w = OK_CASE("backward: valid inputs"); op = 1; break;
+        case 16: w = W("null", "backward: in NULL", AEPO_ERR_NULL_POINTER, "in", -1); op = 1; inp = NULL; break;
+        case 17: w = W("null", "backward: lse NULL", AEPO_ERR_NULL_POINTER, "lse", -1); op = 1; lsep = NULL; break;
+        case 18: w = W("non-finite", "backward: grad_logp[0] NaN", AEPO_ERR_NON_FINITE, "grad_logp", 0); op = 1; gl[0] = NAN; break;
+        case 19: w = W("non-finite", "backward: lse[1] +Inf", AEPO_ERR_NON_FINITE, "lse", 1); op = 1; lse[1] = INFINITY; break;
+        case 20: w = W("value", "backward: dW = W", AEPO_ERR_INVALID_ARGUMENT, "dW", -1); op = 1; dWp = Wt; break;
+        case 21: w = W("overflow", "backward: dW holding NaN before the call", AEPO_ERR_NON_FINITE, "dW", 5); op = 1; dW[5] = NAN; break;
+        case 22:
             w = W("overflow", "backward: lse far below the logits (not the forward result)", AEPO_ERR_NON_FINITE, "dX", 0);
             op = 1;
             lse[0] = -1e30;
             break;
-        case 20: w = OK_CASE("backward: entropy NULL without grad_entropy"); op = 1; entp = NULL; break;
-        case 21: w = W("null", "NULL handle", AEPO_ERR_NULL_POINTER, "h", -1); op = 2; break;
+        case 23: w = OK_CASE("backward: entropy NULL without grad_entropy"); op = 1; entp = NULL; break;
+        case 24: w = W("null", "NULL handle", AEPO_ERR_NULL_POINTER, "head", -1); op = 2; break;
         default:
-            aepo_fused_free(h); aepo_loss_free(lh); aepo_loss_free(klh);
+            aepo_fused_head_free(h); aepo_loss_free(lh); aepo_loss_free(klh);
             goto loss_and_grad;
         }
+        in = head_inputs(Xp, Wp, bias, tg, mask, n, d, v);
+        in.struct_size = size;
         if (op == 0) {
-            rc = aepo_fused_forward(h, Xp, Wp, bias, tg, mask, n, d, v, lpp, ent, lse, &e);
-            expect("aepo_fused_forward", w.kind, w.input + 9, rc, &e, w.status, w.arg, w.index);
+            rc = aepo_fused_head_forward(h, inp, lpp, ent, lse, &e);
+            expect("aepo_fused_head_forward", w.kind, w.input + 9, rc, &e, w.status, w.arg, w.index);
         } else if (op == 1) {
-            rc = aepo_fused_backward(h, Xp, Wp, bias, tg, mask, n, d, v, lsep, entp, gl, NULL, dX, dWp, db, &e);
-            expect("aepo_fused_backward", w.kind, w.input + 10, rc, &e, w.status, w.arg, w.index);
+            rc = aepo_fused_head_backward(h, inp, lsep, entp, gl, NULL, dX, dWp, db, &e);
+            expect("aepo_fused_head_backward", w.kind, w.input + 10, rc, &e, w.status, w.arg, w.index);
         } else {
-            rc = aepo_fused_forward(NULL, X, Wt, bias, tg, mask, n, d, v, lp, ent, lse, &e);
-            expect("aepo_fused_forward", w.kind, w.input, rc, &e, w.status, w.arg, w.index);
+            rc = aepo_fused_head_forward(NULL, inp, lp, ent, lse, &e);
+            expect("aepo_fused_head_forward", w.kind, w.input, rc, &e, w.status, w.arg, w.index);
         }
     }
 loss_and_grad:
-    aepo_fused_create(NULL, 0, &h, NULL);
+    aepo_fused_head_create(NULL, 0, &h, NULL);
     aepo_loss_create(NULL, 0, &lh, NULL);
     aepo_loss_create(JSON("{\"loss\": {\"kl_loss_coef\": 0.1}}"), &klh, NULL);
     for (k = 0;; k++) {
         float X[4 * FD] = {1, 0, 0, 1, 0.5f, -0.5f, 0, 0};
         float Wt[FV * FD] = {1, 0, 0, 1, 0.5f, 0.5f, -1, 0};
         int32_t tg[4] = {0, 2, 3, 1};
-        uint8_t mask[4] = {1, 1, 1, 0};
-        float old[4] = {-1, -2, -1.5f, 0}, adv[2] = {0.5f, -0.5f}, dX[4 * FD];
+        uint8_t mask[4] = {1, 1, 1, 0}, mask_copy[4] = {1, 1, 1, 0};
+        float old[4] = {-1, -2, -1.5f, 0}, adv[2] = {0.5f, -0.5f}, ent[4] = {1, 1, 1, 1}, dX[4 * FD];
+        aepo_fused_head_inputs hin = head_inputs(X, Wt, NULL, tg, NULL, 4, FD, FV);
         aepo_loss_inputs in;
+        const aepo_fused_head_inputs *hinp = &hin;
         const aepo_loss_inputs *inp = &in;
+        aepo_fused_head *hp = h;
         aepo_loss *l = lh;
         double loss;
         aepo_error e;
@@ -859,21 +982,32 @@ loss_and_grad:
         in.advantages = adv;
         in.mask = mask;
         switch (k) {
-        case 0: w = OK_CASE("valid inputs"); break;
-        case 1: w = W("null", "policy_loss NULL", AEPO_ERR_NULL_POINTER, "policy_loss", -1); l = NULL; break;
-        case 2: w = W("null", "in NULL", AEPO_ERR_NULL_POINTER, "in", -1); inp = NULL; break;
-        case 3: w = W("value", "in->logp set", AEPO_ERR_INVALID_ARGUMENT, "in.logp", -1); in.logp = old; break;
-        case 4: w = W("non-finite", "old_logp[1] NaN", AEPO_ERR_NON_FINITE, "old_logp", 1); old[1] = NAN; break;
-        case 5: w = W("non-finite", "advantages[0] +Inf", AEPO_ERR_NON_FINITE, "advantages", 0); adv[0] = INFINITY; break;
-        case 6: w = OK_CASE("NaN in X and old_logp under mask = 0"); X[6] = NAN; old[3] = NAN; break;
-        case 7: w = W("value", "loss.kl_loss_coef > 0 without ref_logp", AEPO_ERR_INVALID_ARGUMENT, "ref_logp", -1); l = klh; break;
-        case 8: w = W("shape", "B = -2", AEPO_ERR_SHAPE, "B", -1); in.B = -2; break;
+        case 0: w = OK_CASE("valid inputs, in->mask NULL"); break;
+        case 1: w = OK_CASE("in->mask = loss_in->mask"); hin.mask = mask; break;
+        case 2: w = W("null", "NULL head", AEPO_ERR_NULL_POINTER, "head", -1); hp = NULL; break;
+        case 3: w = W("null", "loss NULL", AEPO_ERR_NULL_POINTER, "loss", -1); l = NULL; break;
+        case 4: w = W("null", "in NULL", AEPO_ERR_NULL_POINTER, "in", -1); hinp = NULL; break;
+        case 5: w = W("null", "loss_in NULL", AEPO_ERR_NULL_POINTER, "loss_in", -1); inp = NULL; break;
+        case 6: w = W("value", "in->struct_size 0", AEPO_ERR_INVALID_ARGUMENT, "struct_size", -1); hin.struct_size = 0; break;
+        case 7: w = W("value", "loss_in->logp set", AEPO_ERR_INVALID_ARGUMENT, "loss_in.logp", -1); in.logp = old; break;
+        case 8: w = W("value", "loss_in->entropy set", AEPO_ERR_INVALID_ARGUMENT, "loss_in.entropy", -1); in.entropy = ent; break;
+        case 9:
+            w = W("value", "in->mask another array than loss_in->mask (equal values)", AEPO_ERR_INVALID_ARGUMENT, "mask",
+                  -1);
+            hin.mask = mask_copy;
+            break;
+        case 10: w = W("shape", "in->N = 3, not loss_in->B * loss_in->L", AEPO_ERR_SHAPE, "N", -1); hin.N = 3; break;
+        case 11: w = W("non-finite", "old_logp[1] NaN", AEPO_ERR_NON_FINITE, "old_logp", 1); old[1] = NAN; break;
+        case 12: w = W("non-finite", "advantages[0] +Inf", AEPO_ERR_NON_FINITE, "advantages", 0); adv[0] = INFINITY; break;
+        case 13: w = OK_CASE("NaN in X and old_logp under mask = 0"); X[6] = NAN; old[3] = NAN; break;
+        case 14: w = W("value", "loss.kl_loss_coef > 0 without ref_logp", AEPO_ERR_INVALID_ARGUMENT, "ref_logp", -1); l = klh; break;
+        case 15: w = W("shape", "B = -2", AEPO_ERR_SHAPE, "B", -1); in.B = -2; break;
         default:
-            aepo_fused_free(h); aepo_loss_free(lh); aepo_loss_free(klh);
+            aepo_fused_head_free(h); aepo_loss_free(lh); aepo_loss_free(klh);
             return;
         }
-        rc = aepo_fused_loss_and_grad(h, l, X, Wt, NULL, tg, FD, FV, inp, &loss, dX, NULL, NULL, NULL, 0, NULL, NULL, &e);
-        expect("aepo_fused_loss_and_grad", w.kind, w.input, rc, &e, w.status, w.arg, w.index);
+        rc = aepo_fused_head_loss_and_grad(hp, l, hinp, inp, &loss, dX, NULL, NULL, NULL, 0, NULL, NULL, &e);
+        expect("aepo_fused_head_loss_and_grad", w.kind, w.input, rc, &e, w.status, w.arg, w.index);
     }
 }
 
@@ -889,8 +1023,10 @@ int main(int argc, char **argv) {
     controller_cases();
     kernels_cases();
     backward_cases();
+    logits_inputs_init_cases();
     sampler_cases();
     fused_cases();
+    fused_head_inputs_init_cases();
     if (logf_) fclose(logf_);
     printf("badinputs: %d cases, %d failed\n", n_cases, n_failed);
     return n_failed == 0 ? 0 : 1;

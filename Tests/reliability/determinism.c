@@ -131,12 +131,32 @@ static void check_loss(rng *r) {
 /* --------------------------------------------------------------- kernels --- */
 enum { KB = 4, KL = 128, KN = KB * KL, KV = 1000 };
 
+/* The inputs of batches [b0, b0 + nb) of the [KB, KL, KV] logits at T = 0.8. */
+static aepo_logits_inputs kinputs(const float *x, int64_t b0, int64_t nb, const int32_t *tg, const uint8_t *mask,
+                                  int64_t threads) {
+    aepo_logits_inputs in;
+    aepo_error e;
+    int64_t o = b0 * KL;
+    WL_OK(aepo_logits_inputs_init(&in, sizeof in, &e), &e);
+    in.logits = x + o * KV;
+    in.B = nb;
+    in.L = KL;
+    in.V = KV;
+    in.stride_b = KL * KV;
+    in.stride_l = KV;
+    in.targets = tg + o;
+    in.mask = mask + o;
+    in.temperature = 0.8;
+    in.threads = threads;
+    return in;
+}
+
 static void run_stats(const float *x, int64_t b0, int64_t nb, const int32_t *tg, const uint8_t *mask, int64_t threads,
                       float *lp, float *ent, double *lse, float *t1) {
     aepo_error e;
     int64_t o = b0 * KL;
-    WL_OK(aepo_logits_stats(x + o * KV, nb, KL, KV, KL * KV, KV, tg + o, mask + o, 0.8, threads, lp + o, ent + o,
-                            lse + o, t1 + o, NULL, NULL, NULL, &e), &e);
+    aepo_logits_inputs in = kinputs(x, b0, nb, tg, mask, threads);
+    WL_OK(aepo_logits_stats(&in, lp + o, ent + o, lse + o, t1 + o, NULL, NULL, NULL, &e), &e);
 }
 
 static void check_kernels(rng *r) {
@@ -146,6 +166,7 @@ static void check_kernels(rng *r) {
     int32_t tg[KN];
     uint8_t mask[KN];
     aepo_error e;
+    aepo_logits_inputs in;
     int64_t i;
     int t;
     for (i = 0; i < (int64_t)KN * KV; i++) x[i] = rng_float(r, -8, 8);
@@ -156,8 +177,8 @@ static void check_kernels(rng *r) {
         gh[i] = rng_float(r, -1, 1);
     }
     run_stats(x, 0, KB, tg, mask, 1, lp0, ent0, lse0, t10);
-    WL_OK(aepo_logits_backward(x, KB, KL, KV, KL * KV, KV, tg, mask, 0.8, lse0, ent0, gl, gh, out0, KL * KV, KV, 1, &e),
-          &e);
+    in = kinputs(x, 0, KB, tg, mask, 1);
+    WL_OK(aepo_logits_backward(&in, lse0, ent0, gl, gh, out0, KL * KV, KV, &e), &e);
     for (t = 1; t < NT; t++) {
         char what[64];
         run_stats(x, 0, KB, tg, mask, THREADS[t], lp, ent, lse, t1);
@@ -166,8 +187,8 @@ static void check_kernels(rng *r) {
         SAME(what, ent, ent0, sizeof ent);
         SAME(what, lse, lse0, sizeof lse);
         SAME(what, t1, t10, sizeof t1);
-        WL_OK(aepo_logits_backward(x, KB, KL, KV, KL * KV, KV, tg, mask, 0.8, lse0, ent0, gl, gh, out, KL * KV, KV,
-                                   THREADS[t], &e), &e);
+        in = kinputs(x, 0, KB, tg, mask, THREADS[t]);
+        WL_OK(aepo_logits_backward(&in, lse0, ent0, gl, gh, out, KL * KV, KV, &e), &e);
         snprintf(what, sizeof what, "logits_backward with threads %d", THREADS[t]);
         SAME(what, out, out0, (size_t)KN * KV * 4);
     }
@@ -237,22 +258,31 @@ typedef struct fused_out {
 static void run_fused(int threads, const float *X, const float *W, const float *bias, const int32_t *tg,
                       const uint8_t *mask, const float *old, const float *adv, fused_out *o) {
     char cfg[160];
-    aepo_fused *h;
+    aepo_fused_head *h;
     aepo_loss *lh;
     aepo_loss_inputs in;
+    aepo_fused_head_inputs hin;
     aepo_error e;
     float gl[FN];
     int i;
     snprintf(cfg, sizeof cfg, "{\"fused\": {\"chunk_n\": 32, \"chunk_v\": 512, \"temperature\": 0.9, \"threads\": %d}, "
              "\"loss\": {\"entropy_coeff\": 0.01}}", threads);
-    WL_OK(aepo_fused_create(cfg, strlen(cfg), &h, &e), &e);
+    WL_OK(aepo_fused_head_create(cfg, strlen(cfg), &h, &e), &e);
     WL_OK(aepo_loss_create(cfg, strlen(cfg), &lh, &e), &e);
-    WL_OK(aepo_fused_forward(h, X, W, bias, tg, mask, FN, FD, FV, o->lp, o->ent, o->lse, &e), &e);
+    WL_OK(aepo_fused_head_inputs_init(&hin, sizeof hin, &e), &e);
+    hin.X = X;
+    hin.W = W;
+    hin.bias = bias;
+    hin.targets = tg;
+    hin.mask = mask;
+    hin.N = FN;
+    hin.D = FD;
+    hin.V = FV;
+    WL_OK(aepo_fused_head_forward(h, &hin, o->lp, o->ent, o->lse, &e), &e);
     for (i = 0; i < FN; i++) gl[i] = 1.0f / (float)(1 + i % 13);
     memset(o->dW, 0, sizeof o->dW);
     memset(o->db, 0, sizeof o->db);
-    WL_OK(aepo_fused_backward(h, X, W, bias, tg, mask, FN, FD, FV, o->lse, o->ent, gl, NULL, o->dX, o->dW, o->db, &e),
-          &e);
+    WL_OK(aepo_fused_head_backward(h, &hin, o->lse, o->ent, gl, NULL, o->dX, o->dW, o->db, &e), &e);
     aepo_loss_inputs_init(&in, sizeof in, NULL);
     in.B = 8;
     in.L = FN / 8;
@@ -260,10 +290,10 @@ static void run_fused(int threads, const float *X, const float *W, const float *
     in.advantages = adv;
     in.mask = mask;
     memset(o->fdW, 0, sizeof o->fdW);
-    WL_OK(aepo_fused_loss_and_grad(h, lh, X, W, bias, tg, FD, FV, &in, &o->loss, o->fdX, o->fdW, NULL, o->metrics,
-                                   AEPO_LOSS_METRIC_COUNT, o->flp, NULL, &e), &e);
+    WL_OK(aepo_fused_head_loss_and_grad(h, lh, &hin, &in, &o->loss, o->fdX, o->fdW, NULL, o->metrics,
+                                        AEPO_LOSS_METRIC_COUNT, o->flp, NULL, &e), &e);
     aepo_loss_free(lh);
-    aepo_fused_free(h);
+    aepo_fused_head_free(h);
 }
 
 static void check_fused(rng *r) {

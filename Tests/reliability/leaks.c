@@ -23,9 +23,10 @@ static void error_paths(worker *w) {
     aepo_loss *l = NULL;
     aepo_controller *c = NULL;
     aepo_sampler *s = NULL;
-    aepo_fused *f = NULL;
+    aepo_fused_head *f = NULL;
     aepo_error e;
     aepo_loss_inputs in;
+    aepo_fused_head_inputs hin;
     float nan_logp[WL_N];
     char buf[16], *state;
     size_t n = 0;
@@ -34,7 +35,7 @@ static void error_paths(worker *w) {
     if (aepo_loss_create(broken[0], strlen(broken[0]), &l, &e) != AEPO_ERR_CONFIG) WL_FAIL("loss create");
     if (aepo_controller_create(broken[1], strlen(broken[1]), &c, &e) != AEPO_ERR_CONFIG) WL_FAIL("controller create");
     if (aepo_sampler_create(broken[2], strlen(broken[2]), &s, &e) != AEPO_ERR_CONFIG) WL_FAIL("sampler create");
-    if (aepo_fused_create(broken[3], strlen(broken[3]), &f, &e) != AEPO_ERR_CONFIG) WL_FAIL("fused create");
+    if (aepo_fused_head_create(broken[3], strlen(broken[3]), &f, &e) != AEPO_ERR_CONFIG) WL_FAIL("fused create");
     if (aepo_config_validate("{\"loss\": {\"bogus\": 1}}", 22, &e) != AEPO_ERR_CONFIG) WL_FAIL("validate");
 
     /* Fails on the way in (a shape), and during the pass (NaN under the mask). */
@@ -53,8 +54,9 @@ static void error_paths(worker *w) {
     if (aepo_loss_compute(w->loss, &in, NULL, NULL, NULL, NULL, 0, &e) != AEPO_ERR_NON_FINITE) WL_FAIL("loss NaN");
     if (aepo_sampler_sample(w->sampler, nan_logp, 2, 8, 8, 0, 0, 0, NULL, (int32_t *)(void *)buf, NULL, NULL, NULL,
                             &e) != AEPO_ERR_NON_FINITE) WL_FAIL("sampler NaN");
-    if (aepo_fused_forward(w->fused, w->X, w->W, NULL, w->ftargets, NULL, WL_FN, WL_FD, -3, NULL, NULL, NULL, &e) !=
-        AEPO_ERR_SHAPE) WL_FAIL("fused shape");
+    wl_head_inputs(w, w->X, NULL, &hin);
+    hin.V = -3;
+    if (aepo_fused_head_forward(w->fused, &hin, NULL, NULL, NULL, &e) != AEPO_ERR_SHAPE) WL_FAIL("fused shape");
     if (aepo_controller_step(w->ctl, AEPO_CONTROLLER_STATISTIC_NLL, NAN, AEPO_CONTROLLER_STEP_NEXT, NULL, &e) !=
         AEPO_ERR_NON_FINITE) WL_FAIL("controller NaN");
     if (aepo_loss_config_json(w->loss, buf, sizeof buf, &n, &e) != AEPO_ERR_BUFFER_TOO_SMALL) WL_FAIL("small buffer");

@@ -64,7 +64,7 @@ typedef struct worker {
     aepo_loss *loss;
     aepo_controller *ctl;
     aepo_sampler *sampler;
-    aepo_fused *fused;
+    aepo_fused_head *fused;
     /* Inputs, fixed per worker. */
     float logp[WL_N], old_logp[WL_N], ref_logp[WL_N], entropy[WL_N], adv[WL_B];
     uint8_t mask[WL_N];
@@ -106,7 +106,7 @@ static inline void worker_init(worker *w, uint64_t seed, int threads) {
     WL_OK(aepo_loss_create(lc, strlen(lc), &w->loss, &e), &e);
     WL_OK(aepo_controller_create(cc, strlen(cc), &w->ctl, &e), &e);
     WL_OK(aepo_sampler_create(sc, strlen(sc), &w->sampler, &e), &e);
-    WL_OK(aepo_fused_create(fc, strlen(fc), &w->fused, &e), &e);
+    WL_OK(aepo_fused_head_create(fc, strlen(fc), &w->fused, &e), &e);
     for (i = 0; i < WL_N; i++) {
         w->logp[i] = rng_float(&r, -6, -0.05f);
         w->old_logp[i] = w->logp[i] + rng_float(&r, -0.4f, 0.4f);
@@ -142,7 +142,21 @@ static inline void worker_free(worker *w) {
     aepo_loss_free(w->loss);
     aepo_controller_free(w->ctl);
     aepo_sampler_free(w->sampler);
-    aepo_fused_free(w->fused);
+    aepo_fused_head_free(w->fused);
+}
+
+/* The fused head's inputs over hidden states X (the worker's W, bias and targets). */
+static inline void wl_head_inputs(const worker *w, const float *X, const uint8_t *mask, aepo_fused_head_inputs *in) {
+    aepo_error e;
+    WL_OK(aepo_fused_head_inputs_init(in, sizeof *in, &e), &e);
+    in->X = X;
+    in->W = w->W;
+    in->bias = w->bias;
+    in->targets = w->ftargets;
+    in->mask = mask;
+    in->N = WL_FN;
+    in->D = WL_FD;
+    in->V = WL_FV;
 }
 
 /* One call, number k: the entry point is k % 8, the inputs scale with k. The results go
@@ -191,10 +205,20 @@ static inline void worker_call_into(worker *w, int k, uint64_t *h) {
         float lg[2 * 4 * WL_KV], lp[8], ent[8], t1[8], gl[8], gh[8], out[2 * 4 * WL_KV];
         double lse[8], hs, ns;
         int64_t cnt;
-        double T = 0.7 + 0.1 * (k % 5);
+        aepo_logits_inputs in;
         for (i = 0; i < 2 * 4 * WL_KV; i++) lg[i] = w->logits[i] * s;
-        WL_OK(aepo_logits_stats(lg, 2, 4, WL_KV, 4 * WL_KV, WL_KV, w->ktargets, w->kmask, T, 1 + k % 3, lp, ent, lse, t1,
-                                &hs, &ns, &cnt, &e), &e);
+        WL_OK(aepo_logits_inputs_init(&in, sizeof in, &e), &e);
+        in.logits = lg;
+        in.B = 2;
+        in.L = 4;
+        in.V = WL_KV;
+        in.stride_b = 4 * WL_KV;
+        in.stride_l = WL_KV;
+        in.targets = w->ktargets;
+        in.mask = w->kmask;
+        in.temperature = 0.7 + 0.1 * (k % 5);
+        in.threads = 1 + k % 3;
+        WL_OK(aepo_logits_stats(&in, lp, ent, lse, t1, &hs, &ns, &cnt, &e), &e);
         digest_bytes(h, lp, sizeof lp);
         digest_bytes(h, ent, sizeof ent);
         digest_bytes(h, lse, sizeof lse);
@@ -206,8 +230,8 @@ static inline void worker_call_into(worker *w, int k, uint64_t *h) {
                 gl[i] = 0.1f * (float)(i + 1);
                 gh[i] = -0.05f * (float)i;
             }
-            WL_OK(aepo_logits_backward(lg, 2, 4, WL_KV, 4 * WL_KV, WL_KV, w->ktargets, w->kmask, T, lse, ent, gl, gh,
-                                       out, 4 * WL_KV, WL_KV, 1 + k % 2, &e), &e);
+            in.threads = 1 + k % 2;
+            WL_OK(aepo_logits_backward(&in, lse, ent, gl, gh, out, 4 * WL_KV, WL_KV, &e), &e);
             digest_bytes(h, out, sizeof out);
         }
         break;
@@ -240,14 +264,14 @@ static inline void worker_call_into(worker *w, int k, uint64_t *h) {
     case 6: { /* fused forward and backward */
         float X[WL_FN * WL_FD], lp[WL_FN], ent[WL_FN], gl[WL_FN], dX[WL_FN * WL_FD], dW[WL_FV * WL_FD], db[WL_FV];
         double lse[WL_FN];
+        aepo_fused_head_inputs in;
         for (i = 0; i < WL_FN * WL_FD; i++) X[i] = w->X[i] * s;
-        WL_OK(aepo_fused_forward(w->fused, X, w->W, w->bias, w->ftargets, w->fmask, WL_FN, WL_FD, WL_FV, lp, ent, lse,
-                                 &e), &e);
+        wl_head_inputs(w, X, w->fmask, &in);
+        WL_OK(aepo_fused_head_forward(w->fused, &in, lp, ent, lse, &e), &e);
         for (i = 0; i < WL_FN; i++) gl[i] = 1.0f / (float)(i + 1);
         memset(dW, 0, sizeof dW);
         memset(db, 0, sizeof db);
-        WL_OK(aepo_fused_backward(w->fused, X, w->W, w->bias, w->ftargets, w->fmask, WL_FN, WL_FD, WL_FV, lse, ent, gl,
-                                  NULL, dX, dW, db, &e), &e);
+        WL_OK(aepo_fused_head_backward(w->fused, &in, lse, ent, gl, NULL, dX, dW, db, &e), &e);
         digest_bytes(h, lp, sizeof lp);
         digest_bytes(h, ent, sizeof ent);
         digest_bytes(h, lse, sizeof lse);
@@ -258,9 +282,11 @@ static inline void worker_call_into(worker *w, int k, uint64_t *h) {
     }
     default: { /* fused loss and gradients */
         aepo_loss_inputs in;
+        aepo_fused_head_inputs hin;
         float X[WL_FN * WL_FD], dX[WL_FN * WL_FD], dW[WL_FV * WL_FD], lp[WL_FN], ent[WL_FN];
         double loss, metrics[AEPO_LOSS_METRIC_COUNT];
         for (i = 0; i < WL_FN * WL_FD; i++) X[i] = w->X[i] * s;
+        wl_head_inputs(w, X, NULL, &hin);
         aepo_loss_inputs_init(&in, sizeof in, NULL);
         in.B = 2;
         in.L = WL_FN / 2;
@@ -270,8 +296,8 @@ static inline void worker_call_into(worker *w, int k, uint64_t *h) {
         in.mask = w->fmask;
         in.ref_logp = w->fref;
         memset(dW, 0, sizeof dW);
-        WL_OK(aepo_fused_loss_and_grad(w->fused, w->loss, X, w->W, w->bias, w->ftargets, WL_FD, WL_FV, &in, &loss, dX,
-                                       dW, NULL, metrics, AEPO_LOSS_METRIC_COUNT, lp, ent, &e), &e);
+        WL_OK(aepo_fused_head_loss_and_grad(w->fused, w->loss, &hin, &in, &loss, dX, dW, NULL, metrics,
+                                            AEPO_LOSS_METRIC_COUNT, lp, ent, &e), &e);
         digest_bytes(h, &loss, sizeof loss);
         digest_bytes(h, dX, sizeof dX);
         digest_bytes(h, dW, sizeof dW);

@@ -11,9 +11,9 @@ extension NamedCases {
     /// Every case under its one name, in declaration order.
     public static var spellings: [(name: String, value: Self)] { allCases.map { ($0.name, $0) } }
 
-    /// The case spelled `name`, if any.
+    /// The case spelled `name` (its name or an alias), if any.
     public init?(name: String) {
-        guard let c = Self.allCases.first(where: { $0.name == name }) else { return nil }
+        guard let c = Self.spellings.first(where: { $0.name == name })?.value else { return nil }
         self = c
     }
 }
@@ -39,23 +39,21 @@ public enum ControllerStatistic: Int32, Sendable, NamedCases {
     /// The sampled-token negative log-likelihood, the reference code's statistic.
     case nll = 0
     /// The exact per-token entropy of the full distribution.
-    case exact = 1
+    case entropy = 1
 
-    /// The config spelling ("nll", "exact").
+    /// The config spelling, which is also how a caller passes the statistic and the
+    /// argument errors name ("nll", "entropy").
     public var name: String {
         switch self {
         case .nll: return "nll"
-        case .exact: return "exact"
+        case .entropy: return "entropy"
         }
     }
 
-    /// How the statistic is called where a caller passes it (`nll`, `entropy`), which is
-    /// also the argument that errors name.
-    public var argumentName: String {
-        switch self {
-        case .nll: return "nll"
-        case .exact: return "entropy"
-        }
+    /// "exact" is the spelling of `entropy` before version 0.2; configs and state blobs
+    /// that use it still load.
+    public static var spellings: [(name: String, value: Self)] {
+        [("nll", .nll), ("entropy", .entropy), ("exact", .entropy)]
     }
 }
 

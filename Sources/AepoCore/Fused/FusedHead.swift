@@ -98,43 +98,34 @@ public struct FusedHead: Sendable {
         defer { targetLogit.free() }
 
         let T = temperature
-        let V = inp.vocab
         let tg = inp.targets
-        rows.valid.withUnsafeBufferPointer { valid in
-            forEachBlock(nValid, cn) { s in
-                let m = s.count
-                for i in 0..<m {
-                    (stats.base + i).initialize(to: SoftmaxRowAccumulator(temperature: T, logpAtT1: false))
-                }
-                let x = work.rowsOfX(s, valid)
-                var v0 = 0
-                while v0 < V {
-                    let width = min(cv, V - v0)
-                    logitsBlock(inp, x: x, m: m, v0: v0, width: width, into: work.z)
-                    let z = work.z
-                    forEachRow(m, threads: threads, minPerThread: max(1, Self.minElementsPerThread / width)) { i in
-                        do {
-                            let zr = z + i * width
-                            stats.base[i].add(zr, count: width)
-                            let t = Int(tg[valid[s.lowerBound + i]]) - v0
-                            if t >= 0 && t < width { targetLogit.base[i] = zr[t] }
-                        }
-                    }
-                    v0 += width
-                }
-                for i in 0..<m {
-                    let r = valid[s.lowerBound + i]
-                    let a = stats.base[i]
-                    if a.nonFinite || a.allNegativeInfinity {
-                        work.failure = overflowFailure(r)
-                        return false
-                    }
-                    logp?[r] = Float(a.logp(targetLogit: targetLogit.base[i]))
-                    entropy?[r] = Float(a.entropy)
-                    lse?[r] = a.lse
-                }
-                return true
+        walkBlocks(rows, work, blockRows: cn) { s, valid, x in
+            let m = s.count
+            for i in 0..<m {
+                (stats.base + i).initialize(to: SoftmaxRowAccumulator(temperature: T, logpAtT1: false))
             }
+            walkChunks(inp, x: x, m: m, chunk: cv, into: work.z) { v0, width, z in
+                forEachRow(m, threads: threads, minPerThread: max(1, Self.minElementsPerThread / width)) { i in
+                    do {
+                        let zr = z + i * width
+                        stats.base[i].add(zr, count: width)
+                        let t = Int(tg[valid[s.lowerBound + i]]) - v0
+                        if t >= 0 && t < width { targetLogit.base[i] = zr[t] }
+                    }
+                }
+            }
+            for i in 0..<m {
+                let r = valid[s.lowerBound + i]
+                let a = stats.base[i]
+                if a.nonFinite || a.allNegativeInfinity {
+                    work.failure = overflowFailure(r)
+                    return false
+                }
+                logp?[r] = Float(a.logp(targetLogit: targetLogit.base[i]))
+                entropy?[r] = Float(a.entropy)
+                lse?[r] = a.lse
+            }
+            return true
         }
         if let f = work.failure { throw f }
     }
@@ -199,68 +190,60 @@ public struct FusedHead: Sendable {
         let T = temperature
         let tg = inp.targets
         let updates = RankOneUpdates(inp, dW: dW?.baseAddress, biasSums: biasSums)
-        rows.valid.withUnsafeBufferPointer { valid in
-            forEachBlock(nValid, cn) { s in
-                let m = s.count
-                for i in 0..<m {
-                    let r = valid[s.lowerBound + i]
-                    let gh = gradEntropy?[r] ?? 0
-                    (grads.base + i).initialize(to: SoftmaxRowGradient(
-                        temperature: T, lse: lse[r], entropy: gh != 0 ? entropy?[r] ?? 0 : 0,
-                        gradLogp: gradLogp?[r] ?? 0, gradEntropy: gh))
-                }
-                let x = work.rowsOfX(s, valid)
-                let dx = work.rowsOfDX(s, valid, dX?.baseAddress)
-                var v0 = 0
-                while v0 < V {
-                    let width = min(cv, V - v0)
-                    logitsBlock(inp, x: x, m: m, v0: v0, width: width, into: work.z)
-                    let z = work.z
-                    forEachRow(m, threads: threads, minPerThread: max(1, Self.minElementsPerThread / width)) { i in
-                        do {
-                            let zr = z + i * width
-                            let before = grads.base[i].topColumn
-                            let held = grads.base[i].topValue
-                            grads.base[i].write(zr, zr, count: width, start: v0)
-                            let top = grads.base[i].topColumn
-                            returned.base[i] = (-1, 0)
-                            if top != before {
-                                // A new running max in this chunk: hold it out of the products;
-                                // the previous one (an earlier chunk, already held out) returns.
-                                zr[top - v0] = 0
-                                if before >= 0 { returned.base[i] = (before, held) }
-                            }
-                        }
-                    }
-                    gradientProducts(inp, g: z, m: m, v0: v0, width: width, x: x, dx: dx, firstChunk: v0 == 0,
-                                     dW: dW?.baseAddress)
-                    if dbias != nil { biasSums.add(z, rows: m, cols: width, at: v0, threads: threads) }
-                    for i in 0..<m where returned.base[i].column >= 0 {
-                        updates.apply(row: x + i * d, dxRow: dx.map { $0 + i * d }, column: returned.base[i].column,
-                                      value: Double(returned.base[i].value))
-                    }
-                    v0 += width
-                }
-                // The held-out top entries with their final values, and the one-hot terms.
-                for i in 0..<m {
-                    let r = valid[s.lowerBound + i]
-                    let g = grads.base[i]
-                    let fix = g.fixups(target: g.gradLogp != 0 ? Int(tg[r]) : -1)
-                    var top = g.topColumn >= 0 ? Double(g.topValue) : 0
-                    for f in [fix.first, fix.second] where f.column >= 0 {
-                        if f.column == g.topColumn {
-                            top += f.delta
-                        } else {
-                            updates.apply(row: x + i * d, dxRow: dx.map { $0 + i * d }, column: f.column, value: f.delta)
-                        }
-                    }
-                    if g.topColumn >= 0 {
-                        updates.apply(row: x + i * d, dxRow: dx.map { $0 + i * d }, column: g.topColumn, value: top)
-                    }
-                }
-                work.scatterDX(s, valid, dX?.baseAddress)
-                return true
+        walkBlocks(rows, work, blockRows: cn) { s, valid, x in
+            let m = s.count
+            for i in 0..<m {
+                let r = valid[s.lowerBound + i]
+                let gh = gradEntropy?[r] ?? 0
+                (grads.base + i).initialize(to: SoftmaxRowGradient(
+                    temperature: T, lse: lse[r], entropy: gh != 0 ? entropy?[r] ?? 0 : 0,
+                    gradLogp: gradLogp?[r] ?? 0, gradEntropy: gh))
             }
+            let dx = work.rowsOfDX(s, valid, dX?.baseAddress)
+            walkChunks(inp, x: x, m: m, chunk: cv, into: work.z) { v0, width, z in
+                forEachRow(m, threads: threads, minPerThread: max(1, Self.minElementsPerThread / width)) { i in
+                    do {
+                        let zr = z + i * width
+                        let before = grads.base[i].topColumn
+                        let held = grads.base[i].topValue
+                        grads.base[i].write(zr, zr, count: width, start: v0)
+                        let top = grads.base[i].topColumn
+                        returned.base[i] = (-1, 0)
+                        if top != before {
+                            // A new running max in this chunk: hold it out of the products;
+                            // the previous one (an earlier chunk, already held out) returns.
+                            zr[top - v0] = 0
+                            if before >= 0 { returned.base[i] = (before, held) }
+                        }
+                    }
+                }
+                gradientProducts(inp, g: z, m: m, v0: v0, width: width, x: x, dx: dx, firstChunk: v0 == 0,
+                                 dW: dW?.baseAddress)
+                if dbias != nil { biasSums.add(z, rows: m, cols: width, at: v0, threads: threads) }
+                for i in 0..<m where returned.base[i].column >= 0 {
+                    updates.apply(row: x + i * d, dxRow: dx.map { $0 + i * d }, column: returned.base[i].column,
+                                  value: Double(returned.base[i].value))
+                }
+            }
+            // The held-out top entries with their final values, and the one-hot terms.
+            for i in 0..<m {
+                let r = valid[s.lowerBound + i]
+                let g = grads.base[i]
+                let fix = g.fixups(target: g.gradLogp != 0 ? Int(tg[r]) : -1)
+                var top = g.topColumn >= 0 ? Double(g.topValue) : 0
+                for f in [fix.first, fix.second] where f.column >= 0 {
+                    if f.column == g.topColumn {
+                        top += f.delta
+                    } else {
+                        updates.apply(row: x + i * d, dxRow: dx.map { $0 + i * d }, column: f.column, value: f.delta)
+                    }
+                }
+                if g.topColumn >= 0 {
+                    updates.apply(row: x + i * d, dxRow: dx.map { $0 + i * d }, column: g.topColumn, value: top)
+                }
+            }
+            work.scatterDX(s, valid, dX?.baseAddress)
+            return true
         }
         if let db = dbias { biasSums.addInto(db) }
     }
@@ -278,18 +261,18 @@ public struct FusedHead: Sendable {
     /// Outputs: dX [N, D] written (0 where mask = 0); dW [V, D] and dbias [V] added into;
     /// logp and entropy [N] written (0 where mask = 0). Each is optional. Everything is
     /// validated before any output is written.
-    public func lossAndGrad(_ inp: FusedInputs, engine: PolicyLossEngine, batch: LossBatch,
+    public func lossAndGrad(_ inp: FusedInputs, loss: Loss, batch: LossBatch,
                             dX: UnsafeMutableBufferPointer<Float>?, dW: UnsafeMutableBufferPointer<Float>?,
                             dbias: UnsafeMutableBufferPointer<Float>?,
                             logp: UnsafeMutableBufferPointer<Float>? = nil,
                             entropy: UnsafeMutableBufferPointer<Float>? = nil) throws(AepoFailure) -> LossResult {
-        try lossAndGrad(inp, engine: engine, batch: batch, dX: dX, dW: dW, dbias: dbias, logp: logp,
+        try lossAndGrad(inp, loss: loss, batch: batch, dX: dX, dW: dW, dbias: dbias, logp: logp,
                         entropy: entropy, forceTwoPass: false)
     }
 
     /// `forceTwoPass` runs the forward / loss / backward composition that modes whose token
     /// losses are coupled need; tests use it to check the one-pass path against it.
-    func lossAndGrad(_ inp0: FusedInputs, engine: PolicyLossEngine, batch batch0: LossBatch,
+    func lossAndGrad(_ inp0: FusedInputs, loss: Loss, batch batch0: LossBatch,
                      dX: UnsafeMutableBufferPointer<Float>?, dW: UnsafeMutableBufferPointer<Float>?,
                      dbias: UnsafeMutableBufferPointer<Float>?, logp: UnsafeMutableBufferPointer<Float>?,
                      entropy: UnsafeMutableBufferPointer<Float>?, forceTwoPass: Bool) throws(AepoFailure) -> LossResult {
@@ -331,18 +314,18 @@ public struct FusedHead: Sendable {
         var batch = batch0
         batch.logp = UnsafeBufferPointer(start: lp, count: n)
         batch.entropy = UnsafeBufferPointer(start: ent, count: n)
-        let plan = try engine.plan(batch)
+        let plan = try loss.plan(batch)
         // The log-probs and entropies the head makes are finite; the caller's inputs are
         // checked now, before any output is written (the zeros in lp and ent pass).
-        try engine.findNonFinite(batch, plan)
+        try loss.findNonFinite(batch, plan)
 
-        if forceTwoPass || !engine.mode.isTokenSeparable {
+        if forceTwoPass || !loss.mode.isTokenSeparable {
             let lseBuf = try FusedScratch<Double>.allocate(n, what: "lse", knob: "N")
             defer { lseBuf.free() }
             let lseOut = UnsafeMutableBufferPointer(start: lseBuf.base, count: n)
             try forward(inp, logp: UnsafeMutableBufferPointer(start: lp, count: n),
                         entropy: UnsafeMutableBufferPointer(start: ent, count: n), lse: lseOut)
-            let result = try engine.compute(batch, grad: UnsafeMutableBufferPointer(start: gl, count: n),
+            let result = try loss.compute(batch, grad: UnsafeMutableBufferPointer(start: gl, count: n),
                                             gradEntropy: UnsafeMutableBufferPointer(start: gh, count: n))
             try backward(inp, lse: UnsafeBufferPointer(lseOut), entropy: UnsafeBufferPointer(start: ent, count: n),
                          gradLogp: UnsafeBufferPointer(start: gl, count: n),
@@ -357,9 +340,9 @@ public struct FusedHead: Sendable {
         var total = TokenPartials()
         guard nValid > 0 else {
             if n > 0 {
-                total = engine.accumulate(batch, plan, TokenBlock(range: 0..<n, logp: lp, entropy: ent, grad: gl, gradEntropy: gh))
+                total = loss.accumulate(batch, plan, TokenBlock(range: 0..<n, logp: lp, entropy: ent, grad: gl, gradEntropy: gh))
             }
-            return engine.finish(plan, total)
+            return loss.finish(plan, total)
         }
         let cn = min(chunkN, nValid)
         let work = try Workspace(rows: rows, inputs: inp, blockRows: cn, blockCols: V, gather: d > 0,
@@ -375,239 +358,62 @@ public struct FusedHead: Sendable {
         let minRows = max(1, Self.minElementsPerThread / max(V, 1))
         let partials = try FusedScratch<TokenPartials>.allocate(cn, what: "loss partial sums", knob: "fused.chunk_n")
         defer { partials.free() }
-        rows.valid.withUnsafeBufferPointer { valid in
-            forEachBlock(nValid, cn) { s in
-                let m = s.count
-                let x = work.rowsOfX(s, valid)
-                let z = work.z
-                logitsBlock(inp, x: x, m: m, v0: 0, width: V, into: z)
-                // One pass per row while it is in cache: log p, H and lse, the loss engine's
-                // token kernel on that token, then G in place of the logits (whole rows, so
-                // the point updates go in place too). NaN in lseRow marks a row whose logits
-                // overflowed. Masked tokens keep their zero gradients.
-                forEachRow(m, threads: threads, minPerThread: minRows) { i in
-                    do {
-                        let r = valid[s.lowerBound + i]
-                        let zr = z + i * V
-                        var a = SoftmaxRowAccumulator(temperature: T, logpAtT1: false)
-                        a.add(zr, count: V)
-                        if a.nonFinite || a.allNegativeInfinity {
-                            lseRow.base[i] = .nan
-                            (partials.base + i).initialize(to: TokenPartials())
-                            return
-                        }
-                        lp[r] = Float(a.logp(targetLogit: zr[Int(tg[r])]))
-                        ent[r] = Float(a.entropy)
-                        lseRow.base[i] = a.lse
-                        (partials.base + i).initialize(to: engine.accumulate(
-                            batch, plan, TokenBlock(range: r..<(r + 1), logp: lp + r, entropy: ent + r, grad: gl + r,
-                                                    gradEntropy: gh + r)))
-                        var g = SoftmaxRowGradient(temperature: T, lse: a.lse, entropy: ent[r],
-                                                   gradLogp: gl[r], gradEntropy: gh[r])
-                        g.write(zr, zr, count: V, start: 0)
-                        let fix = g.fixups(target: gl[r] != 0 ? Int(tg[r]) : -1)
-                        for f in [fix.first, fix.second] where f.column >= 0 {
-                            zr[f.column] = Float(Double(zr[f.column]) + f.delta)
-                        }
+        walkBlocks(rows, work, blockRows: cn) { s, valid, x in
+            let m = s.count
+            let z = work.z
+            logitsBlock(inp, x: x, m: m, v0: 0, width: V, into: z)
+            // One pass per row while it is in cache: log p, H and lse, the loss engine's
+            // token kernel on that token, then G in place of the logits (whole rows, so
+            // the point updates go in place too). NaN in lseRow marks a row whose logits
+            // overflowed. Masked tokens keep their zero gradients.
+            forEachRow(m, threads: threads, minPerThread: minRows) { i in
+                do {
+                    let r = valid[s.lowerBound + i]
+                    let zr = z + i * V
+                    var a = SoftmaxRowAccumulator(temperature: T, logpAtT1: false)
+                    a.add(zr, count: V)
+                    if a.nonFinite || a.allNegativeInfinity {
+                        lseRow.base[i] = .nan
+                        (partials.base + i).initialize(to: TokenPartials())
+                        return
+                    }
+                    lp[r] = Float(a.logp(targetLogit: zr[Int(tg[r])]))
+                    ent[r] = Float(a.entropy)
+                    lseRow.base[i] = a.lse
+                    (partials.base + i).initialize(to: loss.accumulate(
+                        batch, plan, TokenBlock(range: r..<(r + 1), logp: lp + r, entropy: ent + r, grad: gl + r,
+                                                gradEntropy: gh + r)))
+                    var g = SoftmaxRowGradient(temperature: T, lse: a.lse, entropy: ent[r],
+                                               gradLogp: gl[r], gradEntropy: gh[r])
+                    g.write(zr, zr, count: V, start: 0)
+                    let fix = g.fixups(target: gl[r] != 0 ? Int(tg[r]) : -1)
+                    for f in [fix.first, fix.second] where f.column >= 0 {
+                        zr[f.column] = Float(Double(zr[f.column]) + f.delta)
                     }
                 }
-                for i in 0..<m {
-                    if lseRow.base[i].isNaN {
-                        work.failure = overflowFailure(valid[s.lowerBound + i])
-                        return false
-                    }
-                    total.add(partials.base[i])
-                }
-                gradientProducts(inp, g: z, m: m, v0: 0, width: V, x: x, dx: work.rowsOfDX(s, valid, dX?.baseAddress),
-                                 firstChunk: true, dW: dW?.baseAddress)
-                if dbias != nil { biasSums.add(z, rows: m, cols: V, at: 0, threads: threads) }
-                work.scatterDX(s, valid, dX?.baseAddress)
-                return true
             }
+            for i in 0..<m {
+                if lseRow.base[i].isNaN {
+                    work.failure = overflowFailure(valid[s.lowerBound + i])
+                    return false
+                }
+                total.add(partials.base[i])
+            }
+            gradientProducts(inp, g: z, m: m, v0: 0, width: V, x: x, dx: work.rowsOfDX(s, valid, dX?.baseAddress),
+                             firstChunk: true, dW: dW?.baseAddress)
+            if dbias != nil { biasSums.add(z, rows: m, cols: V, at: 0, threads: threads) }
+            work.scatterDX(s, valid, dX?.baseAddress)
+            return true
         }
         if let f = work.failure { throw f }
         if let db = dbias { biasSums.addInto(db) }
         if total.nonFinite {
-            try engine.findNonFinite(batch, plan)
-            try engine.checkGradients(UnsafeBufferPointer(start: gl, count: n), UnsafeBufferPointer(start: gh, count: n),
-                                      n: n, argument: "loss")
+            try loss.findNonFinite(batch, plan)
+            try loss.checkGradients(UnsafeBufferPointer(start: gl, count: n), UnsafeBufferPointer(start: gh, count: n),
+                                      n: n, argument: "value")
         }
-        let result = engine.finish(plan, total)
-        try engine.checkResult(result)
+        let result = loss.finish(plan, total)
+        try loss.checkResult(result)
         return result
-    }
-
-    // MARK: pieces
-
-    /// Rows and columns of the logits blocks of `forward` and `backward`: at most
-    /// chunk_n × chunk_v logits, as tall as the valid rows and the hidden size allow.
-    ///
-    /// A product with few rows re-packs its W chunk for little work: on OpenBLAS the four
-    /// products of forward + backward in 128 × 8192 blocks cost about 1.59 times the three
-    /// full-size products (CPU time), and in 1024 × 1024 blocks 1.34 times (the ideal is
-    /// 4/3). So the block takes R = max(chunk_n, chunk_n · chunk_v / max(D, 256)) rows,
-    /// capped by the valid rows, and chunk_n · chunk_v / R columns, capped by V. R · D stays
-    /// within the area too (unless R = chunk_n), which bounds the row scratch; the columns
-    /// stay >= 256 (or V) when R grew. chunk_n = chunk_v = 1 still gives 1 × 1 blocks.
-    func blockShape(valid: Int, dim: Int, vocab: Int) -> (rows: Int, cols: Int) {
-        let (area, o) = chunkN.multipliedReportingOverflow(by: chunkV)
-        let a = o ? Int.max : area
-        let rows = min(valid, max(chunkN, a / max(dim, 256)))
-        let cols = rows == chunkN ? chunkV : a / max(rows, 1)
-        return (max(rows, 1), max(1, min(cols, vocab)))
-    }
-
-    /// z[m, width] = x[m, D] · W[v0 ..< v0 + width]ᵀ + bias[v0 ..< v0 + width] (raw logits;
-    /// the temperature is applied by the row kernels).
-    @inline(__always)
-    func logitsBlock(_ inp: FusedInputs, x: UnsafePointer<Float>, m: Int, v0: Int, width: Int,
-                     into z: UnsafeMutablePointer<Float>) {
-        let d = inp.dim
-        var beta: Float = 0
-        if let b = inp.bias?.baseAddress {
-            for i in 0..<m { (z + i * width).update(from: b + v0, count: width) }
-            beta = 1
-        } else if d == 0 {
-            z.update(repeating: 0, count: m * width)
-        }
-        if d > 0, let w = inp.w.baseAddress {
-            Gemm.abT(m: m, n: width, k: d, a: x, lda: d, b: w + v0 * d, ldb: d, beta: beta, c: z, ldc: width)
-        }
-    }
-
-    /// dx[m, D] (+)= G · W[v0 ..< v0 + width] and dW[v0 ..< v0 + width] += Gᵀ · x.
-    @inline(__always)
-    func gradientProducts(_ inp: FusedInputs, g: UnsafeMutablePointer<Float>, m: Int, v0: Int, width: Int,
-                          x: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?, firstChunk: Bool,
-                          dW: UnsafeMutablePointer<Float>?) {
-        let d = inp.dim
-        guard d > 0, let w = inp.w.baseAddress else { return }
-        if let dx {
-            Gemm.ab(m: m, n: d, k: width, a: g, lda: width, b: w + v0 * d, ldb: d, beta: firstChunk ? 0 : 1,
-                    c: dx, ldc: d)
-        }
-        if let dW {
-            Gemm.aTb(m: width, n: d, k: m, a: g, lda: width, b: x, ldb: d, beta: 1, c: dW + v0 * d, ldc: d)
-        }
-    }
-
-    /// Checks the outputs a successful call wrote. With finite inputs they are finite, unless
-    /// a value overflows float32 on the way (huge upstream gradients or weights, a tiny
-    /// temperature), an lse or entropy that is not the forward result of these rows inflates
-    /// the probabilities, or dW / dbias held a non-finite value before the call added to
-    /// them. Any of these is AEPO_ERR_NON_FINITE naming the output and the flat index, never
-    /// a silent Inf or NaN. A scan of each output: small next to the products that made it.
-    public func checkFinite(outputs: [(String, UnsafeBufferPointer<Float>?)],
-                            lse: UnsafeBufferPointer<Double>? = nil) throws(AepoFailure) {
-        for (name, buf) in outputs {
-            guard let buf, let base = buf.baseAddress,
-                  let bad = FiniteScan.firstNonFinite(base, count: buf.count, threads: threads) else { continue }
-            throw AepoFailure(.nonFinite, name,
-                              "\(name)[\(bad)] is \(buf[bad]) although the inputs are finite: a value overflows float32 "
-                              + "(rescale X, W, the upstream gradients or the loss weights), lse and entropy are not the "
-                              + "forward results of these rows, or dW / dbias held a non-finite value before the call",
-                              index: bad)
-        }
-        if let lse, let i = lse.firstIndex(where: { !$0.isFinite }) {
-            throw AepoFailure(.nonFinite, "lse", "lse[\(i)] is \(lse[i]): the log-sum-exp overflows", index: i)
-        }
-    }
-
-    func overflowFailure(_ r: Int) -> AepoFailure {
-        AepoFailure(.nonFinite, "X",
-                    "the logits of row \(r), X[\(r)] · Wᵀ + bias, overflow float32 although X, W and bias are finite; rescale the inputs",
-                    index: r)
-    }
-
-    /// Output buffers must not overlap an input or each other.
-    func checkOutputs(_ inp: FusedInputs, _ outs: [(String, UnsafeRawBufferPointer?)]) throws(AepoFailure) {
-        let ins: [(String, UnsafeRawBufferPointer?)] = [
-            ("X", UnsafeRawBufferPointer(inp.x)), ("W", UnsafeRawBufferPointer(inp.w)), ("bias", raw(inp.bias)),
-            ("targets", UnsafeRawBufferPointer(inp.targets)), ("mask", raw(inp.mask)),
-        ]
-        for (i, (name, o)) in outs.enumerated() {
-            guard let o else { continue }
-            for (inName, b) in ins {
-                if let b, overlaps(o, b) { throw .invalid(name, "overlaps the input \(inName); outputs must not alias inputs") }
-            }
-            for (other, p) in outs[(i + 1)...] {
-                if let p, overlaps(o, p) { throw .invalid(name, "overlaps \(other); outputs must be distinct buffers") }
-            }
-        }
-    }
-}
-
-/// Adds the rank-one update of a single logits-gradient entry G[r, j] = value to the
-/// products: dX_r += value · W_j, dW_j += value · X_r, dbias_j += value.
-struct RankOneUpdates {
-    let w: UnsafePointer<Float>?
-    let d: Int
-    let dW: UnsafeMutablePointer<Float>?
-    let biasSums: BiasSums
-
-    init(_ inp: FusedInputs, dW: UnsafeMutablePointer<Float>?, biasSums: BiasSums) {
-        w = inp.w.baseAddress
-        d = inp.dim
-        self.dW = dW
-        self.biasSums = biasSums
-    }
-
-    @inline(__always)
-    func apply(row x: UnsafePointer<Float>, dxRow: UnsafeMutablePointer<Float>?, column j: Int, value: Double) {
-        biasSums.addPoint(j, value)
-        let v = Float(value)
-        guard v != 0, d > 0, let w else { return }
-        if let dxRow { axpy(dxRow, v, w + j * d, d) }
-        if let dW { axpy(dW + j * d, v, x, d) }
-    }
-}
-
-/// y[0..<n] += a · x[0..<n].
-@inline(__always)
-func axpy(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointer<Float>, _ n: Int) {
-    let yr = UnsafeMutableRawPointer(y), xr = UnsafeRawPointer(x)
-    let av = SIMD8<Float>(repeating: a)
-    var k = 0
-    while k &+ 8 <= n {
-        let v = yr.loadUnaligned(fromByteOffset: k &* 4, as: SIMD8<Float>.self)
-            + av * xr.loadUnaligned(fromByteOffset: k &* 4, as: SIMD8<Float>.self)
-        yr.storeBytes(of: v, toByteOffset: k &* 4, as: SIMD8<Float>.self)
-        k &+= 8
-    }
-    while k < n { y[k] += a * x[k]; k &+= 1 }
-}
-
-/// The bytes of an optional buffer, for overlap checks.
-@inline(__always)
-func raw<T>(_ b: UnsafeMutableBufferPointer<T>?) -> UnsafeRawBufferPointer? {
-    b.map { UnsafeRawBufferPointer(UnsafeMutableRawBufferPointer($0)) }
-}
-
-@inline(__always)
-func raw<T>(_ b: UnsafeBufferPointer<T>?) -> UnsafeRawBufferPointer? {
-    b.map { UnsafeRawBufferPointer($0) }
-}
-
-/// Runs `body(i)` for every i in 0..<count on `threads` pthreads that take small runs of rows
-/// from a shared counter, so a thread the OS parks for a while does not hold the others up.
-/// Each row's work must not depend on which thread runs it; then the result does not depend
-/// on the schedule or the thread count. `minPerThread` rows per thread at least.
-func forEachRow(_ count: Int, threads: Int, minPerThread: Int, _ body: (Int) -> Void) {
-    let workers = max(1, min(threads, count / max(minPerThread, 1)))
-    guard workers > 1 else {
-        for i in 0..<count { body(i) }
-        return
-    }
-    // About eight runs per worker, so the last runs balance the load.
-    let grain = max(1, count / (8 * workers))
-    let next = Atomic<Int>(0)
-    parallelRanges(count: workers, threads: workers) { mine in
-        for _ in mine {
-            while true {
-                let lo = next.wrappingAdd(grain, ordering: .relaxed).oldValue
-                if lo >= count { break }
-                for i in lo..<min(lo + grain, count) { body(i) }
-            }
-        }
     }
 }

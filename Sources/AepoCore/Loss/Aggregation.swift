@@ -48,7 +48,7 @@ public struct AggregationPlan: Sendable {
     public var allSeqs = 0
     public var regAlpha: Double
 
-    // Statistics of the whole call for the modes that need them (`PolicyLossEngine.prepare`).
+    // Statistics of the whole call for the modes that need them (`Loss.prepare`).
     /// gspo: per row, s_b = e^min(m_b, 10) with m_b the row's mean log-ratio.
     public var sequenceRatio: [Double] = []
     /// gspo: per row, whether m_b <= 10 (the clamp passes the gradient).

@@ -35,8 +35,9 @@ import Glibc
 public final class Sampler {
     public let config: SamplerConfig
     private var workspaces: [SamplerWorkspace] = []
-    /// Which loops run the exp-heavy sums; tests pin it to check both.
-    var isa: KernelISA = .best
+    /// The kernel path the passes run on: the best this CPU has, or another for `make bench`,
+    /// which times each path against the others.
+    @_spi(Bench) public var isa: KernelISA = .best
 
     /// Temperatures below this make 1/T overflow Float; such values are rejected with the
     /// same advice as T <= 0.

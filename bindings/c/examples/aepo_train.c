@@ -15,8 +15,8 @@
  *      positives among them (aepo_loss_select_regularizer);
  *   4. regularizer.combine = "replace": the k selected positives take the place of the first
  *      k main rollouts with advantage 1; "weighted": they are appended and weighted by alpha;
- *   5. old log-probs of the update batch at the policy temperature (aepo_fused_forward),
- *      then the policy loss and its gradients in one pass (aepo_fused_loss_and_grad);
+ *   5. old log-probs of the update batch at the policy temperature (aepo_fused_head_forward),
+ *      then the policy loss and its gradients in one pass (aepo_fused_head_loss_and_grad);
  *   6. an Adam step on the head's weights and bias (optim.c);
  *   7. the controller is fed the statistic of that update, from the update's loss metrics
  *      (aepo_controller_step_metrics: controller.statistic over the rows that
@@ -281,6 +281,24 @@ static int config_says(const char *effective, const char *key_value) {
     return strstr(effective, key_value) != NULL;
 }
 
+/* The fused head's inputs over the one-hot hidden states X [n, D] of n tokens. mask may be
+ * NULL (every row valid); for aepo_fused_head_loss_and_grad it is the loss inputs' mask. */
+static int32_t head_inputs(aepo_fused_head_inputs *in, const float *X, const float *W, const float *bias,
+                           const int32_t *tokens, const uint8_t *mask, int64_t n, int64_t D, int64_t V,
+                           aepo_error *err) {
+    int32_t status = aepo_fused_head_inputs_init(in, sizeof *in, err);
+    if (status != AEPO_OK) return status;
+    in->X = X;
+    in->W = W;
+    in->bias = bias;
+    in->targets = tokens;
+    in->mask = mask;
+    in->N = n;
+    in->D = D;
+    in->V = V;
+    return AEPO_OK;
+}
+
 static double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -351,11 +369,11 @@ int main(int argc, char **argv) {
     aepo_loss *loss = NULL;
     aepo_controller *ctl = NULL;
     aepo_sampler *sampler = NULL;
-    aepo_fused *fused = NULL;
+    aepo_fused_head *fused = NULL;
     char *json = NULL, *effective = NULL;
     size_t json_len = 0, eff_len = 0;
     FILE *csv = NULL;
-    int weighted, exact_statistic, exit_code = 1;
+    int weighted, entropy_statistic, exit_code = 1;
     int64_t N, L, D, V = TASK_VOCAB, step, i;
     float *W, *bias, *dW, *dbias;
     /* Per-step history for the summary. */
@@ -396,9 +414,12 @@ int main(int argc, char **argv) {
     AEPO_TRY(aepo_loss_create(json, json_len, &loss, &err));
     AEPO_TRY(aepo_controller_create(json, json_len, &ctl, &err));
     AEPO_TRY(aepo_sampler_create(json, json_len, &sampler, &err));
-    AEPO_TRY(aepo_fused_create(json, json_len, &fused, &err));
+    AEPO_TRY(aepo_fused_head_create(json, json_len, &fused, &err));
     weighted = config_says(effective, "\"combine\": \"weighted\"");
-    exact_statistic = config_says(effective, "\"statistic\": \"exact\"");
+    /* The normalised document keeps the spelling it was given: "exact" is the older name of
+     * "entropy". */
+    entropy_statistic = config_says(effective, "\"statistic\": \"entropy\"") ||
+                        config_says(effective, "\"statistic\": \"exact\"");
 
     /* ---- Buffers, the initial policy and its optimizer. */
     if (buffers_alloc(&buf, N, L, D) != 0) goto oom;
@@ -456,7 +477,9 @@ int main(int argc, char **argv) {
             printf("run: GRPO (controller.k_max = 0: no regulariser)\n");
         } else {
             printf("run: AEPO %s, target %g nats, statistic %s, combine %s, k_max %lld\n",
-                   aepo_controller_mode_name(d0.mode), d0.target, exact_statistic ? "exact" : "nll",
+                   aepo_controller_mode_name(d0.mode), d0.target,
+                   aepo_controller_statistic_name(entropy_statistic ? AEPO_CONTROLLER_STATISTIC_ENTROPY
+                                                                    : AEPO_CONTROLLER_STATISTIC_NLL),
                    weighted ? "weighted" : "replace", (long long)d0.k_max);
         }
     }
@@ -469,6 +492,7 @@ int main(int argc, char **argv) {
     for (step = 0; step < cfg.steps; step++) {
         aepo_decision d, next;
         aepo_loss_inputs in;
+        aepo_fused_head_inputs head;
         double metrics[AEPO_LOSS_METRIC_COUNT], loss_value = 0, nll, exact, reward, statistic;
         int64_t k = 0, n_positive = 0, rows;
         int is_grpo;
@@ -491,10 +515,10 @@ int main(int argc, char **argv) {
         reward = mean_f(buf.rewards, N);
 
         /*    The exact full-vocabulary entropy of the on-policy batch, for the log (and the
-         *    controller's statistic when controller.statistic = "exact"). */
+         *    controller's statistic when controller.statistic = "entropy"). */
         task_one_hot(&t, buf.states, N * L, buf.X);
-        AEPO_TRY(aepo_fused_forward(fused, buf.X, W, bias, buf.tokens, NULL, N * L, D, V, NULL, buf.entropy,
-                                    NULL, &err));
+        AEPO_TRY(head_inputs(&head, buf.X, W, bias, buf.tokens, NULL, N * L, D, V, &err));
+        AEPO_TRY(aepo_fused_head_forward(fused, &head, NULL, buf.entropy, NULL, &err));
         exact = mean_f(buf.entropy, N * L);
 
         /* 2. The controller's decision for this step. */
@@ -552,13 +576,15 @@ int main(int argc, char **argv) {
          *    parameters the update starts from; their token mean, negated, is the statistic
          *    of this update (the reference code's entropy estimate). */
         task_one_hot(&t, buf.upd_states, rows * L, buf.X);
-        AEPO_TRY(aepo_fused_forward(fused, buf.X, W, bias, buf.upd_tokens, buf.mask, rows * L, D, V, buf.old_logp,
-                                    NULL, NULL, &err));
+        AEPO_TRY(head_inputs(&head, buf.X, W, bias, buf.upd_tokens, buf.mask, rows * L, D, V, &err));
+        AEPO_TRY(aepo_fused_head_forward(fused, &head, buf.old_logp, NULL, NULL, &err));
         nll = -mean_f(buf.old_logp, rows * L);
 
         /*    The policy loss and every gradient in one pass through the head. The head
-         *    computes logp and entropy itself, so in.logp and in.entropy stay NULL. dW and
-         *    dbias are added to, so they start from zero. */
+         *    computes logp and entropy itself, so in.logp and in.entropy stay NULL. The
+         *    head's inputs are those of the forward pass above: rows * L tokens (the loss inputs'
+         *    B * L) under the loss inputs' own mask pointer. dW and dbias are added to, so
+         *    they start from zero. */
         AEPO_TRY(aepo_loss_inputs_init(&in, sizeof in, &err));
         in.B = rows;
         in.L = L;
@@ -574,8 +600,8 @@ int main(int argc, char **argv) {
             in.reg_alpha = isnan(d.alpha) ? -1.0 : d.alpha;
         }
         memset(buf.grads, 0, (size_t)(V * D + V) * sizeof *buf.grads);
-        AEPO_TRY(aepo_fused_loss_and_grad(fused, loss, buf.X, W, bias, buf.upd_tokens, D, V, &in, &loss_value,
-                                          NULL, dW, dbias, metrics, AEPO_LOSS_METRIC_COUNT, NULL, NULL, &err));
+        AEPO_TRY(aepo_fused_head_loss_and_grad(fused, loss, &head, &in, &loss_value, NULL, dW, dbias, metrics,
+                                               AEPO_LOSS_METRIC_COUNT, NULL, NULL, &err));
 
         /* 6. The optimizer step, written in this example (optim.c). */
         adam_step(&opt, buf.params, buf.grads);
@@ -585,7 +611,7 @@ int main(int argc, char **argv) {
          *    (controller.statistic over controller.statistic_rows); the next decision
          *    records the value it used. GRPO logs the NLL of its update batch. */
         if (is_grpo) {
-            statistic = exact_statistic ? exact : nll;
+            statistic = entropy_statistic ? exact : nll;
         } else {
             AEPO_TRY(aepo_controller_step_metrics(ctl, metrics, AEPO_LOSS_METRIC_COUNT, step, &next, &err));
             statistic = next.statistic;
@@ -648,7 +674,7 @@ int main(int argc, char **argv) {
                    last.est_feedback);
         }
         printf("summary: H is the %s (%s); %.2f s, %.1f ms per step\n",
-               exact_statistic ? "exact token entropy" : "token NLL at the policy temperature",
+               entropy_statistic ? "exact token entropy" : "token NLL at the policy temperature",
                last.k_max > 0 ? "rows as controller.statistic_rows picks" : "the update batch",
                elapsed, 1e3 * elapsed / (double)cfg.steps);
     }
@@ -664,7 +690,7 @@ done:
         fprintf(stderr, "aepo_train: writing metrics.csv failed\n");
         exit_code = 1;
     }
-    aepo_fused_free(fused);
+    aepo_fused_head_free(fused);
     aepo_sampler_free(sampler);
     aepo_controller_free(ctl);
     aepo_loss_free(loss);

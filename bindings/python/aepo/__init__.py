@@ -12,21 +12,30 @@ __version__ = _lib.version
 ABI_VERSION = _lib.ABI_VERSION
 library_path = _lib.lib_path
 
-from .controller import Decision, EntropyController, Estimate
+from .controller import Controller, Decision, Estimate
 from .kernels import LogitsStats, logits_backward, logits_stats
-from .loss import LossResult, PolicyLoss, RegSelection, compute_advantages, select_regularizer
+from .loss import Loss, LossResult, RegSelection, compute_advantages, select_regularizer
 from .sampler import SampleResult, Sampler
-from .fused import FusedLMHead
+from .fused import FusedHead
+from ._deprecated import module_getattr as _module_getattr
 # @@EXPORTS@@
 
 __all__ = [
     "__version__", "ABI_VERSION", "library_path",
     "default_config", "default_config_json", "validate_config",
-    "Decision", "EntropyController", "Estimate",
+    "Controller", "Decision", "Estimate",
     "LogitsStats", "logits_backward", "logits_stats",
-    "LossResult", "PolicyLoss", "RegSelection", "compute_advantages", "select_regularizer",
+    "Loss", "LossResult", "RegSelection", "compute_advantages", "select_regularizer",
     "AepoError", "BufferTooSmallError", "ConfigError", "DeviceError", "DTypeError", "InternalError",
     "InvalidValueError", "NonFiniteError", "NullPointerError", "OutOfMemoryError", "ShapeError", "StateError",
     "Sampler", "SampleResult",
-    "FusedLMHead",
+    "FusedHead",
 ]
+
+# Deprecated since 0.2, removed in the next release: old name -> (module, new name, use instead).
+_DEPRECATED = {
+    "PolicyLoss": ("aepo.loss", "Loss", "aepo.Loss"),
+    "EntropyController": ("aepo.controller", "Controller", "aepo.Controller"),
+    "FusedLMHead": ("aepo.fused", "FusedHead", "aepo.FusedHead"),
+}
+__getattr__ = _module_getattr(__name__, _DEPRECATED)

@@ -14,7 +14,7 @@ import json
 
 from .errors import InvalidValueError, error_for_status
 
-ABI_VERSION = 0
+ABI_VERSION = 1
 ERROR_ARGUMENT_SIZE = 64
 ERROR_MESSAGE_SIZE = 320
 
@@ -89,6 +89,42 @@ class LossInputs(ctypes.Structure):
     ]
 
 
+class LogitsInputs(ctypes.Structure):
+    """Mirror of ``aepo_logits_inputs``, the shared inputs of the logits kernels; fill it after
+    ``aepo_logits_inputs_init`` (see :func:`init`)."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("logits", POINTER(c_float)),
+        ("B", c_int64),
+        ("L", c_int64),
+        ("V", c_int64),
+        ("stride_b", c_int64),
+        ("stride_l", c_int64),
+        ("targets", POINTER(c_int32)),
+        ("mask", POINTER(c_uint8)),
+        ("temperature", c_double),
+        ("threads", c_int64),
+    ]
+
+
+class FusedHeadInputs(ctypes.Structure):
+    """Mirror of ``aepo_fused_head_inputs``, the inputs of every fused-head call; fill it after
+    ``aepo_fused_head_inputs_init`` (see :func:`init`)."""
+
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("X", POINTER(c_float)),
+        ("W", POINTER(c_float)),
+        ("bias", POINTER(c_float)),
+        ("targets", POINTER(c_int32)),
+        ("mask", POINTER(c_uint8)),
+        ("N", c_int64),
+        ("D", c_int64),
+        ("V", c_int64),
+    ]
+
+
 c_int32_p = POINTER(c_int32)
 c_int64_p = POINTER(c_int64)
 c_float_p = POINTER(c_float)
@@ -100,6 +136,8 @@ Handle = c_void_p
 Handle_p = POINTER(c_void_p)
 CDecision_p = POINTER(CDecision)
 LossInputs_p = POINTER(LossInputs)
+LogitsInputs_p = POINTER(LogitsInputs)
+FusedHeadInputs_p = POINTER(FusedHeadInputs)
 
 # name: (restype, [argtypes]). Sections follow include/aepo.h.
 _TABLE = {
@@ -140,14 +178,11 @@ _TABLE = {
     "aepo_controller_history_count": (c_int32, [Handle, c_int64_p, Error_p]),
     "aepo_controller_history": (c_int32, [Handle, c_int64, CDecision_p, Error_p]),
     # logits kernels
-    "aepo_logits_stats": (c_int32, [c_float_p, c_int64, c_int64, c_int64, c_int64, c_int64,
-                                    c_int32_p, c_uint8_p, c_double, c_int64,
-                                    c_float_p, c_float_p, c_double_p, c_float_p,
+    "aepo_logits_inputs_init": (c_int32, [LogitsInputs_p, c_size_t, Error_p]),
+    "aepo_logits_stats": (c_int32, [LogitsInputs_p, c_float_p, c_float_p, c_double_p, c_float_p,
                                     c_double_p, c_double_p, c_int64_p, Error_p]),
-    "aepo_logits_backward": (c_int32, [c_float_p, c_int64, c_int64, c_int64, c_int64, c_int64,
-                                       c_int32_p, c_uint8_p, c_double, c_double_p, c_float_p,
-                                       c_float_p, c_float_p, c_float_p, c_int64, c_int64,
-                                       c_int64, Error_p]),
+    "aepo_logits_backward": (c_int32, [LogitsInputs_p, c_double_p, c_float_p, c_float_p, c_float_p,
+                                       c_float_p, c_int64, c_int64, Error_p]),
     # @@TABLE kernels@@
     # sampler
     "aepo_sampler_create": (c_int32, [c_char_p, c_size_t, Handle_p, Error_p]),
@@ -158,17 +193,16 @@ _TABLE = {
     # @@TABLE fused@@
     # @@TABLE sampler@@
     # fused head
-    "aepo_fused_create": (c_int32, [c_char_p, c_size_t, Handle_p, Error_p]),
-    "aepo_fused_free": (None, [Handle]),
-    "aepo_fused_config_json": (c_int32, [Handle, c_char_p, c_size_t, c_size_t_p, Error_p]),
-    "aepo_fused_forward": (c_int32, [Handle, c_float_p, c_float_p, c_float_p, c_int32_p, c_uint8_p,
-                                     c_int64, c_int64, c_int64, c_float_p, c_float_p, c_double_p, Error_p]),
-    "aepo_fused_backward": (c_int32, [Handle, c_float_p, c_float_p, c_float_p, c_int32_p, c_uint8_p,
-                                      c_int64, c_int64, c_int64, c_double_p, c_float_p, c_float_p, c_float_p,
-                                      c_float_p, c_float_p, c_float_p, Error_p]),
-    "aepo_fused_loss_and_grad": (c_int32, [Handle, Handle, c_float_p, c_float_p, c_float_p, c_int32_p,
-                                           c_int64, c_int64, LossInputs_p, c_double_p, c_float_p, c_float_p,
-                                           c_float_p, c_double_p, c_size_t, c_float_p, c_float_p, Error_p]),
+    "aepo_fused_head_inputs_init": (c_int32, [FusedHeadInputs_p, c_size_t, Error_p]),
+    "aepo_fused_head_create": (c_int32, [c_char_p, c_size_t, Handle_p, Error_p]),
+    "aepo_fused_head_free": (None, [Handle]),
+    "aepo_fused_head_config_json": (c_int32, [Handle, c_char_p, c_size_t, c_size_t_p, Error_p]),
+    "aepo_fused_head_forward": (c_int32, [Handle, FusedHeadInputs_p, c_float_p, c_float_p, c_double_p, Error_p]),
+    "aepo_fused_head_backward": (c_int32, [Handle, FusedHeadInputs_p, c_double_p, c_float_p, c_float_p, c_float_p,
+                                           c_float_p, c_float_p, c_float_p, Error_p]),
+    "aepo_fused_head_loss_and_grad": (c_int32, [Handle, Handle, FusedHeadInputs_p, LossInputs_p, c_double_p,
+                                                c_float_p, c_float_p, c_float_p, c_double_p, c_size_t,
+                                                c_float_p, c_float_p, Error_p]),
 }
 
 
@@ -177,10 +211,10 @@ def _candidates():
     if env:
         yield env
     here = os.path.dirname(os.path.abspath(__file__))
-    for name in ("libaepo.so", "libaepo.so.0"):
+    for name in ("libaepo.so", f"libaepo.so.{ABI_VERSION}"):
         yield os.path.join(here, name)
     repo = os.path.dirname(os.path.dirname(os.path.dirname(here)))
-    yield os.path.join(repo, "build", "lib", "libaepo.so.0")
+    yield os.path.join(repo, "build", "lib", f"libaepo.so.{ABI_VERSION}")
     found = ctypes.util.find_library("aepo")
     if found:
         yield found
@@ -272,6 +306,51 @@ def read_text(fn, *args):
 
 def status_name(status):
     return lib.aepo_status_name(status).decode()
+
+
+# The versioned argument structs and the library function that initialises each one.
+_INIT = {
+    LossInputs: lib.aepo_loss_inputs_init,
+    LogitsInputs: lib.aepo_logits_inputs_init,
+    FusedHeadInputs: lib.aepo_fused_head_inputs_init,
+}
+
+
+def init(struct_type):
+    """A new ``struct_type`` (LossInputs, LogitsInputs or FusedHeadInputs) as its
+    ``aepo_*_inputs_init`` leaves it: zeroed, struct_size set, the library's defaults filled."""
+    s = struct_type()
+    call(_INIT[struct_type], ctypes.byref(s), ctypes.sizeof(struct_type))
+    return s
+
+
+def _check_structs():
+    """Each versioned struct's mirror is accepted by its init function (a struct_size below the
+    library's first version fails there) and the defaults the library writes land in the fields
+    this binding reads them from (a field at the wrong offset fails here, not in a call)."""
+    expected = {
+        LossInputs: {"B": 0, "L": 0, "reg_alpha": -1.0, "global_tokens": -1, "global_seqs": -1,
+                     "global_reg_tokens": -1, "dp_size": 1, "step": 0, "adv_per_token": 0, "reserved": 0},
+        LogitsInputs: {"B": 0, "L": 0, "V": 0, "temperature": 1.0, "threads": 1},
+        FusedHeadInputs: {"N": 0, "D": 0, "V": 0},
+    }
+    for cls, fields in expected.items():
+        name = _INIT[cls].__name__
+        try:
+            s = init(cls)
+        except Exception as e:
+            raise ImportError(f"aepo: {lib_path} refuses the {ctypes.sizeof(cls)}-byte {cls.__name__} "
+                              f"({name}: {e})") from None
+        got = {k: getattr(s, k) for k in fields}
+        if s.struct_size != ctypes.sizeof(cls) or got != fields:
+            raise ImportError(f"aepo: {name} of {lib_path} fills {got} (struct_size {s.struct_size}); this "
+                              f"binding's {cls.__name__} expects {fields} (struct_size {ctypes.sizeof(cls)})")
+        if cls is LogitsInputs and not (s.stride_b < 0 and s.stride_l < 0):
+            raise ImportError(f"aepo: {name} of {lib_path} sets strides ({s.stride_b}, {s.stride_l}); this "
+                              "binding expects the negative 'contiguous' default")
+
+
+_check_structs()
 
 
 class NativeHandle:

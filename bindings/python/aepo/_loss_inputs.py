@@ -1,5 +1,5 @@
 """The one decoder of the policy loss's per-call inputs: arrays and keyword arguments to an
-``aepo_loss_inputs`` struct. ``PolicyLoss.compute`` and ``FusedLMHead.loss_and_grad`` both
+``aepo_loss_inputs`` struct. ``Loss.compute`` and ``FusedHead.loss_and_grad`` both
 use it (the fused head passes no ``logp`` or ``entropy``: it computes them).
 """
 import ctypes
@@ -39,8 +39,7 @@ def decode(B, L, *, old_logp, advantages, mask, logp=None, ref_logp=None, is_wei
         keep[name] = None if x is None else float_shaped(x, name, (B, L))
         return ptr(keep[name], ctypes.c_float)
 
-    inp = _lib.LossInputs()
-    _lib.call(_lib.lib.aepo_loss_inputs_init, ctypes.byref(inp), ctypes.sizeof(_lib.LossInputs))
+    inp = _lib.init(_lib.LossInputs)
     inp.B, inp.L = B, L
     inp.logp = floats("logp", logp)
     inp.old_logp = floats("old_logp", old_logp)

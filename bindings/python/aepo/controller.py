@@ -3,12 +3,12 @@ the temperature, k_max and halving (or the weight alpha) of the next step's regu
 
 Timing (see docs/CONTROLLER.md)::
 
-    ctl = aepo.EntropyController({"controller": {"target": 0.6}})
-    d = ctl.decision()                     # step 0; before any observation: T_high
+    controller = aepo.Controller({"controller": {"target": 0.6}})
+    d = controller.decision()                     # step 0; before any observation: T_high
     for step in range(num_steps):
         ...                                # draw regulariser rollouts at d.temperature,
                                            # select min(d.k_max, n_pos), halve if d.halve
-        d = ctl.step(nll=statistic_of_this_update, step=step)   # decision for step + 1
+        d = controller.step(nll=statistic_of_this_update, step=step)   # decision for step + 1
 """
 import ctypes
 import json
@@ -19,9 +19,10 @@ from typing import List, NamedTuple, Optional
 
 from . import _lib
 from .errors import DTypeError, InvalidValueError, StateError
+from ._deprecated import module_getattr as _module_getattr
 
 STATISTIC_NLL = 0
-STATISTIC_EXACT = 1
+STATISTIC_ENTROPY = 1
 STEP_NEXT = -1
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
@@ -32,6 +33,8 @@ def _names(fn, count):
 
 
 _MODE_NAMES = _names(_lib.lib.aepo_controller_mode_name, 2)
+# The config's older spelling of a statistic -> its name.
+_STATISTIC_ALIASES = {"exact": "entropy"}
 _REASON_NAMES = _names(_lib.lib.aepo_controller_reason_name, 9)
 
 
@@ -115,11 +118,12 @@ def _as_int64(x, name):
     return v
 
 
-class EntropyController(_lib.NativeHandle):
-    """The controller handle, built from the ``controller`` section of a config document.
+class Controller(_lib.NativeHandle):
+    """The entropy controller handle, built from the ``controller`` section of a config document.
 
     ``controller.statistic`` picks what drives it: "nll" (pass ``nll=`` or ``nll_sum=`` with
-    ``count=``) or "exact" (pass ``entropy=`` or ``entropy_sum=`` with ``count=``). Sums are
+    ``count=``) or "entropy" (pass ``entropy=`` or ``entropy_sum=`` with ``count=``; the
+    config also accepts the older spelling "exact" for it). Sums are
     what a trainer all-reduces across ranks; the statistic is ``sum / count``.
     """
 
@@ -135,13 +139,15 @@ class EntropyController(_lib.NativeHandle):
         self._err = _lib.Error()
         self._dp = ctypes.byref(self._d)
         self._errp = ctypes.byref(self._err)
-        self._statistic = self._config["controller"]["statistic"]
+        spelling = self._config["controller"]["statistic"]
+        self._statistic = _STATISTIC_ALIASES.get(spelling, spelling)
 
     # queries
 
     @property
     def statistic(self):
-        """``controller.statistic``: "nll" or "exact"."""
+        """The statistic ``controller.statistic`` picks: "nll" or "entropy" (also for a config
+        that spells it "exact")."""
         return self._statistic
 
     def decision(self) -> Decision:
@@ -170,7 +176,7 @@ class EntropyController(_lib.NativeHandle):
         decision for the next step.
 
         ``metrics=`` takes the loss metrics of the update (the ``metrics`` dict of a
-        :class:`aepo.LossResult`, of ``FusedLMHead.loss_and_grad``, or a sequence in metric
+        :class:`aepo.LossResult`, of ``FusedHead.loss_and_grad``, or a sequence in metric
         index order): the library then picks ``controller.statistic`` over the rows
         ``controller.statistic_rows`` names (main rows, or main and regulariser rows weighted
         by their token counts). It excludes the other statistic arguments.
@@ -201,7 +207,7 @@ class EntropyController(_lib.NativeHandle):
             want, value, total, code = "nll", nll, nll_sum, STATISTIC_NLL
             others = {"entropy": entropy, "entropy_sum": entropy_sum}
         else:
-            want, value, total, code = "entropy", entropy, entropy_sum, STATISTIC_EXACT
+            want, value, total, code = "entropy", entropy, entropy_sum, STATISTIC_ENTROPY
             others = {"nll": nll, "nll_sum": nll_sum}
         if value is None and total is None:
             given = [k for k, v in others.items() if v is not None]
@@ -272,6 +278,13 @@ class EntropyController(_lib.NativeHandle):
 
     def __repr__(self):
         if self._h is None:
-            return "EntropyController(closed)"
+            return "Controller(closed)"
         c = self._config["controller"]
-        return f"EntropyController(mode={c['mode']!r}, statistic={c['statistic']!r}, next={self.decision()})"
+        return f"Controller(mode={c['mode']!r}, statistic={c['statistic']!r}, next={self.decision()})"
+
+
+# Deprecated since 0.2, removed in the next release: old name -> (module, new name, use instead).
+__getattr__ = _module_getattr(__name__, {
+    "EntropyController": ("aepo.controller", "Controller", "aepo.Controller"),
+    "STATISTIC_EXACT": ("aepo.controller", "STATISTIC_ENTROPY", "aepo.controller.STATISTIC_ENTROPY"),
+})

@@ -13,24 +13,26 @@ threads of the library's own loops.
 """
 import ctypes
 import math
+from typing import NamedTuple, Optional
 
 import numpy as np
 
 from . import _lib, _loss_inputs
 from ._arrays import float_in, float_out, int_in, mask_in, ptr
 from .errors import DTypeError, InvalidValueError, ShapeError
-from .loss import METRIC_NAMES, PolicyLoss
+from .loss import METRIC_NAMES, Loss
+from ._deprecated import module_getattr as _module_getattr
 
-__all__ = ["FusedLMHead"]
+__all__ = ["FusedHead"]
 
 
-class FusedLMHead(_lib.NativeHandle):
+class FusedHead(_lib.NativeHandle):
     """A fused LM head configured by the ``fused`` section of a config document.
 
     The handle keeps no per-call state; one instance belongs to one thread at a time.
     """
 
-    _kind = "fused"
+    _kind = "fused_head"
 
     def __init__(self, cfg=None):
         self._derived = {}
@@ -62,7 +64,7 @@ class FusedLMHead(_lib.NativeHandle):
         if other is None:
             cfg = self.config
             cfg["fused"]["temperature"] = t
-            other = FusedLMHead(cfg)
+            other = FusedHead(cfg)
             self._derived[t] = other
         return other._h
 
@@ -70,6 +72,8 @@ class FusedLMHead(_lib.NativeHandle):
 
     @staticmethod
     def _inputs(X, W, targets, bias, mask):
+        """``(inputs, arrays, lead)``: the ``aepo_fused_head_inputs`` of a call, the checked
+        arrays it points into (hold them until the call returns) and the leading shape of X."""
         X = float_in(X, "X")
         if X.ndim < 1:
             raise ShapeError(f"X: expected [..., D], got shape {X.shape}", argument="X")
@@ -89,8 +93,13 @@ class FusedLMHead(_lib.NativeHandle):
                 raise ShapeError(f"bias: expected shape ({V},), got {bias.shape}", argument="bias")
         if mask is not None:
             mask = mask_in(mask, "mask", lead)
-        N = int(np.prod(lead, dtype=np.int64))
-        return X, W, targets, bias, mask, lead, N, D, V
+        inp = _lib.init(_lib.FusedHeadInputs)
+        c = ctypes.c_float
+        inp.X, inp.W, inp.bias = ptr(X, c), ptr(W, c), ptr(bias, c)
+        inp.targets = ptr(targets, ctypes.c_int32)
+        inp.mask = ptr(mask, ctypes.c_uint8)
+        inp.N, inp.D, inp.V = int(np.prod(lead, dtype=np.int64)), D, V
+        return inp, _Arrays(X, W, bias, targets, mask), lead
 
     @staticmethod
     def _row_input(a, name, lead):
@@ -106,13 +115,13 @@ class FusedLMHead(_lib.NativeHandle):
         entropy float32, lse float64 (backward reads it back; a float32 lse would shift every
         log p by up to 6e-8 * |lse|)."""
         h = self._handle(temperature)
-        X, W, targets, bias, mask, lead, N, D, V = self._inputs(X, W, targets, bias, mask)
+        inp, _arrays, lead = self._inputs(X, W, targets, bias, mask)
         logp = np.empty(lead, np.float32)
         entropy = np.empty(lead, np.float32)
         lse = np.empty(lead, np.float64)
         c = ctypes.c_float
-        _lib.call(_lib.lib.aepo_fused_forward, h, ptr(X, c), ptr(W, c), ptr(bias, c), ptr(targets, ctypes.c_int32),
-                  ptr(mask, ctypes.c_uint8), N, D, V, ptr(logp, c), ptr(entropy, c), ptr(lse, ctypes.c_double))
+        _lib.call(_lib.lib.aepo_fused_head_forward, h, ctypes.byref(inp), ptr(logp, c), ptr(entropy, c),
+                  ptr(lse, ctypes.c_double))
         return logp, entropy, lse
 
     def backward(self, X, W, targets, lse, entropy, grad_logp, grad_entropy=None, *, bias=None, mask=None,
@@ -127,12 +136,13 @@ class FusedLMHead(_lib.NativeHandle):
         may be None without ``grad_entropy``).
         """
         h = self._handle(temperature)
-        X, W, targets, bias, mask, lead, N, D, V = self._inputs(X, W, targets, bias, mask)
+        inp, arrays, lead = self._inputs(X, W, targets, bias, mask)
+        D, V = inp.D, inp.V
         lse = _double_in(lse, "lse", lead)
         entropy = None if entropy is None else self._row_input(entropy, "entropy", lead)
         grad_logp = None if grad_logp is None else self._row_input(grad_logp, "grad_logp", lead)
         grad_entropy = None if grad_entropy is None else self._row_input(grad_entropy, "grad_entropy", lead)
-        dX = float_out(out_dX, "out_dX", X.shape)
+        dX = float_out(out_dX, "out_dX", arrays.X.shape)
         dW = float_out(grad_W, "grad_W", (V, D)) if grad_W is not None else np.zeros((V, D), np.float32)
         if grad_bias is not None:
             dbias = float_out(grad_bias, "grad_bias", (V,))
@@ -141,10 +151,8 @@ class FusedLMHead(_lib.NativeHandle):
         else:
             dbias = None
         c = ctypes.c_float
-        _lib.call(_lib.lib.aepo_fused_backward, h, ptr(X, c), ptr(W, c), ptr(bias, c),
-                  ptr(targets, ctypes.c_int32), ptr(mask, ctypes.c_uint8), N, D, V, ptr(lse, ctypes.c_double),
-                  ptr(entropy, c),
-                  ptr(grad_logp, c), ptr(grad_entropy, c), ptr(dX, c), ptr(dW, c), ptr(dbias, c))
+        _lib.call(_lib.lib.aepo_fused_head_backward, h, ctypes.byref(inp), ptr(lse, ctypes.c_double),
+                  ptr(entropy, c), ptr(grad_logp, c), ptr(grad_entropy, c), ptr(dX, c), ptr(dW, c), ptr(dbias, c))
         return dX, dW, dbias
 
     def loss_and_grad(self, X, W, targets, loss, old_logp, advantages, mask, *, bias=None, grad_W=None,
@@ -153,9 +161,9 @@ class FusedLMHead(_lib.NativeHandle):
         """The policy loss of a batch whose log-probs and entropies come from this head, and
         every gradient, in one pass over chunk_n x V logits blocks.
 
-        ``loss`` is a :class:`PolicyLoss`; ``old_logp`` and ``mask`` are [B, L], ``advantages``
+        ``loss`` is a :class:`Loss`; ``old_logp`` and ``mask`` are [B, L], ``advantages``
         [B] or [B, L], and the keyword arguments after ``out_dX`` are those of
-        ``PolicyLoss.compute`` (the head supplies ``logp`` and ``entropy``). ``X`` is
+        ``Loss.compute`` (the head supplies ``logp`` and ``entropy``). ``X`` is
         [B, L, D] or [B * L, D] and ``targets`` has its leading shape. The mask is also the
         head's mask: rows with mask = 0 are never read.
 
@@ -165,8 +173,8 @@ class FusedLMHead(_lib.NativeHandle):
         metrics dict (the entropy metrics, ``entropy``, ``entropy_main`` and ``entropy_reg``,
         are always filled from the head's entropies), and logp and entropy [B, L].
         """
-        if not isinstance(loss, PolicyLoss):
-            raise TypeError(f"loss: expected an aepo.PolicyLoss, got {type(loss).__name__}")
+        if not isinstance(loss, Loss):
+            raise TypeError(f"loss: expected an aepo.Loss, got {type(loss).__name__}")
         h = self._handle(None)
         lh = loss._handle()
         m = np.asarray(mask)
@@ -174,17 +182,18 @@ class FusedLMHead(_lib.NativeHandle):
             raise ShapeError(f"mask: expected [B, L], got shape {m.shape}", argument="mask")
         B, L = m.shape
         m = mask_in(m, "mask", (B, L))
-        X, W, targets, bias, _, lead, N, D, V = self._inputs(X, W, targets, bias, None)
+        head_in, arrays, lead = self._inputs(X, W, targets, bias, None)
+        N, D, V = head_in.N, head_in.D, head_in.V
         if N != B * L or len(lead) not in (1, 2) or (len(lead) == 2 and lead != (B, L)):
-            raise ShapeError(f"X: expected [{B}, {L}, D] or [{B * L}, D] to match mask [{B}, {L}], got {X.shape}",
-                             argument="X")
-        inp, _keep = _loss_inputs.decode(
+            raise ShapeError(f"X: expected [{B}, {L}, D] or [{B * L}, D] to match mask [{B}, {L}], "
+                             f"got {arrays.X.shape}", argument="X")
+        loss_in, _loss_arrays = _loss_inputs.decode(
             B, L, old_logp=old_logp, advantages=advantages, mask=m, ref_logp=ref_logp, is_weights=is_weights,
             reg_rows=reg_rows, reg_alpha=reg_alpha, global_tokens=global_tokens, global_seqs=global_seqs,
             global_reg_tokens=global_reg_tokens, dp_size=dp_size, step=step)
 
         c = ctypes.c_float
-        dX = float_out(out_dX, "out_dX", X.shape)
+        dX = float_out(out_dX, "out_dX", arrays.X.shape)
         dW = float_out(grad_W, "grad_W", (V, D)) if grad_W is not None else np.zeros((V, D), np.float32)
         if grad_bias is not None:
             dbias = float_out(grad_bias, "grad_bias", (V,))
@@ -196,10 +205,20 @@ class FusedLMHead(_lib.NativeHandle):
         entropy = np.empty((B, L), np.float32)
         metrics = (ctypes.c_double * len(METRIC_NAMES))()
         value = ctypes.c_double(0.0)
-        _lib.call(_lib.lib.aepo_fused_loss_and_grad, h, lh, ptr(X, c), ptr(W, c), ptr(bias, c),
-                  ptr(targets, ctypes.c_int32), D, V, ctypes.byref(inp), ctypes.byref(value), ptr(dX, c), ptr(dW, c),
-                  ptr(dbias, c), metrics, len(METRIC_NAMES), ptr(logp, c), ptr(entropy, c))
+        _lib.call(_lib.lib.aepo_fused_head_loss_and_grad, h, lh, ctypes.byref(head_in), ctypes.byref(loss_in),
+                  ctypes.byref(value), ptr(dX, c), ptr(dW, c), ptr(dbias, c), metrics, len(METRIC_NAMES),
+                  ptr(logp, c), ptr(entropy, c))
         return value.value, dX, dW, dbias, dict(zip(METRIC_NAMES, metrics)), logp, entropy
+
+
+class _Arrays(NamedTuple):
+    """The arrays an ``aepo_fused_head_inputs`` points into."""
+
+    X: np.ndarray
+    W: np.ndarray
+    bias: Optional[np.ndarray]
+    targets: np.ndarray
+    mask: Optional[np.ndarray]
 
 
 def _double_in(x, name, shape):
@@ -211,3 +230,7 @@ def _double_in(x, name, shape):
         raise ShapeError(f"{name}: expected shape {tuple(shape)} (the leading shape of X), got {a.shape}",
                          argument=name)
     return np.ascontiguousarray(a, dtype=np.float64)
+
+
+# Deprecated since 0.2, removed in the next release: old name -> (module, new name, use instead).
+__getattr__ = _module_getattr(__name__, {"FusedLMHead": ("aepo.fused", "FusedHead", "aepo.FusedHead")})

@@ -110,6 +110,22 @@ def _ptr(a, ctype):
     return None if a is None else a.ctypes.data_as(ctypes.POINTER(ctype))
 
 
+def _inputs(x, view, targets, mask, temperature, threads):
+    """``(inputs, keep)``: the ``aepo_logits_inputs`` of a call on ``x`` (read through ``view``,
+    the ``(B, L, V, stride_b, stride_l)`` of :func:`_view`), and the arrays it points into
+    (hold ``keep`` until the call returns)."""
+    b, l, v, sb, sl = view
+    inp = _lib.init(_lib.LogitsInputs)
+    inp.logits = x.ctypes.data_as(_lib.c_float_p)
+    inp.B, inp.L, inp.V = b, l, v
+    inp.stride_b, inp.stride_l = sb, sl
+    inp.targets = _ptr(targets, _lib.c_int32)
+    inp.mask = _ptr(mask, _lib.c_uint8)
+    inp.temperature = float(temperature)
+    inp.threads = _lib.int64(int(threads), "threads")
+    return inp, (x, targets, mask)
+
+
 def logits_stats(logits, targets, temperature, *, mask=None, logp_t1=False, threads=1):
     """Log-probs, exact entropy and lse of every row at ``temperature``, in one streaming pass.
 
@@ -117,7 +133,7 @@ def logits_stats(logits, targets, temperature, *, mask=None, logp_t1=False, thre
     Raises NonFiniteError for NaN or +inf under mask = 1 (-inf is allowed), InvalidValueError
     for an all -inf row, a target outside [0, V) under mask = 1 or ``temperature <= 0``.
     """
-    x, (b, l, v, sb, sl) = _logits_in(logits)
+    x, view = _logits_in(logits)
     shape = x.shape[:-1]
     t = _rows_in(targets, "targets", shape, lambda a: int_in(a, "targets", np.int32))
     m = None if mask is None else mask_in(_numpy(mask, "mask"), "mask", shape)
@@ -125,9 +141,9 @@ def logits_stats(logits, targets, temperature, *, mask=None, logp_t1=False, thre
     entropy = np.empty(shape, np.float32)
     lse = np.empty(shape, np.float64)
     lp1 = np.empty(shape, np.float32) if logp_t1 and t is not None else None
+    inp, _keep = _inputs(x, view, t, m, temperature, threads)
     es, ns, cnt = _lib.c_double(), _lib.c_double(), _lib.c_int64()
-    _lib.call(_lib.lib.aepo_logits_stats, x.ctypes.data_as(_lib.c_float_p), b, l, v, sb, sl,
-              _ptr(t, _lib.c_int32), _ptr(m, _lib.c_uint8), float(temperature), _lib.int64(int(threads), "threads"),
+    _lib.call(_lib.lib.aepo_logits_stats, ctypes.byref(inp),
               _ptr(logp, _lib.c_float), _ptr(entropy, _lib.c_float), _ptr(lse, _lib.c_double),
               _ptr(lp1, _lib.c_float), ctypes.byref(es), ctypes.byref(ns) if t is not None else None,
               ctypes.byref(cnt))
@@ -165,7 +181,7 @@ def logits_backward(logits, targets, temperature, lse, entropy, grad_logp=None, 
     ``buf[:, :-1]``. Rows with mask = 0, or with both upstream gradients 0, get zeros and are
     not read.
     """
-    x, (b, l, v, sb, sl) = _logits_in(logits)
+    x, view = _logits_in(logits)
     shape = x.shape[:-1]
     gl = _rows_in(grad_logp, "grad_logp", shape, lambda a: float_in(a, "grad_logp"))
     gh = _rows_in(grad_entropy, "grad_entropy", shape, lambda a: float_in(a, "grad_entropy"))
@@ -175,11 +191,12 @@ def logits_backward(logits, targets, temperature, lse, entropy, grad_logp=None, 
     h = _rows_in(entropy, "entropy", shape, lambda a: float_in(a, "entropy")) if gh is not None else None
     if out is None:
         out = np.empty(x.shape, np.float32)
+        l, v = view[1], view[2]
         osb, osl = (l * v, v) if x.ndim == 3 else (0, v)
     else:
         out, osb, osl = _out_view(out, x.shape)
-    _lib.call(_lib.lib.aepo_logits_backward, x.ctypes.data_as(_lib.c_float_p), b, l, v, sb, sl,
-              _ptr(t, _lib.c_int32), _ptr(m, _lib.c_uint8), float(temperature), _ptr(ls, _lib.c_double),
+    inp, _keep = _inputs(x, view, t, m, temperature, threads)
+    _lib.call(_lib.lib.aepo_logits_backward, ctypes.byref(inp), _ptr(ls, _lib.c_double),
               _ptr(h, _lib.c_float), _ptr(gl, _lib.c_float), _ptr(gh, _lib.c_float),
-              out.ctypes.data_as(_lib.c_float_p), osb, osl, _lib.int64(int(threads), "threads"))
+              out.ctypes.data_as(_lib.c_float_p), osb, osl)
     return out

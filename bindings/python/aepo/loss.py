@@ -2,7 +2,7 @@
 advantages (grpo, rloo, reinforce_plus_plus_baseline, grpo_passk) and AEPO's regulariser
 selection.
 
-``PolicyLoss(cfg).compute(...)`` returns the loss, its exact gradient with respect to the
+``Loss(cfg).compute(...)`` returns the loss, its exact gradient with respect to the
 log-probs (a PyTorch trainer then calls ``logp.backward(torch.from_numpy(res.grad))``), the
 gradient with respect to the per-token entropy, and the metrics. Formulas: docs/LOSS.md.
 
@@ -19,6 +19,7 @@ import numpy as np
 from . import _lib, _loss_inputs
 from ._arrays import float_in, int_in, ptr
 from .errors import ShapeError
+from ._deprecated import module_getattr as _module_getattr
 
 METRIC_NAMES = tuple(_lib.lib.aepo_loss_metric_name(i).decode() for i in range(_lib.lib.aepo_loss_metric_count()))
 
@@ -50,7 +51,7 @@ def _invalid(msg, name):
     return InvalidValueError(msg, argument=name, status=1)
 
 
-class PolicyLoss(_lib.NativeHandle):
+class Loss(_lib.NativeHandle):
     """A loss handle built from the ``loss``, ``advantage`` and ``regularizer`` sections."""
 
     _kind = "loss"
@@ -84,10 +85,10 @@ class PolicyLoss(_lib.NativeHandle):
         grad = np.empty((B, L), dtype=np.float32)
         grad_ent = None if entropy is None else np.empty((B, L), dtype=np.float32)
         metrics = (c_double * len(METRIC_NAMES))()
-        loss = c_double(0.0)
-        _lib.call(_lib.lib.aepo_loss_compute, h, ctypes.byref(inp), ctypes.byref(loss), ptr(grad, c_float),
+        value = c_double(0.0)
+        _lib.call(_lib.lib.aepo_loss_compute, h, ctypes.byref(inp), ctypes.byref(value), ptr(grad, c_float),
                   ptr(grad_ent, c_float), metrics, len(METRIC_NAMES))
-        return LossResult(loss.value, grad, grad_ent, dict(zip(METRIC_NAMES, metrics)))
+        return LossResult(value.value, grad, grad_ent, dict(zip(METRIC_NAMES, metrics)))
 
     # -- advantages and the regulariser -----------------------------------------------
     def compute_advantages(self, rewards, group_ids, *, lengths=None):
@@ -141,8 +142,8 @@ def compute_advantages(rewards, group_ids, *, estimator=None, lengths=None, **ad
     section = dict(advantage_keys)
     if estimator is not None:
         section["estimator"] = estimator
-    with PolicyLoss({"advantage": section}) as h:
-        return h.compute_advantages(rewards, group_ids, lengths=lengths)
+    with Loss({"advantage": section}) as loss:
+        return loss.compute_advantages(rewards, group_ids, lengths=lengths)
 
 
 def select_regularizer(rewards, group_ids, *, k_max, halve, threshold=0.05):
@@ -151,5 +152,9 @@ def select_regularizer(rewards, group_ids, *, k_max, halve, threshold=0.05):
     Positives are rows whose group advantage (GRPO within their groups) is > threshold; the
     first min(k_max, n_positive) in input order are kept, then the first floor-half of those
     when ``halve``. ``k_max`` and ``halve`` come from the controller's decision."""
-    with PolicyLoss({"regularizer": {"threshold": threshold}}) as h:
-        return h.select_regularizer(rewards, group_ids, k_max=k_max, halve=halve)
+    with Loss({"regularizer": {"threshold": threshold}}) as loss:
+        return loss.select_regularizer(rewards, group_ids, k_max=k_max, halve=halve)
+
+
+# Deprecated since 0.2, removed in the next release: old name -> (module, new name, use instead).
+__getattr__ = _module_getattr(__name__, {"PolicyLoss": ("aepo.loss", "Loss", "aepo.Loss")})

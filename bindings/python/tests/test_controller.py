@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import aepo
-from aepo import EntropyController
+from aepo import Controller
 
 
 def plant_run(cfg, seed, steps=400):
@@ -15,7 +15,7 @@ def plant_run(cfg, seed, steps=400):
     noise = rng.standard_normal(steps)
     errors = []
     h = 0.5
-    with EntropyController(cfg) as ctl:
+    with Controller(cfg) as ctl:
         alpha_max = ctl.config["controller"]["adaptive"]["alpha_max"]
         for t in range(steps):
             d = ctl.decision()
@@ -31,7 +31,7 @@ def plant_run(cfg, seed, steps=400):
 
 
 def test_first_decision_is_t_high_from_initial_entropy():
-    with EntropyController() as ctl:
+    with Controller() as ctl:
         d = ctl.decision()
         assert d == aepo.Decision(step=0, temperature=1.2, k_max=60, halve=False, alpha=None, target=0.5,
                                   statistic=0.0, smoothed=0.0, mode="bang_bang", reason="initial")
@@ -40,7 +40,7 @@ def test_first_decision_is_t_high_from_initial_entropy():
 
 
 def test_bang_bang_known_decisions():
-    with EntropyController() as ctl:
+    with Controller() as ctl:
         d = ctl.step(nll=0.7)
         assert (d.step, d.temperature, d.k_max, d.halve, d.reason) == (1, 0.8, 60, True, "above_target")
         d = ctl.step(nll=0.5)  # a tie is at-or-below
@@ -52,7 +52,7 @@ def test_bang_bang_known_decisions():
 def test_bang_bang_matches_a_transcription_of_the_reference_rule(rng):
     trace = np.concatenate([rng.uniform(0.3, 0.7, 200), [0.5, 0.5, 0.0, 0.5]])
     h_prev = 0.0
-    with EntropyController({"controller": {"k_max": 7}}) as ctl:
+    with Controller({"controller": {"k_max": 7}}) as ctl:
         for h in trace:
             d = ctl.decision()
             t_ref = 1.2 if h_prev <= 0.5 else 0.8
@@ -65,10 +65,11 @@ def test_bang_bang_matches_a_transcription_of_the_reference_rule(rng):
             h_prev = float(h)
 
 
-def test_exact_statistic_and_all_reduced_sums():
-    cfg = {"controller": {"statistic": "exact", "mode": "adaptive"}}
-    with EntropyController(cfg) as ctl:
-        assert ctl.statistic == "exact"
+@pytest.mark.parametrize("spelling", ["entropy", "exact"])  # "exact": the older spelling
+def test_entropy_statistic_and_all_reduced_sums(spelling):
+    cfg = {"controller": {"statistic": spelling, "mode": "adaptive"}}
+    with Controller(cfg) as ctl:
+        assert ctl.statistic == "entropy"
         d = ctl.step(entropy_sum=np.float64(123.0), count=np.int64(300))
         assert d.statistic == 123.0 / 300.0
         # the other statistic may come along for logging; it is ignored
@@ -96,7 +97,7 @@ def test_adaptive_holds_the_target_on_the_plant_and_beats_bang_bang():
 
 def test_alpha_actuator_returns_alpha():
     cfg = {"controller": {"mode": "adaptive", "adaptive": {"actuator": "alpha"}}}
-    with EntropyController(cfg) as ctl:
+    with Controller(cfg) as ctl:
         d = ctl.decision()
         assert d.alpha is not None and 0 <= d.alpha <= 0.5
         d = ctl.step(nll=0.9)
@@ -106,7 +107,7 @@ def test_alpha_actuator_returns_alpha():
 def test_step_argument_and_schedules():
     pts = [{"step": 10, "target": 0.3}, {"step": 20, "target": 0.7}]
     cfg = {"controller": {"schedule": {"kind": "piecewise", "points": pts}}}
-    with EntropyController(cfg) as ctl:
+    with Controller(cfg) as ctl:
         assert ctl.step(nll=0.4).step == 1
         d = ctl.step(nll=0.4, step=9)
         assert (d.step, d.target, d.temperature) == (10, 0.3, 0.8)
@@ -139,7 +140,7 @@ def test_step_argument_and_schedules():
     ({"nll": "0.5"}, aepo.DTypeError, "nll"),
 ])
 def test_bad_input_is_rejected_and_changes_nothing(kwargs, exc, argument):
-    with EntropyController({"controller": {"mode": "adaptive"}}) as ctl:
+    with Controller({"controller": {"mode": "adaptive"}}) as ctl:
         for y in (0.42, 0.55, 0.61):
             ctl.step(nll=y)
         before = ctl.state_dict()
@@ -154,7 +155,7 @@ def test_bad_input_is_rejected_and_changes_nothing(kwargs, exc, argument):
 
 
 def test_error_classes_subclass_builtins():
-    with EntropyController() as ctl:
+    with Controller() as ctl:
         with pytest.raises(FloatingPointError):
             ctl.step(nll=float("nan"))
         with pytest.raises(ValueError):
@@ -173,20 +174,20 @@ def test_error_classes_subclass_builtins():
 ])
 def test_bad_configs(cfg, path):
     with pytest.raises(aepo.ConfigError) as e:
-        EntropyController(cfg)
+        Controller(cfg)
     assert e.value.argument == path
 
 
 def test_state_dict_round_trip_continues_bit_for_bit(rng):
     cfg = {"controller": {"mode": "adaptive", "target": 0.6, "adaptive": {"ema": 0.2}}}
     trace = rng.uniform(0.3, 0.9, 300)
-    with EntropyController(cfg) as whole:
+    with Controller(cfg) as whole:
         expected = [whole.step(nll=float(y)) for y in trace]
-    with EntropyController(cfg) as first:
+    with Controller(cfg) as first:
         for y in trace[:120]:
             first.step(nll=float(y))
         state = json.loads(json.dumps(first.state_dict()))  # what a checkpoint stores
-    with EntropyController(cfg) as resumed:
+    with Controller(cfg) as resumed:
         resumed.load_state_dict(state)
         got = [resumed.step(nll=float(y)) for y in trace[120:]]
         assert resumed.state_dict()["step"] == 300
@@ -196,10 +197,10 @@ def test_state_dict_round_trip_continues_bit_for_bit(rng):
 
 
 def test_load_state_dict_rejects_incompatible_and_malformed_states():
-    with EntropyController({"controller": {"mode": "adaptive"}}) as a:
+    with Controller({"controller": {"mode": "adaptive"}}) as a:
         a.step(nll=0.3)
         state = a.state_dict()
-    with EntropyController() as b:
+    with Controller() as b:
         b.step(nll=0.7)
         before = b.state_dict()
         with pytest.raises(aepo.StateError) as e:
@@ -219,7 +220,7 @@ def test_load_state_dict_rejects_incompatible_and_malformed_states():
 
 
 def test_history_and_lifetime():
-    ctl = EntropyController({"controller": {"history": 3}})
+    ctl = Controller({"controller": {"history": 3}})
     for y in (0.4, 0.6, 0.45, 0.7):
         ctl.step(nll=y)
     hist = ctl.history()
@@ -228,13 +229,13 @@ def test_history_and_lifetime():
     assert "bang_bang" in repr(ctl)
     ctl.close()
     ctl.close()
-    assert repr(ctl) == "EntropyController(closed)"
+    assert repr(ctl) == "Controller(closed)"
     with pytest.raises(aepo.AepoError):
         ctl.decision()
 
 
 def test_config_is_the_effective_document():
-    with EntropyController({"controller": {"target": 0.75}}) as ctl:
+    with Controller({"controller": {"target": 0.75}}) as ctl:
         cfg = ctl.config
         assert cfg == aepo.validate_config({"controller": {"target": 0.75}})
         assert cfg["controller"]["adaptive"]["kp"] == 5.0
@@ -252,7 +253,7 @@ def _drive(ctl, steps, seed, h0=1.0):
 
 
 def test_self_tuning_is_the_adaptive_default_and_reports_its_estimate():
-    with EntropyController({"controller": {"mode": "adaptive", "target": 0.8}}) as ctl:
+    with Controller({"controller": {"mode": "adaptive", "target": 0.8}}) as ctl:
         assert ctl.config["controller"]["adaptive"]["tuning"] == "auto"
         assert ctl.config["controller"]["statistic_rows"] == "all"
         d = ctl.decision()
@@ -262,13 +263,13 @@ def test_self_tuning_is_the_adaptive_default_and_reports_its_estimate():
         assert isinstance(e, aepo.Estimate)
         assert 0 <= e.delay <= 4 and 0.03 < e.gain < 0.2 and 0 < e.confidence <= 1
         assert e.feedback > 0 and e.horizon >= 0 and e.measurement_noise > 0
-    with EntropyController({"controller": {"mode": "adaptive", "adaptive": {"tuning": "fixed"}}}) as ctl:
+    with Controller({"controller": {"mode": "adaptive", "adaptive": {"tuning": "fixed"}}}) as ctl:
         assert ctl.step(nll=0.4).estimate is None
 
 
 def test_self_tuning_state_round_trip_is_bit_identical():
     cfg = {"controller": {"mode": "adaptive", "target": 0.8}}
-    with EntropyController(cfg) as a, EntropyController(cfg) as b:
+    with Controller(cfg) as a, Controller(cfg) as b:
         _drive(a, 37, seed=2)
         state = a.state_dict()
         assert state["version"] == 2 and state["estimator"] is not None
@@ -277,7 +278,7 @@ def test_self_tuning_state_round_trip_is_bit_identical():
             assert a.step(nll=float(y)) == b.step(nll=float(y))
         assert a.state_dict() == b.state_dict()
         # A state of the other tuning is refused and changes nothing.
-        with EntropyController({"controller": {"mode": "adaptive", "adaptive": {"tuning": "fixed"}}}) as f:
+        with Controller({"controller": {"mode": "adaptive", "adaptive": {"tuning": "fixed"}}}) as f:
             before = a.state_dict()
             with pytest.raises(aepo.StateError) as ei:
                 a.load_state_dict(f.state_dict())
@@ -299,7 +300,7 @@ def _metrics(nll_main, n_main, nll_reg, n_reg):
     ("bang_bang", "main", 0.5),
 ])
 def test_step_from_metrics_picks_the_rows(mode, rows, expected):
-    with EntropyController({"controller": {"mode": mode, "statistic_rows": rows}}) as ctl:
+    with Controller({"controller": {"mode": mode, "statistic_rows": rows}}) as ctl:
         d = ctl.step(metrics=_metrics(0.5, 300, 0.9, 100))
         assert d.statistic == pytest.approx(expected, rel=1e-15)
         # A sequence in metric index order works the same.
@@ -309,7 +310,7 @@ def test_step_from_metrics_picks_the_rows(mode, rows, expected):
 
 
 def test_step_from_metrics_rejects_bad_metrics_and_changes_nothing():
-    with EntropyController({"controller": {"mode": "adaptive", "statistic_rows": "main"}}) as ctl:
+    with Controller({"controller": {"mode": "adaptive", "statistic_rows": "main"}}) as ctl:
         ctl.step(nll=0.5)
         before = ctl.state_dict()
         cases = [
@@ -335,8 +336,8 @@ def test_loss_metrics_feed_the_controller_end_to_end(rng):
     mask = np.ones((B, L), np.uint8)
     reg = np.array([1, 1, 0, 0, 0, 0], np.uint8)
     adv = np.array([1, 1, 0.5, -0.5, 0.2, -0.2], np.float32)
-    with aepo.PolicyLoss() as loss, \
-            EntropyController({"controller": {"mode": "adaptive", "statistic_rows": "main"}}) as ctl:
+    with aepo.Loss() as loss, \
+            Controller({"controller": {"mode": "adaptive", "statistic_rows": "main"}}) as ctl:
         res = loss.compute(logp, logp, adv, mask, reg_rows=reg)
         d = ctl.step(metrics=res.metrics)
         assert d.statistic == pytest.approx(float(-logp[2:].astype(np.float64).mean()), rel=1e-6)

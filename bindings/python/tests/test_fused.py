@@ -1,4 +1,4 @@
-"""FusedLMHead against float64 references: numpy for the forward statistics, PyTorch autograd
+"""FusedHead against float64 references: numpy for the forward statistics, PyTorch autograd
 (float64) for the gradients and for the loss, plus argument errors."""
 import numpy as np
 import pytest
@@ -50,7 +50,7 @@ def rel(a, b):
 def test_forward_backward_match_float64_autograd(rng, chunks, T):
     X, W, b, t, mask = make_case(rng, holes=(3, 4, 9))
     cfg = {"fused": {"chunk_n": chunks[0], "chunk_v": chunks[1], "temperature": T}}
-    with aepo.FusedLMHead(cfg) as head:
+    with aepo.FusedHead(cfg) as head:
         logp, ent, lse = head.forward(X, W, t, bias=b, mask=mask)
         Xt, Wt, bt, lp_ref, H_ref, lse_ref, _ = torch_stats(X, W, b, t, mask, T)
         assert rel(logp, lp_ref) <= 1e-5 and rel(ent, H_ref) <= 1e-5 and rel(lse, lse_ref) <= 1e-5
@@ -67,11 +67,11 @@ def test_forward_backward_match_float64_autograd(rng, chunks, T):
 
 def test_leading_shape_temperature_override_and_accumulation(rng):
     X, W, b, t, mask = make_case(rng, N=12, bias=False)
-    head = aepo.FusedLMHead()
+    head = aepo.FusedHead()
     X3, t3 = X.reshape(3, 4, -1), t.reshape(3, 4)
     logp, ent, lse = head.forward(X3, W, t3, temperature=0.5)
     assert logp.shape == (3, 4)
-    with aepo.FusedLMHead({"fused": {"temperature": 0.5}}) as other:
+    with aepo.FusedHead({"fused": {"temperature": 0.5}}) as other:
         ref = other.forward(X, W, t)
     assert np.array_equal(logp.reshape(-1), ref[0]) and np.array_equal(ent.reshape(-1), ref[1])
     gl = np.ones((3, 4), np.float32)
@@ -87,7 +87,7 @@ def test_leading_shape_temperature_override_and_accumulation(rng):
 
 def test_errors_name_the_argument(rng):
     X, W, b, t, mask = make_case(rng, N=4, D=6, V=9)
-    head = aepo.FusedLMHead()
+    head = aepo.FusedHead()
     with pytest.raises(aepo.ShapeError) as e:
         head.forward(X, W[:, :5], t)
     assert e.value.argument == "W" and "D = 6" in str(e.value)
@@ -100,7 +100,7 @@ def test_errors_name_the_argument(rng):
         head.forward(X, W, np.array([0, 1, 9, 2]))
     assert e.value.argument == "targets" and e.value.index == 2
     with pytest.raises(aepo.ConfigError) as e:
-        aepo.FusedLMHead({"fused": {"chunk_n": 0}})
+        aepo.FusedHead({"fused": {"chunk_n": 0}})
     assert e.value.argument == "fused.chunk_n"
     with pytest.raises(aepo.InvalidValueError) as e:
         head.forward(X, W, t, temperature=0)
@@ -137,8 +137,8 @@ def test_loss_and_grad_matches_torch_and_the_pair(rng, k):
     adv = rng.standard_normal(B).astype(np.float32)
     reg_rows = np.array([0, 1, 0], np.uint8) if "regularizer" in cfg else None
     kw = {"ref_logp": ref, "reg_rows": reg_rows}
-    with aepo.FusedLMHead(cfg) as head, aepo.PolicyLoss(cfg) as pl:
-        value, dX, dW, db, metrics, logp, ent = head.loss_and_grad(X.reshape(B, L, D), W, t.reshape(B, L), pl, old,
+    with aepo.FusedHead(cfg) as head, aepo.Loss(cfg) as loss:
+        value, dX, dW, db, metrics, logp, ent = head.loss_and_grad(X.reshape(B, L, D), W, t.reshape(B, L), loss, old,
                                                                    adv, mask, bias=b, **kw)
         # The reference: torch autograd in float64 through log p and H.
         want, glp, gent = torch_loss(cfg, lp_np, old, adv, mask, ref=ref, ent=H.detach().numpy().reshape(B, L),
@@ -151,9 +151,9 @@ def test_loss_and_grad_matches_torch_and_the_pair(rng, k):
         assert rel(dW, Wt.grad) <= 1e-5, rel(dW, Wt.grad)
         assert rel(db, bt.grad) <= 1e-5, rel(db, bt.grad)
         assert metrics["n_tokens"] == B * L - 3 and metrics["entropy"] > 0
-        # The separate pair: forward, PolicyLoss.compute, backward.
+        # The separate pair: forward, Loss.compute, backward.
         lp2, ent2, lse2 = head.forward(X, W, t, bias=b, mask=m1)
-        r = pl.compute(lp2.reshape(B, L), old, adv, mask, entropy=ent2.reshape(B, L), **kw)
+        r = loss.compute(lp2.reshape(B, L), old, adv, mask, entropy=ent2.reshape(B, L), **kw)
         dX2, dW2, db2 = head.backward(X, W, t, lse2, ent2, r.grad.reshape(-1), r.grad_entropy.reshape(-1), bias=b,
                                       mask=m1)
         assert abs(r.loss - value) <= 1e-6 * max(1.0, abs(value))
@@ -164,23 +164,23 @@ def test_loss_and_grad_arguments(rng):
     B, L, D, V = 2, 3, 4, 7
     X, W, b, t, m1 = make_case(rng, N=B * L, D=D, V=V)
     mask = m1.reshape(B, L)
-    with aepo.FusedLMHead() as head, aepo.PolicyLoss() as pl:
+    with aepo.FusedHead() as head, aepo.Loss() as loss:
         old = np.zeros((B, L), np.float32)
         gW = np.zeros((V, D), np.float32)
-        out = head.loss_and_grad(X, W, t, pl, old, np.ones(B), mask, grad_W=gW)
+        out = head.loss_and_grad(X, W, t, loss, old, np.ones(B), mask, grad_W=gW)
         assert out[2] is gW and out[3] is None and out[1].shape == (B * L, D)
         with pytest.raises(aepo.ShapeError) as e:
-            head.loss_and_grad(X[:5], W, t[:5], pl, old, np.ones(B), mask)
+            head.loss_and_grad(X[:5], W, t[:5], loss, old, np.ones(B), mask)
         assert e.value.argument == "X"
         with pytest.raises(aepo.ShapeError) as e:
-            head.loss_and_grad(X, W, t, pl, old[:, :2], np.ones(B), mask)
+            head.loss_and_grad(X, W, t, loss, old[:, :2], np.ones(B), mask)
         assert e.value.argument == "old_logp"
         bad = old.copy()
         bad[1, 2] = np.nan
         with pytest.raises(aepo.NonFiniteError) as e:
-            head.loss_and_grad(X, W, t, pl, bad, np.ones(B), mask)
+            head.loss_and_grad(X, W, t, loss, bad, np.ones(B), mask)
         assert e.value.argument == "old_logp" and e.value.index == 5
         with pytest.raises(TypeError):
-            head.loss_and_grad(X, W, t, pl, old, np.ones(B), mask, entropy=old)
+            head.loss_and_grad(X, W, t, loss, old, np.ones(B), mask, entropy=old)
         with pytest.raises(TypeError):
             head.loss_and_grad(X, W, t, "not a loss", old, np.ones(B), mask)

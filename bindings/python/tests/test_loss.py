@@ -1,4 +1,4 @@
-"""PolicyLoss, compute_advantages and select_regularizer through the binding, checked against
+"""Loss, compute_advantages and select_regularizer through the binding, checked against
 the reference values of docs/API.md and a PyTorch autograd transcription."""
 import math
 
@@ -34,8 +34,8 @@ def rel(a, b):
                                         ("seq-mean-token-mean", 0.2843133967),
                                         ("seq-mean-token-sum-norm", 0.3882350478), ("token-sum", 3.1058803826)])
 def test_vanilla_anchor(mode, want):
-    with aepo.PolicyLoss(anchor_cfg(mode)) as pl:
-        r = pl.compute(LP, OLP, [1, -1], MASK)
+    with aepo.Loss(anchor_cfg(mode)) as loss:
+        r = loss.compute(LP, OLP, [1, -1], MASK)
     assert rel(r.loss, want) <= 1e-7, (r.loss, want)
     assert rel(r.metrics["pg_clipfrac"], 0.2857142853) <= 1e-7
     assert rel(r.metrics["pg_clipfrac_lower"], 0.1428571427) <= 1e-7
@@ -47,8 +47,8 @@ def test_vanilla_anchor(mode, want):
 
 @pytest.mark.parametrize("kl, want", [("k1", -1.1999999983), ("k2", 5.4142857066), ("k3", 1.6591478448)])
 def test_kl_anchor(kl, want):
-    with aepo.PolicyLoss(anchor_cfg(kl_loss_type=kl, kl_loss_coef=0.1)) as pl:
-        r = pl.compute(LP, OLP, [1, -1], MASK, ref_logp=OLP)
+    with aepo.Loss(anchor_cfg(kl_loss_type=kl, kl_loss_coef=0.1)) as loss:
+        r = loss.compute(LP, OLP, [1, -1], MASK, ref_logp=OLP)
     assert rel(r.metrics["kl_loss"], want) <= 1e-7
     assert rel(r.loss, 0.4436971975 + 0.1 * r.metrics["kl_loss"]) <= 1e-7
 
@@ -164,8 +164,8 @@ def random_case(rng, B=6, L=37, per_token=False, garbage=True):
 
 
 def check_against_torch(cfg, case, **kw):
-    with aepo.PolicyLoss(cfg) as pl:
-        r = pl.compute(case["logp"], case["old_logp"], case["advantages"], case["mask"], ref_logp=case.get("ref_logp"),
+    with aepo.Loss(cfg) as loss:
+        r = loss.compute(case["logp"], case["old_logp"], case["advantages"], case["mask"], ref_logp=case.get("ref_logp"),
                        is_weights=case.get("is_weights"), entropy=case.get("entropy"), **kw)
     t_loss, t_grad, t_gent = torch_loss(cfg, case["logp"], case["old_logp"], case["advantages"], case["mask"],
                                         ref=case.get("ref_logp"), isw=case.get("is_weights"), ent=case.get("entropy"),
@@ -207,12 +207,12 @@ def test_micro_batches_sum_to_one_call(rng, mode):
     case = random_case(rng, B=12)
     m = case["mask"]
     gt, gs = int(m.sum()), int((m.sum(1) > 0).sum())
-    with aepo.PolicyLoss(cfg) as pl:
-        one = pl.compute(**case)
+    with aepo.Loss(cfg) as loss:
+        one = loss.compute(**case)
         dp, total, grads = 2, 0.0, []
         for lo in range(0, 12, 4):
             part = {k: v[lo:lo + 4] for k, v in case.items()}
-            r = pl.compute(**part, global_tokens=gt, global_seqs=gs, dp_size=dp)
+            r = loss.compute(**part, global_tokens=gt, global_seqs=gs, dp_size=dp)
             total += r.loss
             grads.append(r.grad / dp)
     assert rel(total / dp, one.loss) <= 1e-6
@@ -242,17 +242,17 @@ def test_empty_inputs():
     assert aepo.compute_advantages([], []).shape == (0,)
     s = aepo.select_regularizer([], [], k_max=60, halve=True)
     assert s.k == 0 and s.n_positive == 0 and s.indices.shape == (0,)
-    with aepo.PolicyLoss() as pl:
-        r = pl.compute(np.zeros((0, 5)), np.zeros((0, 5)), np.zeros(0), np.zeros((0, 5), np.uint8), global_tokens=3)
+    with aepo.Loss() as loss:
+        r = loss.compute(np.zeros((0, 5)), np.zeros((0, 5)), np.zeros(0), np.zeros((0, 5), np.uint8), global_tokens=3)
     assert r.loss == 0 and r.grad.shape == (0, 5) and r.metrics["n_tokens"] == 0
 
 
 def test_weighted_metrics_report_the_regulariser():
     case = random_case(np.random.default_rng(3), garbage=False)
-    with aepo.PolicyLoss({"regularizer": {"combine": "weighted"}}) as pl:
-        r = pl.compute(case["logp"], case["old_logp"], case["advantages"], case["mask"], reg_rows=[0, 0, 0, 0, 1, 1],
+    with aepo.Loss({"regularizer": {"combine": "weighted"}}) as loss:
+        r = loss.compute(case["logp"], case["old_logp"], case["advantages"], case["mask"], reg_rows=[0, 0, 0, 0, 1, 1],
                        reg_alpha=0.5)
-        none = pl.compute(case["logp"], case["old_logp"], case["advantages"], case["mask"])
+        none = loss.compute(case["logp"], case["old_logp"], case["advantages"], case["mask"])
     m = case["mask"]
     assert r.metrics["n_positive"] == 2 and r.metrics["reg_used"] == (1.0 if m[4:].sum() else 0.0)
     assert math.isclose(r.metrics["reg_token_frac"], m[4:].sum() / m.sum())
@@ -290,10 +290,10 @@ def test_role_metrics_match_numpy(rng, combine, with_entropy):
     kw = {k: case[k] for k in ("logp", "old_logp", "advantages", "mask")}
     if with_entropy:
         kw["entropy"] = case["entropy"]
-    with aepo.PolicyLoss(cfg) as pl:
-        r = pl.compute(**kw, reg_rows=reg)
-        plain = pl.compute(**kw)
-        parts = [pl.compute(**{k: v[lo:lo + 3] for k, v in kw.items()}, reg_rows=reg[lo:lo + 3],
+    with aepo.Loss(cfg) as loss:
+        r = loss.compute(**kw, reg_rows=reg)
+        plain = loss.compute(**kw)
+        parts = [loss.compute(**{k: v[lo:lo + 3] for k, v in kw.items()}, reg_rows=reg[lo:lo + 3],
                             global_tokens=10**6, global_seqs=10**6, global_reg_tokens=10**6) for lo in range(0, 8, 3)]
     want = role_reference(case, reg, with_entropy)
     assert want["n_tokens_main"] > 0 and want["n_tokens_reg"] > 0
@@ -316,48 +316,48 @@ def test_role_metrics_match_numpy(rng, combine, with_entropy):
 # ---------------------------------------------------------------------------- errors
 
 def test_errors_name_the_argument():
-    with aepo.PolicyLoss() as pl:
+    with aepo.Loss() as loss:
         with pytest.raises(aepo.ShapeError) as e:
-            pl.compute(LP, OLP[:, :3], [1, -1], MASK)
+            loss.compute(LP, OLP[:, :3], [1, -1], MASK)
         assert e.value.argument == "old_logp"
         with pytest.raises(aepo.ShapeError) as e:
-            pl.compute(LP, OLP, [1, -1, 1], MASK)
+            loss.compute(LP, OLP, [1, -1, 1], MASK)
         assert e.value.argument == "advantages"
         with pytest.raises(aepo.ShapeError):
-            pl.compute(LP[0], OLP[0], [1], MASK[0])
+            loss.compute(LP[0], OLP[0], [1], MASK[0])
         bad = MASK.copy()
         bad[1, 2] = 3
         with pytest.raises(aepo.InvalidValueError) as e:
-            pl.compute(LP, OLP, [1, -1], bad)
+            loss.compute(LP, OLP, [1, -1], bad)
         assert e.value.argument == "mask" and e.value.index == 6 and "mask[6] is 3" in str(e.value)
         lp = LP.copy()
         lp[1, 1] = np.inf
         with pytest.raises(aepo.NonFiniteError) as e:
-            pl.compute(lp, OLP, [1, -1], MASK)
+            loss.compute(lp, OLP, [1, -1], MASK)
         assert e.value.argument == "logp" and e.value.index == 5 and isinstance(e.value, FloatingPointError)
         lp[1, 1] = -1.2
         lp[0, 3] = np.nan  # masked: fine
-        pl.compute(lp, OLP, [1, -1], MASK)
+        loss.compute(lp, OLP, [1, -1], MASK)
         with pytest.raises(aepo.NonFiniteError) as e:
-            pl.compute(LP, OLP, [np.nan, -1], MASK)
+            loss.compute(LP, OLP, [np.nan, -1], MASK)
         assert e.value.argument == "advantages" and e.value.index == 0
         with pytest.raises(aepo.InvalidValueError) as e:
-            pl.compute(LP, OLP, [1, -1], np.zeros_like(MASK))
+            loss.compute(LP, OLP, [1, -1], np.zeros_like(MASK))
         assert e.value.argument == "global_tokens" and "no valid tokens" in str(e.value)
-        r = pl.compute(LP, OLP, [1, -1], np.zeros_like(MASK), global_tokens=10)
+        r = loss.compute(LP, OLP, [1, -1], np.zeros_like(MASK), global_tokens=10)
         assert r.loss == 0 and not r.grad.any()
         with pytest.raises(aepo.InvalidValueError) as e:
-            pl.compute(LP, OLP, [1, -1], MASK, dp_size=2)
+            loss.compute(LP, OLP, [1, -1], MASK, dp_size=2)
         assert e.value.argument == "global_tokens"
         with pytest.raises(aepo.DTypeError):
-            pl.compute(LP.astype(str), OLP, [1, -1], MASK)
+            loss.compute(LP.astype(str), OLP, [1, -1], MASK)
         with pytest.raises(aepo.DTypeError):
-            pl.compute(LP, OLP, [1, -1], MASK.astype(np.float32))
+            loss.compute(LP, OLP, [1, -1], MASK.astype(np.float32))
     with pytest.raises(aepo.ConfigError) as e:
-        aepo.PolicyLoss({"loss": {"policy_loss": "geo_mean"}})
+        aepo.Loss({"loss": {"policy_loss": "geo_mean"}})
     assert e.value.argument == "loss.policy_loss" and "unknown value" in str(e.value)
     with pytest.raises(aepo.ConfigError) as e:
-        aepo.PolicyLoss({"loss": {"loss_agg_mode": "mean"}})
+        aepo.Loss({"loss": {"loss_agg_mode": "mean"}})
     assert e.value.argument == "loss.loss_agg_mode"
     with pytest.raises(aepo.ConfigError) as e:
         aepo.compute_advantages([1, 0], [0, 0], estimator="gae")
@@ -373,19 +373,19 @@ def test_errors_name_the_argument():
 
 
 def test_handle_lifecycle_and_config():
-    pl = aepo.PolicyLoss({"loss": {"clip_ratio_high": 0.28}, "regularizer": {"combine": "weighted"}})
-    cfg = pl.config
+    loss = aepo.Loss({"loss": {"clip_ratio_high": 0.28}, "regularizer": {"combine": "weighted"}})
+    cfg = loss.config
     assert cfg["loss"]["clip_ratio_high"] == 0.28 and cfg["regularizer"]["combine"] == "weighted"
     assert cfg == aepo.validate_config({"loss": {"clip_ratio_high": 0.28}, "regularizer": {"combine": "weighted"}})
-    pl.close()
-    pl.close()
+    loss.close()
+    loss.close()
     with pytest.raises(ValueError):
-        pl.compute(LP, OLP, [1, -1], MASK)
+        loss.compute(LP, OLP, [1, -1], MASK)
 
 
 def test_inputs_converted_once_and_threads_agree(rng):
     case = random_case(rng, B=9, L=301, garbage=False)
-    with aepo.PolicyLoss({"loss": {"threads": 1}}) as a, aepo.PolicyLoss({"loss": {"threads": 2}}) as b:
+    with aepo.Loss({"loss": {"threads": 1}}) as a, aepo.Loss({"loss": {"threads": 2}}) as b:
         ra = a.compute(**case)
         rb = b.compute(**{k: (v.astype(np.float64) if v.dtype == np.float32 else v) for k, v in case.items()})
         rc = b.compute(**{k: np.asfortranarray(v) for k, v in case.items()})

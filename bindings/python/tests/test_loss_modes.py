@@ -49,8 +49,8 @@ def _case_arrays(case):
 
 @pytest.mark.parametrize("case", FIXTURES["loss_cases"], ids=lambda c: c["name"])
 def test_loss_fixture(case):
-    with aepo.PolicyLoss(case["config"]) as pl:
-        r = pl.compute(**_case_arrays(case), step=case["step"])
+    with aepo.Loss(case["config"]) as loss:
+        r = loss.compute(**_case_arrays(case), step=case["step"])
     want = case["expect"]
     assert rel(r.loss, want["loss"]) <= 1e-7, (r.loss, want["loss"])
     for key in ("pg_clipfrac", "pg_clipfrac_lower", "ppo_kl"):
@@ -210,8 +210,8 @@ def test_matches_torch_transcription(rng, mode):
             for kl in ("k1", "k3"):
                 cfg = mode_cfg(mode, agg, kl_loss_type=kl, kl_loss_coef=0.3, entropy_coeff=0.05)
                 case = random_case(rng, per_token=per_token)
-                with aepo.PolicyLoss(cfg) as pl:
-                    r = pl.compute(**case, step=17)
+                with aepo.Loss(cfg) as loss:
+                    r = loss.compute(**case, step=17)
                 t_loss, t_grad, t_gent, sel = torch_mode_loss(cfg, case["logp"], case["old_logp"], case["advantages"],
                                                               case["mask"], ref=case["ref_logp"], ent=case["entropy"],
                                                               isw=case["is_weights"], step=17)
@@ -240,8 +240,8 @@ def test_clip_cov_pick_is_the_same_for_every_run_and_thread_count(rng):
     lp, olp, adv, mask = big_case(rng)
     results = []
     for threads in (1, 2, 4, 1):
-        with aepo.PolicyLoss(mode_cfg("clip_cov", "token-mean", clip_cov_ratio=0.002, threads=threads)) as pl:
-            results.append(pl.compute(lp, olp, adv, mask, step=41))
+        with aepo.Loss(mode_cfg("clip_cov", "token-mean", clip_cov_ratio=0.002, threads=threads)) as loss:
+            results.append(loss.compute(lp, olp, adv, mask, step=41))
     for r in results[1:]:
         assert r.loss == results[0].loss and np.array_equal(r.grad, results[0].grad)
         assert r.metrics == results[0].metrics
@@ -253,8 +253,8 @@ def test_clip_cov_pick_is_the_same_for_every_run_and_thread_count(rng):
     assert np.abs(g - t_grad.ravel()).max() <= 1e-6 * np.abs(t_grad).max()
     assert results[0].metrics["pg_clipfrac"] == pytest.approx(len(sel) / (mask.sum() + 1e-8), rel=1e-12)
     # Another step (or seed) picks other tokens.
-    with aepo.PolicyLoss(mode_cfg("clip_cov", "token-mean", clip_cov_ratio=0.002)) as pl:
-        other = pl.compute(lp, olp, adv, mask, step=42)
+    with aepo.Loss(mode_cfg("clip_cov", "token-mean", clip_cov_ratio=0.002)) as loss:
+        other = loss.compute(lp, olp, adv, mask, step=42)
     assert not np.array_equal(other.grad, results[0].grad)
 
 
@@ -264,8 +264,8 @@ def test_kl_cov_selection_equals_numpy(rng):
         lp = (np.round(lp * 4) / 4).astype(np.float32)  # coarse values: exact covariance ties
         adv = (np.round(adv * 2) / 2).astype(np.float32)
         cfg = mode_cfg("kl_cov", "token-mean", kl_cov_ratio=0.01, ppo_kl_coef=1.0, threads=1 + trial)
-        with aepo.PolicyLoss(cfg) as pl:
-            r = pl.compute(lp, olp, adv, mask)
+        with aepo.Loss(cfg) as loss:
+            r = loss.compute(lp, olp, adv, mask)
         # NumPy: covariance over the valid tokens, top k by (covariance desc, index asc).
         idx = np.flatnonzero(mask.ravel())
         a = np.repeat(adv.astype(np.float64)[:, None], lp.shape[1], 1).ravel()[idx]
@@ -297,11 +297,11 @@ def test_fused_loss_and_grad_equals_forward_compute_backward(rng, mode):
     cfg = mode_cfg(mode, "seq-mean-token-mean" if mode == "gspo" else "token-mean", clip_cov_ratio=0.1,
                    clip_cov_lb=0.05, kl_cov_ratio=0.1, entropy_coeff=0.02)
     cfg["fused"] = {"chunk_n": 5, "chunk_v": 16}
-    with aepo.FusedLMHead(cfg) as head, aepo.PolicyLoss(cfg) as pl:
+    with aepo.FusedHead(cfg) as head, aepo.Loss(cfg) as loss:
         lp, ent, lse = head.forward(X, W, t, mask=mask.ravel())
         old = (lp.reshape(B, L) + rng.normal(0, 0.3, (B, L))).astype(np.float32)
-        value, dX, dW, db, metrics, logp, entropy = head.loss_and_grad(X, W, t, pl, old, adv, mask, step=9)
-        r = pl.compute(lp.reshape(B, L), old, adv, mask, entropy=ent.reshape(B, L), step=9)
+        value, dX, dW, db, metrics, logp, entropy = head.loss_and_grad(X, W, t, loss, old, adv, mask, step=9)
+        r = loss.compute(lp.reshape(B, L), old, adv, mask, entropy=ent.reshape(B, L), step=9)
         dX2, dW2, _ = head.backward(X, W, t, lse, ent, r.grad.ravel(), r.grad_entropy.ravel(), mask=mask.ravel())
     assert abs(value - r.loss) <= 1e-6 * max(1.0, abs(r.loss))
     assert metrics["pg_clipfrac"] == pytest.approx(r.metrics["pg_clipfrac"], abs=1e-12)
@@ -318,14 +318,14 @@ def test_fused_loss_and_grad_equals_forward_compute_backward(rng, mode):
 
 def test_errors_name_the_argument():
     with pytest.raises(aepo.ConfigError) as e:
-        aepo.PolicyLoss({"loss": {"policy_loss": "gspo"}})
+        aepo.Loss({"loss": {"policy_loss": "gspo"}})
     assert e.value.argument == "loss.loss_agg_mode" and "seq-mean-token-mean" in str(e.value)
     with pytest.raises(aepo.ConfigError) as e:
         aepo.validate_config({"loss": {"policy_loss": "gspo", "loss_agg_mode": "token-sum"}})
     assert e.value.argument == "loss.loss_agg_mode"
-    aepo.PolicyLoss({"loss": {"policy_loss": "gspo", "loss_agg_mode": "seq-mean-token-mean"}}).close()
+    aepo.Loss({"loss": {"policy_loss": "gspo", "loss_agg_mode": "seq-mean-token-mean"}}).close()
     with pytest.raises(aepo.ConfigError) as e:
-        aepo.PolicyLoss({"advantage": {"rloo_singleton": "mean"}})
+        aepo.Loss({"advantage": {"rloo_singleton": "mean"}})
     assert e.value.argument == "advantage.rloo_singleton"
     with pytest.raises(aepo.InvalidValueError) as e:
         aepo.compute_advantages([1, 0, 0.5], [4, 4, 9], estimator="grpo_passk")
@@ -339,13 +339,13 @@ def test_errors_name_the_argument():
     with pytest.raises(aepo.ShapeError) as e:
         aepo.compute_advantages([1, 0], [0, 0], estimator="reinforce_plus_plus_baseline", lengths=[3])
     assert e.value.argument == "lengths"
-    with aepo.PolicyLoss({"advantage": {"estimator": "reinforce_plus_plus_baseline"}}) as pl:
+    with aepo.Loss({"advantage": {"estimator": "reinforce_plus_plus_baseline"}}) as loss:
         with pytest.raises(aepo.InvalidValueError) as e:
-            pl.select_regularizer([1, 0, 1, 1], [0, 0, 1, 1], k_max=4, halve=False)
+            loss.select_regularizer([1, 0, 1, 1], [0, 0, 1, 1], k_max=4, halve=False)
         assert e.value.argument == "lengths"
-    with aepo.PolicyLoss(mode_cfg("clip_cov", "token-mean")) as pl:
+    with aepo.Loss(mode_cfg("clip_cov", "token-mean")) as loss:
         lp = np.full((2, 3), -1.0, np.float32)
         lp[1, 1] = np.nan
         with pytest.raises(aepo.NonFiniteError) as e:
-            pl.compute(lp, lp * 0 - 1.2, [1, -1], np.ones((2, 3), np.uint8))
+            loss.compute(lp, lp * 0 - 1.2, [1, -1], np.ones((2, 3), np.uint8))
         assert e.value.argument == "logp" and e.value.index == 4

@@ -50,7 +50,7 @@ def test_loss_compute_non_finite(rng, name, bad):
     arrays = dict(logp=logp, old_logp=old, ref_logp=old - 0.1, is_weights=np.ones((B, L), np.float32),
                   entropy=np.full((B, L), 1.5, np.float32), advantages=adv)
     cfg = {"loss": {"kl_loss_coef": 0.1, "entropy_coeff": 0.01}}
-    with aepo.PolicyLoss(cfg) as loss:
+    with aepo.Loss(cfg) as loss:
         def run(**over):
             a = dict(arrays, **over)
             return loss.compute(a["logp"], a["old_logp"], a["advantages"], mask, ref_logp=a["ref_logp"],
@@ -73,7 +73,7 @@ def test_loss_compute_non_finite(rng, name, bad):
 
 
 def test_loss_overflow_is_an_error_not_inf():
-    with aepo.PolicyLoss({"loss": {"loss_agg_mode": "token-sum", "clip_ratio_high": 10}}) as loss:
+    with aepo.Loss({"loss": {"loss_agg_mode": "token-sum", "clip_ratio_high": 10}}) as loss:
         logp = np.array([[0.0, 1.0]], np.float32)
         old = np.zeros((1, 2), np.float32)
         with pytest.raises(aepo.NonFiniteError) as e:
@@ -134,7 +134,7 @@ def test_sampler_non_finite(rng, bad):
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_controller_non_finite(bad):
-    with aepo.EntropyController() as c:
+    with aepo.Controller() as c:
         before = c.state_dict()
         with pytest.raises(aepo.NonFiniteError) as e:
             c.step(nll=bad)
@@ -152,7 +152,7 @@ def test_fused_non_finite(rng, bad):
     mask = np.ones(B * L, np.uint8)
     mask[4] = 0
     X[4, 1] = np.nan  # masked row: never read
-    with aepo.FusedLMHead() as head, aepo.PolicyLoss() as loss:
+    with aepo.FusedHead() as head, aepo.Loss() as loss:
         logp, ent, lse = head.forward(X, W, t, mask=mask)
         Xb = X.copy()
         Xb[6, 2] = bad
@@ -202,7 +202,7 @@ def test_torch_non_finite(rng):
 @pytest.mark.parametrize("big", [2 ** 64 + 1, -(2 ** 63) - 1])
 def test_ints_beyond_int64_raise(rng, big):
     logp, old, adv, mask = inputs(rng)
-    with aepo.PolicyLoss() as loss:
+    with aepo.Loss() as loss:
         for kw in ({"step": big}, {"dp_size": big}, {"global_tokens": big}):
             with pytest.raises(aepo.InvalidValueError):
                 loss.compute(logp, old, adv, mask, **kw)
@@ -249,8 +249,8 @@ def tensor(shape):
     if t.is_floating_point() and rng.integers(0, 2): t.requires_grad_(True)
     return t
 calls = 0
-loss, sampler, ctl, head = aepo.PolicyLoss(), aepo.Sampler(), aepo.EntropyController(), aepo.FusedLMHead()
-thead = at.FusedLMHead() if torch is not None else None
+loss, sampler, ctl, head = aepo.Loss(), aepo.Sampler(), aepo.Controller(), aepo.FusedHead()
+thead = at.FusedHead() if torch is not None else None
 for _ in range(2000):
     op = rng.integers(0, 12 if torch is not None else 8)
     try:
@@ -296,8 +296,8 @@ def _work(seed):
     X = rng.normal(size=(6, D)).astype(np.float32)
     W = rng.normal(size=(V, D)).astype(np.float32)
     t = rng.integers(0, V, 6)
-    with aepo.PolicyLoss({"loss": {"threads": 2}}) as loss, aepo.Sampler({"sampler": {"top_k": 5}}) as s, \
-            aepo.EntropyController() as c, aepo.FusedLMHead({"fused": {"chunk_n": 2}}) as head:
+    with aepo.Loss({"loss": {"threads": 2}}) as loss, aepo.Sampler({"sampler": {"top_k": 5}}) as s, \
+            aepo.Controller() as c, aepo.FusedHead({"fused": {"chunk_n": 2}}) as head:
         for k in range(150):
             r = loss.compute(logp * (1 + k % 3), old, adv, mask)
             out += [r.loss, r.grad.tobytes()]
@@ -324,7 +324,7 @@ def test_threads_distinct_instances_match_single_threaded():
 def test_shared_instances_stay_correct(rng):
     logp, old, adv, mask = inputs(rng)
     x = rng.normal(size=(8, V)).astype(np.float32)
-    with aepo.PolicyLoss() as loss, aepo.Sampler({"sampler": {"top_p": 0.8}}) as s, aepo.EntropyController() as c:
+    with aepo.Loss() as loss, aepo.Sampler({"sampler": {"top_p": 0.8}}) as s, aepo.Controller() as c:
         want_loss = loss.compute(logp, old, adv, mask).grad.tobytes()
         want_tok = [s.sample(x, step=k).tokens.tobytes() for k in range(50)]
         bad = []

@@ -127,7 +127,7 @@ def test_local_counts_would_give_a_different_loss():
     X, targets, mask, adv = worker.problem(0)
     halves = [mask[:4].sum().item(), mask[4:].sum().item()]
     assert halves[0] != halves[1]
-    with aepo.PolicyLoss({"loss": {"loss_agg_mode": "token-mean"}}) as h:
+    with aepo.Loss({"loss": {"loss_agg_mode": "token-mean"}}) as h:
         lp = np.full(mask.shape, -2.0, np.float32)
         olp = np.full(mask.shape, -2.1, np.float32)
         whole = h.compute(lp, olp, adv.numpy(), mask.numpy()).loss

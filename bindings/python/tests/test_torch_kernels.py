@@ -1,4 +1,4 @@
-"""aepo.torch.logits_stats and aepo.torch.FusedLMHead against float64 autograd of plain PyTorch."""
+"""aepo.torch.logits_stats and aepo.torch.FusedHead against float64 autograd of plain PyTorch."""
 import numpy as np
 import pytest
 
@@ -132,7 +132,7 @@ def test_fused_head_forward_backward_match_float64_autograd(T):
     g = torch.Generator().manual_seed(9)
     a, c = torch.randn(3, 5, generator=g), torch.randn(3, 5, generator=g)
     leaves = [t.clone().requires_grad_(True) for t in (X, W, b)]
-    with at.FusedLMHead({"fused": {"temperature": T, "chunk_n": 4, "chunk_v": 16}}) as head:
+    with at.FusedHead({"fused": {"temperature": T, "chunk_n": 4, "chunk_v": 16}}) as head:
         logp, H = head(leaves[0], leaves[1], targets, bias=leaves[2], mask=mask)
         ((a * logp).sum() + (c * H).sum()).backward()
     ref_leaves = [t.double().requires_grad_(True) for t in (X, W, b)]
@@ -164,7 +164,7 @@ def test_fused_policy_loss_matches_composite_autograd():
     old_logp = lp0 + 0.3 * torch.randn(lp0.shape, generator=torch.Generator().manual_seed(3))
     adv = torch.tensor([1.0, -0.5, 0.8])
     leaves = [t.clone().requires_grad_(True) for t in (X, W, b)]
-    with at.FusedLMHead(cfg) as head:
+    with at.FusedHead(cfg) as head:
         out = head.policy_loss(*leaves[:2], targets, old_logp, adv, mask, bias=leaves[2])
         out.loss.backward()
         want, grads = fused_reference(X, W, b, targets, mask, old_logp, adv, cfg)
@@ -187,7 +187,7 @@ def test_fused_loss_and_grad_adds_into_W_grad():
     X, W, b, targets, mask = fused_case(4)
     old_logp = torch.full((3, 5), -3.0)
     adv = torch.tensor([1.0, -1.0, 0.5])
-    with at.FusedLMHead() as head:
+    with at.FusedHead() as head:
         value, dX, dW, db, metrics, logp, H = head.loss_and_grad(X, W, targets, None, old_logp, adv, mask, bias=b)
         acc_W, acc_b = torch.ones_like(W), torch.zeros_like(b)
         r = head.loss_and_grad(X, W, targets, None, old_logp, adv, mask, bias=b, grad_W=acc_W, grad_bias=acc_b)
@@ -205,7 +205,7 @@ def test_fused_half_precision_gradients_come_back_in_their_dtype(dtype):
     X, W, b, targets, mask = fused_case(5)
     Xh, Wh, bh = (t.to(dtype).requires_grad_(True) for t in (X, W, b))
     X32, W32, b32 = (t.to(dtype).float().requires_grad_(True) for t in (X, W, b))
-    with at.FusedLMHead() as head:
+    with at.FusedHead() as head:
         lp, H = head(Xh, Wh, targets, bias=bh, mask=mask)
         (lp.sum() + H.sum()).backward()
         lp32, H32 = head(X32, W32, targets, bias=b32, mask=mask)

@@ -216,7 +216,7 @@ def test_entropy_without_grad_and_numpy_inputs():
 
 def test_policy_loss_handle_passthrough_and_unknown_keyword():
     batch = make_batch(9)
-    with aepo.PolicyLoss(lib_cfg("token-sum", kl_coef=0.0, entropy_coeff=0.0)) as h:
+    with aepo.Loss(lib_cfg("token-sum", kl_coef=0.0, entropy_coeff=0.0)) as h:
         a = at.policy_loss(batch["logp"], batch["old_logp"], batch["advantages"], batch["mask"], config=h)
         b = h.compute(batch["logp"].numpy(), batch["old_logp"].numpy(), batch["advantages"].numpy(),
                       batch["mask"].numpy())
@@ -263,7 +263,7 @@ def test_handles_belong_to_their_thread_and_go_with_it():
 
 def test_import_aepo_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import aepo; assert aepo.PolicyLoss\n"
+            "import aepo; assert aepo.Loss\n"
             "try:\n    import aepo.torch\nexcept ImportError as e:\n    print('refused:', e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -65,7 +65,7 @@ def test_non_numeric_dtype_elsewhere():
     raises(aepo.DTypeError, "logits", at.logits_stats, logits.to(torch.complex64), None, 1.0)
     raises(aepo.DTypeError, "targets", at.logits_stats, logits, torch.zeros(3), 1.0)
     raises(aepo.DTypeError, "mask", at.logits_stats, logits, None, 1.0, mask=torch.ones(3))
-    with at.FusedLMHead() as head:
+    with at.FusedHead() as head:
         ids = torch.zeros(3, dtype=torch.long)
         raises(aepo.DTypeError, "W", head, torch.zeros(3, 4), torch.zeros(5, 4, dtype=torch.int8), ids)
     g = good()
@@ -96,7 +96,7 @@ def fused_args():
     ("out_dX", torch.zeros(L, B, 6).transpose(0, 1), aepo.ShapeError),
 ])
 def test_bad_output_buffer(buffer, value, exc):
-    with at.FusedLMHead() as head:
+    with at.FusedHead() as head:
         e = raises(exc, buffer, head.loss_and_grad, *fused_args(), **{buffer: value})
     assert isinstance(e, ValueError)
 
@@ -116,7 +116,7 @@ def test_requires_grad_where_it_must_not_elsewhere():
     raises(aepo.InvalidValueError, "old_log_prob", at.verl_policy_loss, g["old_logp"].requires_grad_(True),
            g["logp"], g["advantages"], g["mask"])
     X, W, targets, _, old_logp, adv, mask = fused_args()
-    with at.FusedLMHead() as head:
+    with at.FusedHead() as head:
         raises(aepo.InvalidValueError, "advantages", head.policy_loss, X, W, targets, old_logp,
                adv.requires_grad_(True), mask)
 
@@ -143,7 +143,7 @@ def test_meta_elsewhere():
     raises(aepo.DeviceError, "targets", at.logits_stats, logits, torch.zeros(3, dtype=torch.long, device="meta"), 1.0)
     raises(aepo.DeviceError, "logits", at.logits_stats, logits.to("meta"), None, 1.0)
     X, W, targets, _, old_logp, adv, mask = fused_args()
-    with at.FusedLMHead() as head:
+    with at.FusedHead() as head:
         raises(aepo.DeviceError, "W", head, X, W.to("meta"), targets)
         raises(aepo.DeviceError, "old_logp", head.policy_loss, X, W, targets, old_logp.to("meta"), adv, mask)
     g = good()

@@ -2,7 +2,7 @@
 
 ``run(rank, world, ...)`` trains a linear policy head for a few steps with
 aepo.torch.logits_stats + aepo.torch.policy_loss, two micro-batches per rank, global counts
-from aepo.torch.distributed, DDP gradient averaging, and an EntropyController fed the
+from aepo.torch.distributed, DDP gradient averaging, and an aepo.Controller fed the
 all-reduced NLL. With world = 1 it is the one-process run on the whole batch. As a script
 (``python torch_dist_worker.py RANK WORLD PORT OUT TARGETS``, TARGETS a JSON dict of the
 controller target per loss mode) it joins a gloo group on
@@ -52,7 +52,7 @@ def run(rank, world, mode, target):
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
-    ctl = aepo.EntropyController({"controller": {"target": target}})
+    ctl = aepo.Controller({"controller": {"target": target}})
     cfg = loss_config(mode)
     shard = slice(rank * B // world, (rank + 1) * B // world)
     out = {"losses": [], "stats": [], "decisions": [ctl.decision()._asdict()], "first_grad": None}

@@ -111,8 +111,8 @@ def train(task, spec, base_config, hyper, progress=None):
     result = RunResult(spec=spec)
     threshold = cfg["regularizer"]["threshold"]
     policy_T = cfg["sampler"]["temperature"]
-    with aepo.Sampler(cfg) as sampler, aepo.PolicyLoss(cfg) as loss, aepo.FusedLMHead(cfg) as head, \
-            aepo.EntropyController(cfg) as ctrl:
+    with aepo.Sampler(cfg) as sampler, aepo.Loss(cfg) as loss, aepo.FusedHead(cfg) as head, \
+            aepo.Controller(cfg) as ctrl:
         for step in range(hyper.steps):
             prompts = np.repeat(rng.choice(task.prompts, size=B), n)
             groups = np.repeat(np.arange(B, dtype=np.int64), n)

@@ -4,7 +4,7 @@
   library's exact gradient;
 - ``logits_stats``: log-probs and exact entropy from logits at the policy temperature, with
   autograd;
-- ``FusedLMHead``: the same from hidden states and the head weight without a logits tensor,
+- ``FusedHead``: the same from hidden states and the head weight without a logits tensor,
   and the policy loss with every gradient in one pass;
 - ``verl_policy_loss``: verl's registered policy-loss signature;
 - ``aepo.torch.distributed``: global counts and sums over a torch.distributed group.
@@ -20,15 +20,23 @@ except ImportError as _e:  # pragma: no cover - exercised in a subprocess by the
         from _e
 
 from . import distributed
-from .fused import FusedLMHead, FusedPolicyLoss
+from .fused import FusedHead, FusedHeadLossResult
 from .kernels import LogitsStats, logits_stats
 from .loss import clear_cache, loss_handle, policy_loss
 from .verl import AEPO_LOSS_MODE, verl_loss_config, verl_policy_loss
+from .._deprecated import module_getattr as _module_getattr
 
 __all__ = [
     "policy_loss", "loss_handle", "clear_cache",
     "LogitsStats", "logits_stats",
-    "FusedLMHead", "FusedPolicyLoss",
+    "FusedHead", "FusedHeadLossResult",
     "verl_policy_loss", "verl_loss_config", "AEPO_LOSS_MODE",
     "distributed",
 ]
+
+# Deprecated since 0.2, removed in the next release: old name -> (module, new name, use instead).
+_DEPRECATED = {
+    "FusedLMHead": ("aepo.torch.fused", "FusedHead", "aepo.torch.FusedHead"),
+    "FusedPolicyLoss": ("aepo.torch.fused", "FusedHeadLossResult", "aepo.torch.FusedHeadLossResult"),
+}
+__getattr__ = _module_getattr(__name__, _DEPRECATED)

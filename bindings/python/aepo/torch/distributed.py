@@ -41,7 +41,7 @@ class GlobalCounts(NamedTuple):
 
     def loss_kwargs(self):
         """``global_tokens``, ``global_seqs`` and ``dp_size`` for ``policy_loss`` /
-        ``PolicyLoss.compute``."""
+        ``aepo.Loss.compute``."""
         return {"global_tokens": self.tokens, "global_seqs": self.seqs, "dp_size": self.dp_size}
 
 
@@ -131,7 +131,7 @@ def all_reduce_sums(sum, count, group=None):  # noqa: A002  (the name docs/API.m
     metric times its count, such as ``nll_main * n_tokens_main`` summed over micro-batches) or
     a sequence of floats (several sums over the same tokens, gathered in one collective; a
     tuple of floats is then returned); ``count`` is the number of tokens they cover. The
-    statistic for ``EntropyController.step(nll_sum=..., count=...)`` is their ratio. Every
+    statistic for ``aepo.Controller.step(nll_sum=..., count=...)`` is their ratio. Every
     rank receives the same bits.
     """
     many = isinstance(sum, (list, tuple))

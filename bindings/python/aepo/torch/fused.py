@@ -2,10 +2,10 @@
 states and the head weight, without an [N, V] logits tensor, with autograd.
 
 - ``head(X, W, targets)`` -> ``(logp, entropy)``, differentiable with respect to X, W and
-  bias; the backward pass is ``FusedLMHead.backward`` (one more pass over the logits).
+  bias; the backward pass is ``aepo.FusedHead.backward`` (one more pass over the logits).
 - ``head.policy_loss(X, W, targets, old_logp, advantages, mask)`` -> the loss, whose
   gradients with respect to X, W and bias are formed in the same pass as the loss
-  (``FusedLMHead.loss_and_grad``); backward only scales them.
+  (``aepo.FusedHead.loss_and_grad``); backward only scales them.
 - ``head.loss_and_grad(...)`` is the same without autograd: it returns the gradients and can
   add dW into ``W.grad`` in place.
 """
@@ -14,25 +14,26 @@ from typing import NamedTuple
 import torch
 from torch.autograd.function import once_differentiable
 
-from ..fused import FusedLMHead as _Head
+from ..fused import FusedHead as _Head
 from ..errors import ShapeError
-from ..loss import PolicyLoss
+from ..loss import Loss
 from ._tensors import (common_device, float_host, index_host, no_grad_input, out_buffer, require_float, scalar,
                        scaled_grad, to_torch, value_dtype)
 from .loss import COMPUTE_KEYS, loss_handle
+from .._deprecated import module_getattr as _module_getattr
 
-__all__ = ["FusedLMHead", "FusedPolicyLoss"]
+__all__ = ["FusedHead", "FusedHeadLossResult"]
 
 _LOSS_KEYS = tuple(k for k in COMPUTE_KEYS if k != "entropy")
 
 
-class FusedPolicyLoss(NamedTuple):
-    """Result of :meth:`FusedLMHead.policy_loss`."""
+class FusedHeadLossResult(NamedTuple):
+    """Result of :meth:`FusedHead.policy_loss`."""
 
     loss: torch.Tensor     # 0-dim, differentiable with respect to X, W and bias
     logp: torch.Tensor     # [B, L] log p(target) at the policy temperature (no gradient)
     entropy: torch.Tensor  # [B, L] exact entropy at the policy temperature (no gradient)
-    metrics: dict          # PolicyLoss metrics (the entropy metrics are always filled)
+    metrics: dict          # the loss metrics (the entropy metrics are always filled)
 
 
 class _Inputs:
@@ -105,7 +106,7 @@ class _LossFunction(torch.autograd.Function):
         return out[0], out[1], out[2], None
 
 
-class FusedLMHead:
+class FusedHead:
     """The fused LM head (config section ``fused``) with PyTorch tensors and autograd.
 
     ``X`` is [..., D] hidden states, ``W`` [V, D] (``torch.nn.Linear(D, V).weight``), ``bias``
@@ -178,24 +179,24 @@ class FusedLMHead:
         """The policy loss of a batch whose log-probs and entropies come from this head.
 
         ``mask``, ``old_logp`` are [B, L], ``advantages`` [B] or [B, L]; X is [B, L, D] or
-        [B * L, D]. ``config`` is the loss's config (dict, JSON text or ``aepo.PolicyLoss``;
+        [B * L, D]. ``config`` is the loss's config (dict, JSON text or ``aepo.Loss``;
         None: the document this head was built from). The keyword arguments are those of
-        ``PolicyLoss.compute`` except ``entropy`` (the head supplies it). Returns
-        :class:`FusedPolicyLoss`; ``loss.backward()`` fills the gradients of X, W and bias,
+        ``aepo.Loss.compute`` except ``entropy`` (the head supplies it). Returns
+        :class:`FusedHeadLossResult`; ``loss.backward()`` fills the gradients of X, W and bias,
         which were formed in the forward pass together with the loss.
         """
         run = self._run(X, W, targets, config, old_logp, advantages, mask, bias, compute_kwargs)
         loss = _LossFunction.apply(X, W, bias, run)
         metrics, logp, entropy = run.result
         out = value_dtype(X.dtype)
-        return FusedPolicyLoss(loss, to_torch(logp, run.inp.device, out), to_torch(entropy, run.inp.device, out),
-                               metrics)
+        return FusedHeadLossResult(loss, to_torch(logp, run.inp.device, out),
+                                   to_torch(entropy, run.inp.device, out), metrics)
 
     def loss_and_grad(self, X, W, targets, loss, old_logp, advantages, mask, *, bias=None, grad_W=None,
                       grad_bias=None, out_dX=None, **compute_kwargs):
         """Loss and every gradient in one pass, without autograd.
 
-        ``loss`` is an ``aepo.PolicyLoss``, a config document or None (this head's document).
+        ``loss`` is an ``aepo.Loss``, a config document or None (this head's document).
         Returns ``(loss, dX, dW, dbias, metrics, logp, entropy)``: the loss as a float,
         gradients as tensors (on their tensor's device, in its dtype), the metrics dict, and
         logp and entropy [B, L]. ``grad_W`` / ``grad_bias`` (e.g. ``W.grad``) receive dW /
@@ -203,8 +204,8 @@ class FusedLMHead:
         C-contiguous tensors that do not require grad (ShapeError / DeviceError /
         InvalidValueError otherwise, naming the buffer).
         """
-        if not (loss is None or isinstance(loss, (PolicyLoss, dict, str))):
-            raise TypeError(f"loss: expected an aepo.PolicyLoss, a config or None, got {type(loss).__name__}")
+        if not (loss is None or isinstance(loss, (Loss, dict, str))):
+            raise TypeError(f"loss: expected an aepo.Loss, a config or None, got {type(loss).__name__}")
         require_float(X, "X")
         require_float(W, "W")
         if W.dim() != 2:
@@ -225,3 +226,10 @@ class FusedLMHead:
             db_t = None if db is None else to_torch(db, *(inp.b_meta or inp.w_meta))
         return (value, dX_t, dW_t, db_t, metrics, to_torch(logp, inp.device, out),
                 to_torch(entropy, inp.device, out))
+
+
+# Deprecated since 0.2, removed in the next release: old name -> (module, new name, use instead).
+__getattr__ = _module_getattr(__name__, {
+    "FusedLMHead": ("aepo.torch.fused", "FusedHead", "aepo.torch.FusedHead"),
+    "FusedPolicyLoss": ("aepo.torch.fused", "FusedHeadLossResult", "aepo.torch.FusedHeadLossResult"),
+})

@@ -17,8 +17,8 @@ _CPU = torch.device("cpu")
 
 
 class LogitsStats(NamedTuple):
-    """Result of :func:`logits_stats`; per-row tensors have the shape ``logits.shape[:-1]`` and
-    live on the logits' device."""
+    """Result of :func:`logits_stats`: the fields of :class:`aepo.LogitsStats`, with tensors for
+    arrays. Per-row tensors have the shape ``logits.shape[:-1]`` and live on the logits' device."""
 
     logp: Optional[torch.Tensor]     # log p(target) at T, differentiable (None without targets)
     entropy: torch.Tensor            # exact entropy at T, differentiable

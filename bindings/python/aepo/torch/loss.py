@@ -1,6 +1,6 @@
 """``policy_loss``: the library's policy loss as a differentiable PyTorch function.
 
-The forward call runs ``PolicyLoss.compute`` once; it returns the loss and its exact
+The forward call runs ``aepo.Loss.compute`` once; it returns the loss and its exact
 gradients with respect to the log-probs and the per-token entropy, which the backward pass
 scales by the incoming gradient. Nothing is recomputed and no handle is touched in backward.
 """
@@ -12,7 +12,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..errors import ConfigError
-from ..loss import PolicyLoss
+from ..loss import Loss
 from ._tensors import (common_device, float_host, index_host, no_grad_input, require_float, scalar, scaled_grad,
                        value_dtype)
 
@@ -52,26 +52,26 @@ def _key(config):
 
 
 def loss_handle(config=None):
-    """The ``PolicyLoss`` for ``config`` (None, a dict or JSON text), from this thread's cache.
+    """The ``aepo.Loss`` for ``config`` (None, a dict or JSON text), from this thread's cache.
 
-    A ``PolicyLoss`` is returned as it is (it stays the caller's). The cache keeps the
+    An ``aepo.Loss`` is returned as it is (it stays the caller's). The cache keeps the
     ``CACHE_SIZE`` most recently used handles of each thread and closes the one it drops; a
     handle that fails to build is not cached, so the error is raised again on the next call.
     """
-    if isinstance(config, PolicyLoss):
+    if isinstance(config, Loss):
         return config
     key = _key(config)
     if key is None:
         if config is not None and not isinstance(config, dict):
-            raise ConfigError(f"config: expected a dict, JSON text, an aepo.PolicyLoss or None, got "
+            raise ConfigError(f"config: expected a dict, JSON text, an aepo.Loss or None, got "
                               f"{type(config).__name__}", argument="config")
-        return PolicyLoss(config)  # raises the ConfigError that names the problem
+        return Loss(config)  # raises the ConfigError that names the problem
     handles = _cache.handles
     h = handles.get(key)
     if h is not None:
         handles.move_to_end(key)
         return h
-    h = PolicyLoss(config)
+    h = Loss(config)
     handles[key] = h
     while len(handles) > CACHE_SIZE:
         _, old = handles.popitem(last=False)
@@ -95,7 +95,7 @@ class _Call:
     __slots__ = ("handle", "arrays", "kwargs", "device", "metrics")
 
 
-class _PolicyLossFunction(torch.autograd.Function):
+class _LossFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logp, entropy, call):
         a = call.arrays
@@ -167,8 +167,8 @@ def policy_loss(logp, old_logp, advantages, mask, *, config=None, return_metrics
     ``logp`` [B, L] is the current log-prob of each sampled token (a floating tensor, usually
     requiring grad); ``old_logp`` [B, L]; ``advantages`` [B] or [B, L]; ``mask`` [B, L] bool
     or integer. ``config`` is a config document (dict, JSON text or None for the defaults;
-    its handle is built once and cached per thread) or an ``aepo.PolicyLoss``. The keyword
-    arguments are those of ``PolicyLoss.compute``: ``ref_logp``, ``is_weights``, ``entropy``
+    its handle is built once and cached per thread) or an ``aepo.Loss``. The keyword
+    arguments are those of ``aepo.Loss.compute``: ``ref_logp``, ``is_weights``, ``entropy``
     (a tensor that may require grad: the entropy term's gradient flows into it),
     ``reg_rows``, ``reg_alpha``, ``global_tokens``, ``global_seqs``, ``global_reg_tokens``,
     ``dp_size``, ``step``.
@@ -176,13 +176,13 @@ def policy_loss(logp, old_logp, advantages, mask, *, config=None, return_metrics
     The backward pass gives ``logp`` (and ``entropy``) the library's exact gradient, in their
     dtype and on their device. The loss is float32 (float64 for float64 ``logp``) on
     ``logp``'s device. With ``return_metrics`` the result is ``(loss, metrics)``, the metrics
-    dict of ``PolicyLoss.compute`` (Python floats; ``pg_loss`` there is the exact double).
+    dict of ``aepo.Loss.compute`` (Python floats; ``pg_loss`` there is the exact double).
 
     ``old_logp``, ``advantages``, ``ref_logp`` and ``is_weights`` must not require grad: the
     loss gives them no gradient, so the call refuses them rather than return a silent zero.
     """
     call, entropy = _prepare(logp, old_logp, advantages, mask, config, compute_kwargs)
-    loss = _PolicyLossFunction.apply(logp, entropy, call)
+    loss = _LossFunction.apply(logp, entropy, call)
     if return_metrics:
         return loss, call.metrics
     return loss

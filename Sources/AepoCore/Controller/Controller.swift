@@ -31,7 +31,7 @@
 /// Numerical properties: every decision is a deterministic function of the config and the
 /// sequence of observations (no clocks, no randomness), so a restored state continues
 /// bit for bit. Temperatures stay exactly inside their bounds.
-public struct EntropyController: Sendable {
+public struct Controller: Sendable {
     public let config: ControllerConfig
     public let mode: ControllerMode
     public let statistic: ControllerStatistic
@@ -94,7 +94,7 @@ public struct EntropyController: Sendable {
     public mutating func observe(_ kind: ControllerStatistic, value: Double,
                                  step: Int64? = nil) throws(AepoFailure) -> ControllerDecision {
         try checkKind(kind)
-        let name = kind.argumentName
+        let name = kind.name
         if !value.isFinite {
             throw AepoFailure(.nonFinite, name, "\(name) is \(value); the statistic must be finite and >= 0")
         }
@@ -110,7 +110,7 @@ public struct EntropyController: Sendable {
     public mutating func observe(_ kind: ControllerStatistic, sum: Double, count: Int64,
                                  step: Int64? = nil) throws(AepoFailure) -> ControllerDecision {
         try checkKind(kind)
-        let name = kind.argumentName + "_sum"
+        let name = kind.name + "_sum"
         if !sum.isFinite {
             throw AepoFailure(.nonFinite, name, "\(name) is \(sum); the sum must be finite and >= 0")
         }
@@ -164,9 +164,9 @@ public struct EntropyController: Sendable {
 
     private func checkKind(_ kind: ControllerStatistic) throws(AepoFailure) {
         guard kind == statistic else {
-            let want = statistic.argumentName
+            let want = statistic.name
             throw .invalid(want, "missing; controller.statistic is \"\(statistic.name)\", so the controller needs "
-                + "\(want) (or \(want)_sum with count), but got only \(kind.argumentName)")
+                + "\(want) (or \(want)_sum with count), but got only \(kind.name)")
         }
     }
 

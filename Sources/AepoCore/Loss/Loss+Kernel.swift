@@ -15,7 +15,7 @@ struct Kernel {
     let hasRef: Bool
     let hasEntropy: Bool
 
-    init(_ e: PolicyLossEngine, _ batch: LossBatch) {
+    init(_ e: Loss, _ batch: LossBatch) {
         self.batch = batch
         let l = e.config.loss
         consts = FormConstants(lo: V(repeating: 1 - l.clipRatioLow), hi: V(repeating: 1 + l.clipRatioHigh),
@@ -85,7 +85,7 @@ struct Kernel {
         if gradEnt != nil && !Float(io.gH).isFinite { out.nonFinite = true }
         // The policy term of the configured mode, with the KL and entropy terms in the same
         // pass. Modes that need statistics of the whole call (gspo's sequence ratio, the
-        // covariance selections) read them from the plan (`PolicyLossEngine.prepare`).
+        // covariance selections) read them from the plan (`Loss.prepare`).
         switch mode {
         case .vanilla:
             if perToken {
@@ -320,7 +320,7 @@ struct Kernel {
 }
 
 /// The PPO-clip loss of four tokens for one sign case of the advantage. All three cases
-/// compute the same bits as the general formula of `PolicyLossEngine`:
+/// compute the same bits as the general formula of `Loss`:
 ///
 ///     L1 = -A r, L2 = -A clamp(r, lo, hi), clipped = L2 > L1, C1 = clipped ? L2 : L1,
 ///     L3 = -A c, dual = A < 0 and C1 > L3, l = dual ? L3 : C1.

@@ -38,7 +38,7 @@ import Synchronization
 ///
 /// Numerical properties: per-token arithmetic in float64 (`LossMath`), sums in float64;
 /// the gradient is rounded once to float32.
-public struct PolicyLossEngine: Sendable {
+public struct Loss: Sendable {
     public let config: Config
     public let mode: PolicyLossMode
     public let aggregation: AggregationMode
@@ -209,8 +209,8 @@ public struct PolicyLossEngine: Sendable {
     /// After a pass whose partials say `nonFinite` and whose inputs are all finite: the
     /// flag also goes up when a gradient comes near or beyond the float32 range (see
     /// `policyLoop`), so look at the gradients written. A non-finite one is an overflow,
-    /// reported as AEPO_ERR_NON_FINITE naming `argument` (the output, or "loss" where the
-    /// gradient is internal); otherwise the flag was only a near miss and the call goes on.
+    /// reported as AEPO_ERR_NON_FINITE naming `argument` (the output, or "value", the loss,
+    /// where the gradient is internal); otherwise the flag was only a near miss and the call goes on.
     public func checkGradients(_ grad: UnsafeBufferPointer<Float>?, _ gradEntropy: UnsafeBufferPointer<Float>?,
                                n: Int, argument: String) throws(AepoFailure) {
         for (buf, what, name) in [(grad, "dLoss/dlogp", argument),
@@ -230,9 +230,11 @@ public struct PolicyLossEngine: Sendable {
     public func checkResult(_ r: LossResult) throws(AepoFailure) {
         guard r.loss.isFinite, r.metrics.allSatisfy({ $0.isFinite }) else {
             let what = r.loss.isFinite ? "metric \(r.metrics.firstIndex { !$0.isFinite } ?? -1)" : "the loss"
-            throw AepoFailure(.nonFinite, "loss",
-                              "loss: \(what) overflows although every input is finite; the loss weights (dp_size, "
-                              + "loss_scale_factor, the coefficients of the config) are out of scale")
+            let bad = r.loss.isFinite ? r.metrics.firstIndex { !$0.isFinite } ?? -1 : -1
+            let name = r.loss.isFinite ? "metrics" : "value"
+            throw AepoFailure(.nonFinite, name,
+                              "\(name): \(what) overflows although every input is finite; the loss weights (dp_size, "
+                              + "loss_scale_factor, the coefficients of the config) are out of scale", index: bad)
         }
     }
 

@@ -28,7 +28,7 @@ public struct ControllerSnapshot: Sendable, Equatable {
     }
 }
 
-extension EntropyController {
+extension Controller {
     /// The controller's state and history, for saving.
     public var snapshot: ControllerSnapshot {
         ControllerSnapshot(mode: mode.name, statistic: statistic.name, actuator: actuator.name,
@@ -50,7 +50,7 @@ extension EntropyController {
             throw .state("config.mode", "the state was saved by a controller in mode \"\(snap.mode)\", "
                 + "but this one runs \"\(mode.name)\"")
         }
-        if snap.statistic != statistic.name {
+        if ControllerStatistic(name: snap.statistic) != statistic {
             throw .state("config.statistic", "the state was saved by a controller driven by \"\(snap.statistic)\", "
                 + "but this one is driven by \"\(statistic.name)\"")
         }

@@ -1,7 +1,7 @@
 import Glibc
 
 /// The statistics of a whole call that gspo, clip_cov and kl_cov need before their token
-/// pass (step 2 of `PolicyLossEngine`).
+/// pass (step 2 of `Loss`).
 ///
 /// **gspo** (verl `compute_policy_loss_gspo`): per row b, m_b = sum_t M (logp - old_logp) /
 /// max(n_b, 1), and s_b = e^min(m_b, 10).
@@ -36,7 +36,7 @@ import Glibc
 /// The pieces live beside this file: `CovarianceTest.swift` (a group's test, the clip sides
 /// and the row views), `TopCovariance.swift` (kl_cov's top-k heap) and
 /// `CovarianceDraws.swift` (clip_cov's random stream).
-extension PolicyLossEngine {
+extension Loss {
     typealias V = LossMath.V
     typealias M = LossMath.M
 
