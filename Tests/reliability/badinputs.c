@@ -343,7 +343,7 @@ static void loss_compute_cases(void) {
             break;
         case 40:
             w = W("overflow", "loss_scale_factor 1e-300, entropy 3e38 with entropy_coeff 0 (a metric overflows double)",
-                  AEPO_ERR_NON_FINITE, "metrics", -1);
+                  AEPO_ERR_NON_FINITE, "metrics", AEPO_LOSS_METRIC_ENTROPY);
             c.h = sumnorm300;
             for (i = 0; i < N; i++) {
                 c.adv[i] = 0;

@@ -172,8 +172,9 @@ def torch_mode_loss(cfg, lp, olp, adv, mask, ref=None, ent=None, isw=None, step=
     if ref is not None and lc["kl_loss_coef"] != 0:
         delta = lpv - safe(f64(ref))
         x = torch.clamp(-delta, -20, 20)
-        kl = {"k1": delta, "abs": delta.abs(), "k2": 0.5 * delta ** 2,
-              "k3": torch.clamp(torch.exp(x) - x - 1, -10, 10)}[lc["kl_loss_type"]]
+        k1, k2, k3 = delta, 0.5 * delta ** 2, torch.clamp(torch.exp(x) - x - 1, -10, 10)
+        kl = {"kl": k1, "k1": k1, "abs": delta.abs(), "mse": k2, "k2": k2, "low_var_kl": k3,
+              "k3": k3}[lc["kl_loss_type"]]
         loss = loss + lc["kl_loss_coef"] * agg(kl)
     loss.backward()
     return loss.item(), log_prob.grad.numpy(), None if ent_t is None else ent_t.grad.numpy(), selected
