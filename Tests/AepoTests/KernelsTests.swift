@@ -119,8 +119,41 @@ func makeRow(_ shape: LogitsShape, vocab v: Int, scale: Double, rng: inout Split
 
 @Suite struct KernelsTests {
     static let temperatures = [0.3, 0.7, 1.0, 1.2, 2.0]
-    /// Both implementations of the hot loops when this CPU has AVX2 + FMA, else the SIMD8 one.
-    static let isas: [KernelISA] = KernelISA.best == .simd8 ? [.simd8] : [.simd8, .avx2fma]
+    /// Every implementation of the hot loops this CPU runs: SIMD8, and AVX2 + FMA and AVX-512
+    /// where the CPU (and OS) have them.
+    static let isas: [KernelISA] = KernelISA.available
+
+    /// Says once, in the test log, which paths the tests over `isas` and `samplerISAs` ran.
+    @Test func reportsKernelPathsTested() {
+        print("kernel paths tested: \(Self.isas.map { "\($0)" }.joined(separator: ", ")) "
+              + "(sampler: \(samplerISAs.map { "\($0)" }.joined(separator: ", ")); chosen at run time: \(KernelISA.best))")
+        #expect(Self.isas.first == .simd8 && Self.isas.contains(KernelISA.best))
+    }
+
+    /// Within each path, 1, 2 and 3 threads give the same bits, forward and backward (the C API
+    /// test of this runs the path chosen at run time only).
+    @Test func everyPathIsBitIdenticalAcrossThreads() throws {
+        var rng = SplitMix64(seed: 19)
+        let n = 7, v = 3001
+        let x = (0..<(n * v)).map { _ in Float(3 * rng.normal()) }
+        let targets = (0..<n).map { _ in Int32(rng.int(v)) }
+        let gl = (0..<n).map { Float(($0 % 5) - 2) * 0.3 }, gh = (0..<n).map { Float(($0 % 3) - 1) * 0.7 }
+        for isa in Self.isas {
+            let ref = try StatsRun(x, rows: n, vocab: v, targets: targets, temperature: 0.7, threads: 1, isa: isa)
+            let refOut = try BackwardRun(x, rows: n, vocab: v, targets: targets, temperature: 0.7, lse: ref.lse,
+                                         entropy: ref.entropy, gradLogp: gl, gradEntropy: gh, threads: 1, isa: isa).out
+            for t in [2, 3] {
+                let s = try StatsRun(x, rows: n, vocab: v, targets: targets, temperature: 0.7, threads: t, isa: isa)
+                #expect(s.logp.map(\.bitPattern) == ref.logp.map(\.bitPattern)
+                        && s.entropy.map(\.bitPattern) == ref.entropy.map(\.bitPattern)
+                        && s.lse.map(\.bitPattern) == ref.lse.map(\.bitPattern)
+                        && s.sums.entropySum.bitPattern == ref.sums.entropySum.bitPattern, "\(isa) stats, threads = \(t)")
+                let o = try BackwardRun(x, rows: n, vocab: v, targets: targets, temperature: 0.7, lse: s.lse,
+                                        entropy: s.entropy, gradLogp: gl, gradEntropy: gh, threads: t, isa: isa).out
+                #expect(o.map(\.bitPattern) == refOut.map(\.bitPattern), "\(isa) gradient, threads = \(t)")
+            }
+        }
+    }
 
     /// logp, entropy (and lse, logp at T = 1) within 1e-5 of float64, scaled by
     /// max(1, |value|), for logit scales up to 50, V from 2 to 256k and the five temperatures.
@@ -271,38 +304,39 @@ func makeRow(_ shape: LogitsShape, vocab v: Int, scale: Double, rng: inout Split
     }
 }
 
-/// The AVX2 + FMA loops (CAepoKernels) agree with the SIMD8 loops to a few float32 ulps, for
-/// every length (tails included) and for special values.
+/// The AVX2 + FMA and AVX-512 loops (CAepoKernels) agree with the SIMD8 loops to a few
+/// float32 ulps, for every length (tails included) and for special values.
 @Suite struct KernelsAVX2Tests {
     static func close(_ a: Float, _ b: Float, rel: Float = 4e-7) -> Bool {
         a == b || abs(a - b) <= rel * max(abs(a), abs(b))
     }
 
-    @Test func avx2AgreesWithSIMD8() throws {
-        guard KernelISA.best == .avx2fma else {
-            print("AVX2/FMA not available on this CPU: only the SIMD8 path runs here")
+    @Test(arguments: [KernelISA.avx2fma, .avx512])
+    func agreesWithSIMD8(_ isa: KernelISA) throws {
+        guard KernelISA.available.contains(isa) else {
+            print("\(isa) not available on this CPU: not tested here")
             return
         }
         var rng = SplitMix64(seed: 77)
         var mismatches: [String] = []
         var worstBackward: Float = 0
-        for n in [1, 5, 8, 9, 15, 16, 17, 31, 32, 33, 100, 1023, 1024] {
+        for n in [1, 5, 8, 9, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 100, 1023, 1024] {
             for scale in [0.5, 8.0, 60.0] {
                 var x = (0..<n).map { _ in Float(scale * rng.normal()) }
                 if n > 3 { x[1] = -.infinity; x[n - 1] = -1e30 }
                 let m = SoftmaxKernels.maxSIMD8(x, n)
-                if SoftmaxKernels.max(x, n, .avx2fma).bitPattern != m.bitPattern { mismatches.append("max n=\(n)") }
+                if SoftmaxKernels.max(x, n, isa).bitPattern != m.bitPattern { mismatches.append("max n=\(n)") }
                 for invT: Float in [1 / 0.3, 1, 1 / 1.2] {
-                    let a = SoftmaxKernels.expSums(x, n, shift: m, invT: invT, .avx2fma)
+                    let a = SoftmaxKernels.expSums(x, n, shift: m, invT: invT, isa)
                     let b = SoftmaxKernels.expSumsSIMD8(x, n, shift: m, invT: invT)
                     if !Self.close(a.sum, b.sum) || !Self.close(a.sumD, b.sumD, rel: 1e-6) {
                         mismatches.append("expSums n=\(n) scale=\(scale): \(a) vs \(b)")
                     }
-                    if !Self.close(SoftmaxKernels.expSum(x, n, shift: m, .avx2fma), SoftmaxKernels.expSumSIMD8(x, n, shift: m)) {
+                    if !Self.close(SoftmaxKernels.expSum(x, n, shift: m, isa), SoftmaxKernels.expSumSIMD8(x, n, shift: m)) {
                         mismatches.append("expSum n=\(n)")
                     }
                     var o1 = [Float](repeating: 0, count: n), o2 = o1
-                    _ = SoftmaxKernels.backward(x, &o1, n, shift: m, c: 1e-6, invT: invT, a: 0.3, b: -1.1, .avx2fma)
+                    _ = SoftmaxKernels.backward(x, &o1, n, shift: m, c: 1e-6, invT: invT, a: 0.3, b: -1.1, isa)
                     _ = SoftmaxKernels.backwardSIMD8(x, &o2, n, shift: m, c: 1e-6, invT: invT, a: 0.3, b: -1.1)
                     let scaleOut = o2.map { abs($0) }.max() ?? 0
                     for j in 0..<n {
@@ -312,13 +346,66 @@ func makeRow(_ shape: LogitsShape, vocab v: Int, scale: Double, rng: inout Split
                 }
             }
         }
-        print("AVX2 vs SIMD8: backward max difference \(worstBackward) of the largest entry")
+        print("\(isa) vs SIMD8: backward max difference \(worstBackward) of the largest entry")
         #expect(worstBackward <= 1e-6)
         // NaN is ignored by max and propagates through the sums on both paths.
         var y: [Float] = (0..<40).map { Float($0) * 0.1 }
         y[17] = .nan
-        #expect(SoftmaxKernels.max(y, 40, .avx2fma) == SoftmaxKernels.maxSIMD8(y, 40))
-        #expect(SoftmaxKernels.expSums(y, 40, shift: 3.9, invT: 1, .avx2fma).sum.isNaN)
-        #expect(mismatches.isEmpty, "AVX2 and SIMD8 differ: \(mismatches.prefix(10))")
+        #expect(SoftmaxKernels.max(y, 40, isa) == SoftmaxKernels.maxSIMD8(y, 40))
+        #expect(SoftmaxKernels.expSums(y, 40, shift: 3.9, invT: 1, isa).sum.isNaN)
+        #expect(mismatches.isEmpty, "\(isa) and SIMD8 differ: \(mismatches.prefix(10))")
+    }
+
+    /// The loops that count the max entries apart, and firstIndex, agree with SIMD8 for every
+    /// length (the tails are masked loads and stores on AVX-512): the same counts and first
+    /// index, the sums to a few ulps, and nothing written past the run.
+    @Test(arguments: [KernelISA.avx2fma, .avx512])
+    func countingLoopsAgreeWithSIMD8(_ isa: KernelISA) throws {
+        guard KernelISA.available.contains(isa) else { return }
+        var rng = SplitMix64(seed: 78)
+        var mismatches: [String] = []
+        for n in [1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 100, 1023, 1024] {
+            var x = (0..<n).map { _ in Float(4 * rng.normal()) }
+            if n > 3 { x[1] = -.infinity }
+            let m = SoftmaxKernels.maxSIMD8(x, n)
+            // Ties for the max: one in the first vector, one in the tail.
+            x[n - 1] = m
+            if n > 4 { x[n / 2] = m }
+            let first = x.firstIndex(of: m)!
+            for invT: Float in [1 / 0.3, 1, 1 / 1.2] {
+                let a = SoftmaxKernels.expSumsCountingMax(x, n, shift: m, invT: invT, isa)
+                let b = SoftmaxKernels.expSumsCountingMax(x, n, shift: m, invT: invT, .simd8)
+                if a.count != b.count || !Self.close(a.sum, b.sum) || !Self.close(a.sumD, b.sumD, rel: 1e-6) {
+                    mismatches.append("expSumsCountingMax n=\(n): \(a) vs \(b)")
+                }
+                let a1 = SoftmaxKernels.expSumCountingMax(x, n, shift: m, isa)
+                let b1 = SoftmaxKernels.expSumCountingMax(x, n, shift: m, .simd8)
+                if a1.count != b1.count || !Self.close(a1.sum, b1.sum) {
+                    mismatches.append("expSumCountingMax n=\(n): \(a1) vs \(b1)")
+                }
+                // 16 guard entries after the run must stay untouched.
+                var o1 = [Float](repeating: 7, count: n + 16), o2 = o1
+                let g1 = SoftmaxKernels.backwardExcludingTop(x, &o1, n, top: m, shift: m, c: 1e-6, invT: invT,
+                                                             a: 0.3, b: -1.1, isa)
+                let g2 = SoftmaxKernels.backwardExcludingTop(x, &o2, n, top: m, shift: m, c: 1e-6, invT: invT,
+                                                             a: 0.3, b: -1.1, .simd8)
+                let scaleOut = o2.prefix(n).map { abs($0) }.max() ?? 0
+                let worst = (0..<n).map { abs(o1[$0] - o2[$0]) }.max() ?? 0
+                if g1.count != g2.count || !Self.close(g1.sum, g2.sum, rel: 1e-6) || worst > 1e-6 * scaleOut {
+                    mismatches.append("backwardExcludingTop n=\(n): \(g1) vs \(g2), worst entry \(worst)")
+                }
+                if o1[n...].contains(where: { $0 != 7 }) { mismatches.append("backwardExcludingTop n=\(n) wrote past the run") }
+                var p = [Float](repeating: 7, count: n + 16)
+                _ = SoftmaxKernels.backward(x, &p, n, shift: m, c: 1e-6, invT: invT, a: 0.3, b: -1.1, isa)
+                if p[n...].contains(where: { $0 != 7 }) { mismatches.append("backward n=\(n) wrote past the run") }
+            }
+            for (v, want) in [(m, first), (Float.nan, -1), (0, x.firstIndex(of: 0) ?? -1), (x[0], 0)] {
+                let got = SoftmaxKernels.firstIndex(of: v, in: x, n, isa)
+                if got != want || got != SoftmaxKernels.firstIndex(of: v, in: x, n, .simd8) {
+                    mismatches.append("firstIndex(\(v)) n=\(n): \(got), expected \(want)")
+                }
+            }
+        }
+        #expect(mismatches.isEmpty, "\(isa) and SIMD8 differ: \(mismatches.prefix(10))")
     }
 }

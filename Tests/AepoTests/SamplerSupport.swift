@@ -27,7 +27,7 @@ func makeSamplerConfig(temperature: Double = 1, topK: Int64 = 0, topP: Double = 
 
 /// Runs the core sampler over `rows` rows of `logits` (row-major, stride V).
 ///
-/// `isa` picks the loops of the shared sums (SIMD8, or AVX2 + FMA where the CPU has it).
+/// `isa` picks the loops of the shared sums (SIMD8, or AVX2 + FMA or AVX-512 where the CPU has it).
 func runSampler(_ config: SamplerConfig, _ logits: [Float], rows: Int, vocab: Int,
                 step: Int64 = 0, position: Int64 = 0, rowOffset: Int64 = 0,
                 temperature: Double? = nil, isa: KernelISA = .best,
@@ -187,5 +187,6 @@ func testNormals(_ count: Int, seed: UInt64, scale: Double = 1) -> [Float] {
     }
 }
 
-/// Both implementations of the shared sums when this CPU runs AVX2, else SIMD8 once.
-let samplerISAs: [KernelISA] = KernelISA.best == .simd8 ? [.simd8] : [.simd8, .avx2fma]
+/// Every implementation of the shared sums this CPU runs (SIMD8, and AVX2 + FMA and AVX-512
+/// where available).
+let samplerISAs: [KernelISA] = KernelISA.available

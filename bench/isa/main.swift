@@ -46,7 +46,7 @@ func fmt(_ x: Double, _ digits: Int) -> String {
     return text
 }
 
-let isas: [KernelISA] = KernelISA.best == .simd8 ? [.simd8] : [.simd8, .avx2fma]
+let isas: [KernelISA] = KernelISA.available
 let median = { (a: [Double]) in a.sorted()[a.count / 2] }
 
 func logitsPerElement() throws {

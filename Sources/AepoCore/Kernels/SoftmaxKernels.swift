@@ -2,14 +2,26 @@ import CAepoKernels
 import Glibc
 
 /// Which implementation of the hot loops runs: the SIMD8 Swift loops below (baseline x86-64),
-/// or their AVX2 + FMA versions in CAepoKernels, picked once per process from the CPU.
-/// The two agree to a few float32 ulps; each is bit-identical for every thread count.
+/// or their AVX2 + FMA or AVX-512 versions in CAepoKernels, picked once per process from the
+/// CPU. They agree to a few float32 ulps; each is bit-identical for every thread count.
 public enum KernelISA: Sendable {
     case simd8
     case avx2fma
+    case avx512
 
-    /// The fastest one this CPU runs.
-    public static let best: KernelISA = aepok_cpu_has_avx2() != 0 ? .avx2fma : .simd8
+    /// Every path this CPU (and OS) runs, slowest first: SIMD8 always, then AVX2 + FMA and
+    /// AVX-512 where the CPU has them.
+    public static let available: [KernelISA] = {
+        var paths: [KernelISA] = [.simd8]
+        if aepok_cpu_has_avx2() != 0 { paths.append(.avx2fma) }
+        if aepok_cpu_has_avx512() != 0 { paths.append(.avx512) }
+        return paths
+    }()
+
+    /// The widest one this CPU runs. Each is faster than the narrower ones in every kernel
+    /// family (logits, sampler, fused head) on the CPUs measured in docs/KERNELS.md, so one
+    /// choice serves them all.
+    public static let best: KernelISA = available.last ?? .simd8
 }
 
 /// The SIMD loops behind the row statistics and the row gradient. Each takes a contiguous
@@ -38,31 +50,45 @@ public enum SoftmaxKernels {
     /// Largest of x[0..<n] (NaN ignored), −inf for an empty or all −inf run, +inf if present.
     @inline(__always)
     public static func max(_ x: UnsafePointer<Float>, _ n: Int, _ isa: KernelISA) -> Float {
-        isa == .avx2fma ? aepok_avx2_max(x, n) : maxSIMD8(x, n)
+        switch isa {
+        case .avx512: return aepok_avx512_max(x, n)
+        case .avx2fma: return aepok_avx2_max(x, n)
+        case .simd8: return maxSIMD8(x, n)
+        }
     }
 
     /// S = Σ e^d and Q = Σ e^d·d over x[0..<n], d = (x − shift) · invT (see `expSumsSIMD8`).
     @inline(__always)
     public static func expSums(_ x: UnsafePointer<Float>, _ n: Int, shift: Float, invT: Float, _ isa: KernelISA)
         -> (sum: Float, sumD: Float) {
-        guard isa == .avx2fma else { return expSumsSIMD8(x, n, shift: shift, invT: invT) }
         var s: Float = 0, q: Float = 0
-        aepok_avx2_exp_sums(x, n, shift, invT, &s, &q)
+        switch isa {
+        case .avx512: aepok_avx512_exp_sums(x, n, shift, invT, &s, &q)
+        case .avx2fma: aepok_avx2_exp_sums(x, n, shift, invT, &s, &q)
+        case .simd8: return expSumsSIMD8(x, n, shift: shift, invT: invT)
+        }
         return (s, q)
     }
 
     /// Σ e^(x − shift) over x[0..<n] (see `expSumSIMD8`).
     @inline(__always)
     public static func expSum(_ x: UnsafePointer<Float>, _ n: Int, shift: Float, _ isa: KernelISA) -> Float {
-        isa == .avx2fma ? aepok_avx2_exp_sum(x, n, shift) : expSumSIMD8(x, n, shift: shift)
+        switch isa {
+        case .avx512: return aepok_avx512_exp_sum(x, n, shift)
+        case .avx2fma: return aepok_avx2_exp_sum(x, n, shift)
+        case .simd8: return expSumSIMD8(x, n, shift: shift)
+        }
     }
 
     /// The gradient of a run of one row (see `backwardSIMD8`); returns the sum of the run.
     @inline(__always)
     public static func backward(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int,
                                 shift: Float, c: Float, invT: Float, a: Float, b: Float, _ isa: KernelISA) -> Float {
-        isa == .avx2fma ? aepok_avx2_backward(x, out, n, shift, c, invT, a, b)
-            : backwardSIMD8(x, out, n, shift: shift, c: c, invT: invT, a: a, b: b)
+        switch isa {
+        case .avx512: return aepok_avx512_backward(x, out, n, shift, c, invT, a, b)
+        case .avx2fma: return aepok_avx2_backward(x, out, n, shift, c, invT, a, b)
+        case .simd8: return backwardSIMD8(x, out, n, shift: shift, c: c, invT: invT, a: a, b: b)
+        }
     }
 
     /// `max` in SIMD8.
@@ -162,10 +188,17 @@ public enum SoftmaxKernels {
     /// counted instead.
     public static func expSumsCountingMax(_ x: UnsafePointer<Float>, _ n: Int, shift: Float, invT: Float,
                                           _ isa: KernelISA) -> (sum: Float, sumD: Float, count: Int) {
-        if isa == .avx2fma {
+        switch isa {
+        case .avx512:
+            var s: Float = 0, q: Float = 0
+            let c = aepok_avx512_exp_sums_counting(x, n, shift, invT, &s, &q)
+            return (s, q, c)
+        case .avx2fma:
             var s: Float = 0, q: Float = 0
             let c = aepok_avx2_exp_sums_counting(x, n, shift, invT, &s, &q)
             return (s, q, c)
+        case .simd8:
+            break
         }
         let sh = SIMD8<Float>(repeating: shift), it = SIMD8<Float>(repeating: invT)
         var s = SIMD8<Float>(), q = SIMD8<Float>(), c = SIMD8<Int32>()
@@ -187,10 +220,17 @@ public enum SoftmaxKernels {
     /// `expSum` (T = 1) with the entries equal to `shift` counted apart.
     public static func expSumCountingMax(_ x: UnsafePointer<Float>, _ n: Int, shift: Float,
                                          _ isa: KernelISA) -> (sum: Float, count: Int) {
-        if isa == .avx2fma {
+        switch isa {
+        case .avx512:
+            var s: Float = 0
+            let c = aepok_avx512_exp_sum_counting(x, n, shift, &s)
+            return (s, c)
+        case .avx2fma:
             var s: Float = 0
             let c = aepok_avx2_exp_sum_counting(x, n, shift, &s)
             return (s, c)
+        case .simd8:
+            break
         }
         let sh = SIMD8<Float>(repeating: shift), one = SIMD8<Float>(repeating: 1)
         var s = SIMD8<Float>(), c = SIMD8<Int32>()
@@ -267,10 +307,17 @@ public enum SoftmaxKernels {
     public static func backwardExcludingTop(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int,
                                             top: Float, shift: Float, c: Float, invT: Float, a: Float, b: Float,
                                             _ isa: KernelISA) -> (sum: Float, count: Int) {
-        if isa == .avx2fma {
+        switch isa {
+        case .avx512:
+            var s: Float = 0
+            let k = aepok_avx512_backward_excluding_top(x, out, n, top, shift, c, invT, a, b, &s)
+            return (s, k)
+        case .avx2fma:
             var s: Float = 0
             let k = aepok_avx2_backward_excluding_top(x, out, n, top, shift, c, invT, a, b, &s)
             return (s, k)
+        case .simd8:
+            break
         }
         let sh = SIMD8<Float>(repeating: shift), it = SIMD8<Float>(repeating: invT), cv = SIMD8<Float>(repeating: c)
         let ka = SIMD8<Float>(repeating: -invT * a), kb = SIMD8<Float>(repeating: -invT * b)
@@ -296,7 +343,11 @@ public enum SoftmaxKernels {
 
     /// Index of the first entry of x[0..<n] equal to `v`, or -1.
     public static func firstIndex(of v: Float, in x: UnsafePointer<Float>, _ n: Int, _ isa: KernelISA) -> Int {
-        if isa == .avx2fma { return aepok_avx2_first_index(x, n, v) }
+        switch isa {
+        case .avx512: return aepok_avx512_first_index(x, n, v)
+        case .avx2fma: return aepok_avx2_first_index(x, n, v)
+        case .simd8: break
+        }
         let vv = SIMD8<Float>(repeating: v)
         var i = 0
         while i &+ 8 <= n {
