@@ -92,6 +92,15 @@ def main():
             if args.only in r.name:
                 rows.append(r)
 
+    info = ctx.aepo.runtime_info()
+    blas = info["blas"]
+    print(f"runtime: {info['cpu']['brand'] or info['cpu']['vendor']} ({info['cpu']['level']}); kernels "
+          + ", ".join(f"{k} {v}" for k, v in info["kernels"].items())
+          + f"; BLAS {os.path.basename(blas['library'])} core {blas['core'] or '?'} ({blas['core_level'] or '?'}), "
+          + f"{blas['threads']} threads" + (f"; OPENBLAS_CORETYPE set by aepo to {info['python']['set_by_aepo']}"
+                                             if info["python"]["set_by_aepo"] else ""))
+    for w in info["warnings"]:
+        print(f"warning: {w}")
     print(f"libaepo {ctx.aepo.__version__} bench: threads={ctx.threads} (library, torch and BLAS), "
           f"BLAS threads={ctx.blas_threads()}, torch={ctx.torch_version or 'not installed'}, "
           f"numpy={ctx.np.__version__}, {platform.processor() or platform.machine()}")
@@ -110,7 +119,7 @@ def main():
                 print(f"{'':60}{k} = {res[k]}")
     meta = {"threads": ctx.threads, "blas_threads": ctx.blas_threads(), "torch": ctx.torch_version,
             "numpy": ctx.np.__version__, "version": ctx.aepo.__version__, "machine": platform.machine(),
-            "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "runtime_info": info}
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "rows": results}, f, indent=2)
     print(f"\nmedians of {max(args.runs, 5)} interleaved runs; written to {os.path.relpath(args.out)}")

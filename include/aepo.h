@@ -143,6 +143,25 @@ AEPO_API int32_t aepo_config_validate(const char *json, size_t len, aepo_error *
 AEPO_API int32_t aepo_config_normalize(const char *json, size_t len,
                                        char *buf, size_t cap, size_t *len_out, aepo_error *err);
 
+/* ================================================================ runtime info === */
+/* What this process runs on, as JSON text, under the size-query rule of every text output
+ * (docs/API.md). Keys:
+ *   version, abi          this library
+ *   cpu       vendor, brand, features (the instruction sets the library uses or reports:
+ *             "avx2", "fma", "avx512f", ...), os_saves_ymm / os_saves_zmm (whether the OS
+ *             saves the AVX / AVX-512 registers, read with XGETBV), level ("SSE", "AVX",
+ *             "AVX2" or "AVX-512": what the CPU and OS together support)
+ *   kernels   the path each kernel family runs: logits, sampler, fused_head, loss
+ *   blas      library (the file that provides cblas_sgemm), openblas (true when OpenBLAS's
+ *             query functions are present; looked up at run time, so another CBLAS works
+ *             and reports false), core (openblas_get_corename), core_level (null for a
+ *             core this library does not classify), config, threads (null when unknown)
+ *   warnings  strings, each naming a setup that runs slower than this machine allows and
+ *             the exact fix; today an OpenBLAS core below the CPU's level, fixed by
+ *             setting OPENBLAS_CORETYPE before the process loads the library.
+ * The text is indented, with sorted keys. */
+AEPO_API int32_t aepo_runtime_info(char *buf, size_t cap, size_t *len, aepo_error *err);
+
 /* ============================================================== opaque handles === */
 
 typedef struct aepo_loss aepo_loss;             /* policy loss, advantages, regulariser */

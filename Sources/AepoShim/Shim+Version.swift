@@ -1,3 +1,4 @@
+import AepoConfig
 import AepoCore
 import CAepoAPI
 
@@ -47,3 +48,13 @@ enum StaticText {
 
 /// Kept equal to the header's AEPO_VERSION_STRING by a test (string macros do not import).
 let AEPO_VERSION_STRING_SWIFT = "\(AEPO_VERSION_MAJOR).\(AEPO_VERSION_MINOR).\(AEPO_VERSION_PATCH)"
+
+@c @implementation
+public func aepo_runtime_info(_ buf: UnsafeMutablePointer<CChar>?, _ cap: Int, _ len: UnsafeMutablePointer<Int>?,
+                              _ err: UnsafeMutablePointer<aepo_error>?) -> Int32 {
+    guarded(err) { () throws(AepoFailure) in
+        let text = try RuntimeInfoCodec.encode(RuntimeInfo.probe(), version: AEPO_VERSION_STRING_SWIFT,
+                                               abi: Int(AEPO_ABI_VERSION))
+        try writeText(text, buf, cap, len)
+    }
+}

@@ -68,5 +68,16 @@ int main(void) {
     }
     /* Without err the status alone still tells. */
     CHECK_STATUS(aepo_config_validate("{", 1, NULL), AEPO_ERR_CONFIG, &err);
+
+    /* The runtime report: JSON text under the size-query rule, with every section. */
+    CHECK_STATUS(aepo_runtime_info(NULL, 0, &len, &err), AEPO_OK, &err);
+    buf = (char *)malloc(len + 1);
+    CHECK_STATUS(aepo_runtime_info(buf, len + 1, &len, &err), AEPO_OK, &err);
+    CHECK(strlen(buf) == len && buf[0] == '{' && buf[len - 1] == '}');
+    CHECK(strstr(buf, "\"cpu\": {") != NULL && strstr(buf, "\"blas\": {") != NULL);
+    CHECK(strstr(buf, "\"kernels\": {") != NULL && strstr(buf, "\"warnings\": [") != NULL);
+    CHECK(strstr(buf, "\"version\": \"" AEPO_VERSION_STRING "\"") != NULL);
+    printf("runtime info:\n%s\n", buf);
+    free(buf);
     return smoke_finish("smoke_config");
 }

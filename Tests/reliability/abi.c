@@ -215,6 +215,7 @@ struct abi_functions {
     int32_t (*fused_head_loss_and_grad)(const aepo_fused_head *, const aepo_loss *, const aepo_fused_head_inputs *,
                                         const aepo_loss_inputs *, double *, float *, float *, float *, double *,
                                         size_t, float *, float *, aepo_error *);
+    int32_t (*runtime_info)(char *, size_t, size_t *, aepo_error *);
 };
 
 static const struct abi_functions FUNCTIONS = {
@@ -229,6 +230,7 @@ static const struct abi_functions FUNCTIONS = {
     aepo_logits_stats, aepo_logits_backward, aepo_sampler_create, aepo_sampler_free, aepo_sampler_config_json,
     aepo_sampler_sample, aepo_fused_head_create, aepo_fused_head_free, aepo_fused_head_config_json,
     aepo_fused_head_inputs_init, aepo_fused_head_forward, aepo_fused_head_backward, aepo_fused_head_loss_and_grad,
+    aepo_runtime_info,
 };
 
 static const char *const STATUS_NAMES[] = {

@@ -118,6 +118,12 @@ static void config_cases(void) {
            -1);
     rc = aepo_default_config_json(NULL, 0, NULL, &e);
     expect("aepo_default_config_json", "valid", "size query with len NULL", rc, &e, AEPO_OK, "", -1);
+    rc = aepo_runtime_info(NULL, 0, &n, &e);
+    expect("aepo_runtime_info", "valid", "size query", rc, &e, AEPO_OK, "", -1);
+    rc = aepo_runtime_info(NULL, 5, &n, &e);
+    expect("aepo_runtime_info", "null", "buf NULL with cap > 0", rc, &e, AEPO_ERR_NULL_POINTER, "buf", -1);
+    rc = aepo_runtime_info(buf, sizeof buf, &n, &e);
+    expect("aepo_runtime_info", "shape", "cap smaller than the text", rc, &e, AEPO_ERR_BUFFER_TOO_SMALL, "buf", -1);
 }
 
 static void create_cases(void) {

@@ -17,12 +17,13 @@ from .kernels import LogitsStats, logits_backward, logits_stats
 from .loss import Loss, LossResult, RegSelection, compute_advantages, select_regularizer
 from .sampler import SampleResult, Sampler
 from .fused import FusedHead
+from .runtime import runtime_info
 from ._deprecated import module_getattr as _module_getattr
 # @@EXPORTS@@
 
 __all__ = [
     "__version__", "ABI_VERSION", "library_path",
-    "default_config", "default_config_json", "validate_config",
+    "default_config", "default_config_json", "validate_config", "runtime_info",
     "Controller", "Decision", "Estimate",
     "LogitsStats", "logits_backward", "logits_stats",
     "Loss", "LossResult", "RegSelection", "compute_advantages", "select_regularizer",

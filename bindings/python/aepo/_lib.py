@@ -149,6 +149,7 @@ _TABLE = {
     # config
     "aepo_default_config_json": (c_int32, [c_char_p, c_size_t, c_size_t_p, Error_p]),
     "aepo_config_validate": (c_int32, [c_char_p, c_size_t, Error_p]),
+    "aepo_runtime_info": (c_int32, [c_char_p, c_size_t, c_size_t_p, Error_p]),
     "aepo_config_normalize": (c_int32, [c_char_p, c_size_t, c_char_p, c_size_t, c_size_t_p, Error_p]),
     # loss
     "aepo_loss_metric_count": (c_int32, []),
@@ -220,6 +221,50 @@ def _candidates():
         yield found
 
 
+_AVX512_FLAGS = {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _openblas_loaded():
+    try:
+        with open("/proc/self/maps") as f:
+            return any("libopenblas" in line for line in f)
+    except OSError:
+        return False
+
+
+def choose_openblas_core(environ=os.environ, flags=None, loaded=None):
+    """Picks OpenBLAS's kernels before the library is loaded, so that the fused head runs at
+    the speed of the CPU it is on.
+
+    OpenBLAS chooses its core when it is loaded, from a CPU table that older releases (the
+    0.3.21 of Debian 12, for one) do not extend to current AVX-512 servers: they fall back to
+    the SSE3 ``Prescott`` kernels, and cblas_sgemm runs 4-5x slower than with ``SkylakeX``
+    (docs/FUSED.md). On a CPU whose Linux flags show AVX-512 (F, CD, BW, DQ, VL, which the
+    kernel lists only when the OS saves the registers) this sets OPENBLAS_CORETYPE=SkylakeX,
+    unless the variable is already set, AEPO_KEEP_OPENBLAS_CORETYPE is set, or OpenBLAS is
+    already in the process (then it is too late, and ``runtime_info()`` warns). Returns the
+    core it set, or None."""
+    if "OPENBLAS_CORETYPE" in environ or environ.get("AEPO_KEEP_OPENBLAS_CORETYPE"):
+        return None
+    if not _AVX512_FLAGS <= (_cpu_flags() if flags is None else flags):
+        return None
+    if _openblas_loaded() if loaded is None else loaded:
+        return None
+    environ["OPENBLAS_CORETYPE"] = "SkylakeX"
+    return "SkylakeX"
+
+
 def _load():
     tried = []
     for path in _candidates():
@@ -234,6 +279,8 @@ def _load():
     raise ImportError("aepo: cannot load libaepo; set AEPO_LIB_PATH or run `make`. Tried: " + "; ".join(tried))
 
 
+# The OpenBLAS core this import set (None: it left OPENBLAS_CORETYPE alone).
+openblas_core_set = choose_openblas_core()
 lib, lib_path = _load()
 
 for _name, (_res, _args) in _TABLE.items():
