@@ -49,78 +49,81 @@ func fmt(_ x: Double, _ digits: Int) -> String {
 let isas: [KernelISA] = KernelISA.available
 let median = { (a: [Double]) in a.sorted()[a.count / 2] }
 
+/// One logits problem (N rows of V logits ~ N(0, 2²), T = 1.2) and its buffers; `run` times
+/// stats then backward on one path with `clock`.
+final class LogitsProblem {
+    let n: Int, v: Int, t = 1.2
+    let x: [Float], targets: [Int32], gl: [Float]
+    var lp: [Float], h: [Float], lse: [Double], out: [Float]
+    let layout: LogitsLayout
+
+    init(n: Int, v: Int, seed: UInt64) throws {
+        self.n = n
+        self.v = v
+        x = normals(n * v, seed: seed, scale: 2)
+        targets = (0..<n).map { Int32(($0 * 7919) % v) }
+        gl = normals(n, seed: seed + 1, scale: 1)
+        lp = [Float](repeating: 0, count: n)
+        h = lp
+        lse = [Double](repeating: 0, count: n)
+        out = [Float](repeating: 0, count: n * v)
+        layout = try LogitsLayout(rows: n, vocab: v)
+    }
+
+    /// Seconds of (stats, backward).
+    func run(_ isa: KernelISA, threads: Int, clock: clockid_t) throws -> (stats: Double, backward: Double) {
+        let t0 = seconds(clock)
+        try lp.withUnsafeMutableBufferPointer { a in
+            try h.withUnsafeMutableBufferPointer { b in
+                try lse.withUnsafeMutableBufferPointer { c in
+                    _ = try LogitsKernels.stats(x, layout: layout, targets: targets, mask: nil, temperature: t,
+                                                threads: threads, outputs: LogitsStatsOutputs(logp: a.baseAddress,
+                                                entropy: b.baseAddress, lse: c.baseAddress), isa: isa)
+                }
+            }
+        }
+        let t1 = seconds(clock)
+        try LogitsKernels.backward(x, layout: layout, targets: targets, mask: nil, temperature: t, lse: lse,
+                                   entropy: h, gradLogp: gl, gradEntropy: gl, out: &out, outLayout: layout,
+                                   threads: threads, isa: isa)
+        return (t1 - t0, seconds(clock) - t1)
+    }
+}
+
 func logitsPerElement() throws {
-    let n = 512, v = 32000, t = 1.2
-    let x = normals(n * v, seed: 1, scale: 2)
-    let targets = (0..<n).map { Int32(($0 * 7919) % v) }
-    let gl = normals(n, seed: 2, scale: 1), gh = gl
-    var lp = [Float](repeating: 0, count: n), h = lp, lse = [Double](repeating: 0, count: n)
-    var out = [Float](repeating: 0, count: n * v)
-    let layout = try LogitsLayout(rows: n, vocab: v)
+    let p = try LogitsProblem(n: 512, v: 32000, seed: 1)
     for isa in isas {
         var best = (stats: Double.infinity, backward: Double.infinity)
         for _ in 0..<5 {
-            let t0 = seconds(CLOCK_THREAD_CPUTIME_ID)
-            try lp.withUnsafeMutableBufferPointer { a in
-                try h.withUnsafeMutableBufferPointer { b in
-                    try lse.withUnsafeMutableBufferPointer { c in
-                        _ = try LogitsKernels.stats(x, layout: layout, targets: targets, mask: nil, temperature: t,
-                                                    threads: 1, outputs: LogitsStatsOutputs(logp: a.baseAddress,
-                                                    entropy: b.baseAddress, lse: c.baseAddress), isa: isa)
-                    }
-                }
-            }
-            let t1 = seconds(CLOCK_THREAD_CPUTIME_ID)
-            try LogitsKernels.backward(x, layout: layout, targets: targets, mask: nil, temperature: t, lse: lse,
-                                       entropy: h, gradLogp: gl, gradEntropy: gh, out: &out, outLayout: layout,
-                                       threads: 1, isa: isa)
-            let t2 = seconds(CLOCK_THREAD_CPUTIME_ID)
-            best = (min(best.stats, t1 - t0), min(best.backward, t2 - t1))
+            let r = try p.run(isa, threads: 1, clock: CLOCK_THREAD_CPUTIME_ID)
+            best = (min(best.stats, r.stats), min(best.backward, r.backward))
         }
-        let per = 1e9 / Double(n * v)
+        let per = 1e9 / Double(p.n * p.v)
         print("logits \(isa): stats \(fmt(best.stats * per, 3)) ns/element, backward "
-              + "\(fmt(best.backward * per, 3)) ns/element (N=\(n) V=\(v), 1 thread, CPU time)")
+              + "\(fmt(best.backward * per, 3)) ns/element (N=\(p.n) V=\(p.v), 1 thread, CPU time)")
     }
 }
 
 func logitsBenchShape() throws {
-    let n = 4096, v = 32000, t = 1.2
-    let x = normals(n * v, seed: 3, scale: 2)
-    let targets = (0..<n).map { Int32(($0 * 7919) % v) }
-    let gl = normals(n, seed: 4, scale: 1), gh = gl
-    var lp = [Float](repeating: 0, count: n), h = lp, lse = [Double](repeating: 0, count: n)
-    var out = [Float](repeating: 0, count: n * v)
-    let layout = try LogitsLayout(rows: n, vocab: v)
+    let p = try LogitsProblem(n: 4096, v: 32000, seed: 3)
     var copies: [Double] = []
     for _ in 0..<7 {
         let t0 = seconds(CLOCK_MONOTONIC)
-        out.withUnsafeMutableBufferPointer { o in
-            x.withUnsafeBufferPointer { o.baseAddress!.update(from: $0.baseAddress!, count: n * v) }
+        p.out.withUnsafeMutableBufferPointer { o in
+            p.x.withUnsafeBufferPointer { o.baseAddress!.update(from: $0.baseAddress!, count: p.n * p.v) }
         }
         copies.append(seconds(CLOCK_MONOTONIC) - t0)
     }
     for isa in isas {
         var times: [Double] = []
         for _ in 0..<7 {
-            let t0 = seconds(CLOCK_MONOTONIC)
-            try lp.withUnsafeMutableBufferPointer { a in
-                try h.withUnsafeMutableBufferPointer { b in
-                    try lse.withUnsafeMutableBufferPointer { c in
-                        _ = try LogitsKernels.stats(x, layout: layout, targets: targets, mask: nil, temperature: t,
-                                                    threads: 2, outputs: LogitsStatsOutputs(logp: a.baseAddress,
-                                                    entropy: b.baseAddress, lse: c.baseAddress), isa: isa)
-                    }
-                }
-            }
-            try LogitsKernels.backward(x, layout: layout, targets: targets, mask: nil, temperature: t, lse: lse,
-                                       entropy: h, gradLogp: gl, gradEntropy: gh, out: &out, outLayout: layout,
-                                       threads: 2, isa: isa)
-            times.append(seconds(CLOCK_MONOTONIC) - t0)
+            let r = try p.run(isa, threads: 2, clock: CLOCK_MONOTONIC)
+            times.append(r.stats + r.backward)
         }
         let fb = median(times), copy = median(copies)
         print("logits bench shape \(isa): forward + backward \(fmt(fb * 1e3, 1)) ms, "
               + "copy of the logits \(fmt(copy * 1e3, 1)) ms, ratio \(fmt(fb / copy, 2)) "
-              + "(N=\(n) V=\(v), 2 threads, medians of 7)")
+              + "(N=\(p.n) V=\(p.v), 2 threads, medians of 7)")
     }
 }
 
