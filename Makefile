@@ -6,7 +6,8 @@
 #                        checks (fuzz corpus replay, ABI guard, bad inputs, stress, leaks), pytest,
 #                        the C example trainer (plain and ASan/UBSan)
 #   make fuzz            every libFuzzer harness for FUZZ_SECONDS each, FUZZ_JOBS at a time
-#   make bench           speed table against numpy / PyTorch, also bench/results.json
+#   make bench           speed table against numpy / PyTorch (3-7 runs a row), also bench/results.json;
+#                        make bench-full: 7-11 runs a row
 #   make demo            a short training run showing entropy control
 #   make example         the C example trainer, build/example/aepo_train, against the staged install
 # Set-up (apt packages, the Python virtualenv under ~/.cache/libaepo) happens on demand.
@@ -35,7 +36,7 @@ CSMOKE := $(wildcard Tests/c/smoke_*.c)
 CWARN := -Wall -Wextra -Werror -pedantic
 
 .PHONY: all lib deps venv install stage bench-chunks test test-refs test-swift test-c test-python test-demo \
-        test-example example check-exports bench bench-isa demo demo-grid clean fuzz fuzz-build test-fuzz test-reliability \
+        test-example example check-exports bench bench-full bench-isa demo demo-grid clean fuzz fuzz-build test-fuzz test-reliability \
         reliability-table leak-valgrind tsan
 
 all: lib
@@ -129,6 +130,13 @@ bench: lib
 	@V=$$(scripts/venv.sh) && \
 	  AEPO_LIB_PATH=$(CURDIR)/$(BUILD)/lib/$(REAL_SO) PYTHONPATH=bindings/python \
 	  $$V/bin/python bench/run.py --threads $(THREADS)
+	@$(MAKE) --no-print-directory bench-isa
+
+# The long version: at least 7 interleaved runs per row, up to 11 while the ratio is noisy.
+bench-full: lib
+	@V=$$(scripts/venv.sh) && \
+	  AEPO_LIB_PATH=$(CURDIR)/$(BUILD)/lib/$(REAL_SO) PYTHONPATH=bindings/python \
+	  $$V/bin/python bench/run.py --threads $(THREADS) --runs 7 --max-runs 11
 	@$(MAKE) --no-print-directory bench-isa
 
 # Each kernel path this CPU has (portable SIMD, AVX2), timed against the others.

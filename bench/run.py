@@ -33,7 +33,10 @@ def time_once(fn, inner):
     return (time.perf_counter() - t0) / inner
 
 
-def measure(row, runs):
+def measure(row, runs, max_runs):
+    """Interleaved lib / peer timings: `runs` pairs, then more (up to `max_runs`) while the
+    per-pair ratio peer/lib spreads more than 10% around its median, so stable rows stop
+    early and noisy ones get the repeats. The spread is reported with the result."""
     if row.setup:
         row.setup()
     for _ in range(row.warmup):
@@ -41,17 +44,27 @@ def measure(row, runs):
         if row.peer:
             row.peer()
     lib_t, peer_t = [], []
-    for _ in range(runs):
+
+    def spread():
+        if not row.peer:
+            m = statistics.median(lib_t)
+            return (max(lib_t) - min(lib_t)) / m if m > 0 else 0.0
+        ratios = [p / l for p, l in zip(peer_t, lib_t) if l > 0]
+        m = statistics.median(ratios)
+        return (max(ratios) - min(ratios)) / m if m > 0 else 0.0
+
+    while len(lib_t) < max(runs, 1) or (len(lib_t) < max_runs and spread() > 0.10):
         lib_t.append(time_once(row.lib, row.inner))
         if row.peer:
             peer_t.append(time_once(row.peer, row.inner))
     res = {
         "name": row.name,
         "peer_name": row.peer_name,
-        "runs": runs,
+        "runs": len(lib_t),
         "inner": row.inner,
         "lib_median_s": statistics.median(lib_t),
         "lib_runs_s": lib_t,
+        "spread": spread(),
     }
     if row.peer:
         res["peer_median_s"] = statistics.median(peer_t)
@@ -76,7 +89,8 @@ def fmt_time(s):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--runs", type=int, default=3, help="interleaved runs per row at least")
+    ap.add_argument("--max-runs", type=int, default=7, help="at most, while the ratio spreads more than 10%%")
     ap.add_argument("--only", default="", help="substring filter on row names")
     ap.add_argument("--out", default=os.path.join(HERE, "results.json"))
     args = ap.parse_args()
@@ -105,15 +119,16 @@ def main():
           f"BLAS threads={ctx.blas_threads()}, torch={ctx.torch_version or 'not installed'}, "
           f"numpy={ctx.np.__version__}, {platform.processor() or platform.machine()}")
     results = []
-    header = f"{'row':58} {'libaepo':>11} {'peer':>11} {'peer/lib':>9}  peer"
+    header = f"{'row':58} {'libaepo':>11} {'peer':>11} {'peer/lib':>9} {'spread':>7} {'runs':>4}  peer"
     print(header)
     print("-" * len(header))
     for r in rows:
-        res = measure(r, max(args.runs, 5))
+        res = measure(r, args.runs, max(args.max_runs, args.runs))
         results.append(res)
         peer = fmt_time(res["peer_median_s"]) if "peer_median_s" in res else "-"
         ratio = f"{res['speedup']:.2f}x" if "speedup" in res else "-"
-        print(f"{r.name:58} {fmt_time(res['lib_median_s']):>11} {peer:>11} {ratio:>9}  {r.peer_name}", flush=True)
+        print(f"{r.name:58} {fmt_time(res['lib_median_s']):>11} {peer:>11} {ratio:>9} "
+              f"{res['spread'] * 100:>6.0f}% {res['runs']:>4}  {r.peer_name}", flush=True)
         for k in r.notes_keys:
             if k in res:
                 print(f"{'':60}{k} = {res[k]}")
@@ -122,7 +137,8 @@ def main():
             "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "runtime_info": info}
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "rows": results}, f, indent=2)
-    print(f"\nmedians of {max(args.runs, 5)} interleaved runs; written to {os.path.relpath(args.out)}")
+    print(f"\nmedians of {args.runs}-{max(args.max_runs, args.runs)} interleaved runs (more while the ratio's spread, "
+          f"(max - min) / median over the runs, is above 10%); written to {os.path.relpath(args.out)}")
 
 
 if __name__ == "__main__":
