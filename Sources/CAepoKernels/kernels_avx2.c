@@ -1,4 +1,4 @@
-/* AVX2 + FMA versions of the SIMD8 loops in SoftmaxRow.swift; see include/aepo_kernels_avx2.h.
+/* AVX2 + FMA versions of the SIMD8 loops in SoftmaxKernels.swift; see include/aepo_kernels_avx2.h.
  * One __m256 is one SIMD8<Float>: the same lanes, blocks, accumulators and summation order,
  * the same exp reduction and polynomial, but with fused multiply-adds. */
 #include "aepo_kernels_avx2.h"

@@ -77,7 +77,7 @@ public struct Loss: Sendable {
     // MARK: step 2
 
     /// The statistics of the whole call that a mode which is not token-separable needs
-    /// before its token pass, stored in `plan` (see `PolicyLoss+Statistics.swift`). Reads the
+    /// before its token pass, stored in `plan` (see `Loss+Statistics.swift`). Reads the
     /// log-probs; throws for a non-finite input it reads. A no-op for the other modes.
     public func prepare(_ batch: LossBatch, _ plan: inout AggregationPlan) throws(AepoFailure) {
         switch mode {

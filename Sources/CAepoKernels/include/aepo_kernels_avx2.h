@@ -1,4 +1,4 @@
-/* AVX2 + FMA versions of the hot SIMD8 loops in Sources/AepoCore/Kernels/SoftmaxRow.swift.
+/* AVX2 + FMA versions of the hot SIMD8 loops in Sources/AepoCore/Kernels/SoftmaxKernels.swift.
  *
  * Internal to libaepo (hidden symbols, not part of include/aepo.h). Swift cannot compile one
  * function for a wider instruction set than the rest of the library, so these few loops are
