@@ -36,7 +36,7 @@ CSMOKE := $(wildcard Tests/c/smoke_*.c)
 CWARN := -Wall -Wextra -Werror -pedantic
 
 .PHONY: all lib deps venv install stage bench-chunks test test-refs test-swift test-c test-python test-demo \
-        test-example example check-exports bench bench-full bench-isa demo demo-grid clean fuzz fuzz-build test-fuzz test-reliability \
+        test-example example check-exports bench bench-full bench-isa bench-blas-cores demo demo-grid clean fuzz fuzz-build test-fuzz test-reliability \
         reliability-table leak-valgrind tsan
 
 all: lib
@@ -139,7 +139,11 @@ bench-full: lib
 	  $$V/bin/python bench/run.py --threads $(THREADS) --runs 7 --max-runs 11
 	@$(MAKE) --no-print-directory bench-isa
 
-# Each kernel path this CPU has (portable SIMD, AVX2), timed against the others.
+# cblas_sgemm under each OpenBLAS core, each in its own process (docs/FUSED.md).
+bench-blas-cores:
+	@V=$$(scripts/venv.sh) && $$V/bin/python bench/blas_cores.py
+
+# Each kernel path this CPU has (portable SIMD, AVX2, AVX-512), timed against the others.
 bench-isa:
 	@swift build -c release --product aepo-isa-bench 2>&1 | grep -v '^\[' || true
 	@.build/release/aepo-isa-bench

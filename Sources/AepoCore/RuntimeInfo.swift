@@ -3,7 +3,7 @@ import CAepoKernels
 /// What the library runs on, for `aepo_runtime_info`: the CPU's instruction sets, the kernel
 /// path each kernel family chose, the BLAS and its core, and warnings for a setup that is
 /// slower than the machine allows (today: an OpenBLAS core below the CPU).
-public struct RuntimeInfo: Sendable, Equatable {
+public struct RuntimeInfo: Sendable {
     public struct CPU: Sendable, Equatable {
         public var vendor = ""
         public var brand = ""
@@ -34,11 +34,6 @@ public struct RuntimeInfo: Sendable, Equatable {
     public var warnings: [String] = []
 
     public init() {}
-
-    public static func == (a: RuntimeInfo, b: RuntimeInfo) -> Bool {
-        a.cpu == b.cpu && a.blas == b.blas && a.warnings == b.warnings
-            && a.kernels.map(\.family) == b.kernels.map(\.family) && a.kernels.map(\.path) == b.kernels.map(\.path)
-    }
 
     /// The instruction-set level of a CPU (with the OS's register state) or of a BLAS core.
     public enum Level: Int, Sendable, Comparable {

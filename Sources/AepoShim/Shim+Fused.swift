@@ -59,12 +59,8 @@ struct FusedSizes {
 extension aepo_fused_head_inputs: VersionedInput {
     static var typeName: String { "aepo_fused_head_inputs" }
     /// X, W, bias, targets, mask, N, D, V.
-    static var firstVersionSize: Int { MemoryLayout<aepo_fused_head_inputs>.size }
-    static var defaults: aepo_fused_head_inputs {
-        var d = aepo_fused_head_inputs()
-        d.struct_size = MemoryLayout<aepo_fused_head_inputs>.size
-        return d
-    }
+    static var firstVersionSize: Int { 72 }
+    static var defaults: aepo_fused_head_inputs { aepo_fused_head_inputs() }
 }
 
 @c @implementation

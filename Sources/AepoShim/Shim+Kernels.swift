@@ -7,10 +7,9 @@ import CAepoAPI
 extension aepo_logits_inputs: VersionedInput {
     static var typeName: String { "aepo_logits_inputs" }
     /// logits, B, L, V, the strides, targets, mask, temperature, threads.
-    static var firstVersionSize: Int { MemoryLayout<aepo_logits_inputs>.size }
+    static var firstVersionSize: Int { 88 }
     static var defaults: aepo_logits_inputs {
         var d = aepo_logits_inputs()
-        d.struct_size = MemoryLayout<aepo_logits_inputs>.size
         d.stride_b = -1
         d.stride_l = -1
         d.temperature = 1
@@ -37,8 +36,8 @@ func logitsLayout(_ B: Int64, _ L: Int64, _ V: Int64, _ strideB: Int64, _ stride
         return p
     }
     // A stride of an axis with one entry is never used, so its default is not computed.
-    let sl = strideL < 0 ? v : try dimension(strideL, "stride_l")
-    let sb = strideB >= 0 ? try dimension(strideB, "stride_b") : b > 1 ? try contiguous(l, v, "batch") : 0
+    let sl = strideL < 0 ? v : Int(strideL)
+    let sb = strideB >= 0 ? Int(strideB) : b > 1 ? try contiguous(l, v, "batch") : 0
     return try LogitsLayout(batch: b, rows: l, vocab: v, batchStride: sb, rowStride: sl, name: name)
 }
 

@@ -16,10 +16,9 @@ enum LossMetricNames {
 extension aepo_loss_inputs: VersionedInput {
     static var typeName: String { "aepo_loss_inputs" }
     /// Every field up to `step`.
-    static var firstVersionSize: Int { MemoryLayout<aepo_loss_inputs>.size }
+    static var firstVersionSize: Int { 144 }
     static var defaults: aepo_loss_inputs {
         var d = aepo_loss_inputs()
-        d.struct_size = MemoryLayout<aepo_loss_inputs>.size
         d.reg_alpha = -1
         d.global_tokens = -1
         d.global_seqs = -1

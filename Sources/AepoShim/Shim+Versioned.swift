@@ -12,9 +12,10 @@ import AepoCore
 protocol VersionedInput {
     /// The C type name, for messages.
     static var typeName: String { get }
-    /// The bytes of the first version of the struct.
+    /// The bytes of the first version of the struct: a constant, which stays when the
+    /// struct grows (tests/reliability/abi.c pins the current size).
     static var firstVersionSize: Int { get }
-    /// The value `<type>_init` writes: defaults, with struct_size set to this library's size.
+    /// The field values `<type>_init` writes; struct_size is the caller's.
     static var defaults: Self { get }
 }
 
@@ -25,12 +26,10 @@ extension VersionedInput {
         guard structSize >= firstVersionSize else {
             throw .invalid("struct_size", "is \(structSize), but \(typeName) needs at least \(firstVersionSize) bytes")
         }
-        let raw = UnsafeMutableRawPointer(p)
-        raw.initializeMemory(as: UInt8.self, repeating: 0, count: structSize)
+        let raw = UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(p), count: structSize)
+        raw.initializeMemory(as: UInt8.self, repeating: 0)
         var d = defaults
-        withUnsafeBytes(of: &d) { src in
-            raw.copyMemory(from: src.baseAddress!, byteCount: min(structSize, MemoryLayout<Self>.size))
-        }
+        withUnsafeBytes(of: &d) { src in raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: src.prefix(structSize))) }
         raw.storeBytes(of: structSize, as: Int.self)
     }
 

@@ -6,26 +6,9 @@
 #include <stdint.h>
 
 #if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
 #include <immintrin.h>
 
 #define AVX2 __attribute__((target("avx2,fma")))
-
-int aepok_cpu_has_avx2(void) {
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
-    /* FMA (bit 12), OSXSAVE (bit 27) and AVX (bit 28); then the OS must save XMM and YMM. */
-    if ((c & (1u << 12)) == 0 || (c & (1u << 27)) == 0 || (c & (1u << 28)) == 0) return 0;
-    {
-        unsigned lo, hi;
-        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-        (void)hi;
-        if ((lo & 6u) != 6u) return 0;
-    }
-    if (__get_cpuid_max(0, NULL) < 7) return 0;
-    __cpuid_count(7, 0, a, b, c, d);
-    return (b & (1u << 5)) != 0; /* AVX2 */
-}
 
 /* FastMath constants. */
 #define LOG2E 1.44269504088896341f
@@ -276,7 +259,6 @@ AVX2 ptrdiff_t aepok_avx2_first_index(const float *x, ptrdiff_t n, float v) {
 
 #else /* not x86: never selected */
 
-int aepok_cpu_has_avx2(void) { return 0; }
 float aepok_avx2_max(const float *x, ptrdiff_t n) { (void)x; (void)n; return 0; }
 void aepok_avx2_exp_sums(const float *x, ptrdiff_t n, float shift, float inv_t, float *sum, float *sum_d) {
     (void)x; (void)n; (void)shift; (void)inv_t; *sum = 0; *sum_d = 0;

@@ -9,28 +9,9 @@
 #include <stdint.h>
 
 #if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
 #include <immintrin.h>
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,avx2")))
-
-int aepok_cpu_has_avx512(void) {
-    unsigned a, b, c, d, lo, hi;
-    /* AVX2, FMA, OSXSAVE, and XMM|YMM state saved: checked there. */
-    if (!aepok_cpu_has_avx2()) return 0;
-    __cpuid_count(7, 0, a, b, c, d);
-    (void)a; (void)c; (void)d;
-    /* AVX512F (16), DQ (17), CD (28), BW (30), VL (31). */
-    if ((b & ((1u << 16) | (1u << 17) | (1u << 28) | (1u << 30) | (1u << 31))) !=
-        ((1u << 16) | (1u << 17) | (1u << 28) | (1u << 30) | (1u << 31)))
-        return 0;
-    /* The OS must save XMM and YMM (bits 1, 2) and the opmask, ZMM_Hi256 and Hi16_ZMM state
-     * (bits 5, 6, 7); a kernel that leaves the ZMM upper halves out would corrupt them on
-     * every context switch. */
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    (void)hi;
-    return (lo & 0xE6u) == 0xE6u;
-}
 
 /* The FastMath constants of kernels_avx2.c. */
 #define LOG2E 1.44269504088896341f
@@ -277,7 +258,6 @@ AVX512 ptrdiff_t aepok_avx512_first_index(const float *x, ptrdiff_t n, float v) 
 
 #else /* not x86: never selected */
 
-int aepok_cpu_has_avx512(void) { return 0; }
 float aepok_avx512_max(const float *x, ptrdiff_t n) { (void)x; (void)n; return 0; }
 void aepok_avx512_exp_sums(const float *x, ptrdiff_t n, float shift, float inv_t, float *sum, float *sum_d) {
     (void)x; (void)n; (void)shift; (void)inv_t; *sum = 0; *sum_d = 0;

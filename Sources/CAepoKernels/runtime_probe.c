@@ -1,6 +1,8 @@
 /* CPU and BLAS probes for aepo_runtime_info; see include/aepo_runtime_probe.h. */
 #define _GNU_SOURCE
 #include "aepo_runtime_probe.h"
+#include "aepo_kernels_avx2.h"
+#include "aepo_kernels_avx512.h"
 
 #include <dlfcn.h>
 #include <string.h>
@@ -65,6 +67,21 @@ void aepok_cpu_probe(aepok_cpu *out) {
 #else
 void aepok_cpu_probe(aepok_cpu *out) { memset(out, 0, sizeof *out); }
 #endif
+
+/* The kernel paths' conditions, from the one probe: the instructions each path uses, and the
+ * register state the OS saves for them (a kernel whose registers the OS does not save would
+ * have them corrupted on every context switch). */
+int aepok_cpu_has_avx2(void) {
+    aepok_cpu c;
+    aepok_cpu_probe(&c);
+    return c.avx && c.fma && c.avx2 && c.os_ymm;
+}
+
+int aepok_cpu_has_avx512(void) {
+    aepok_cpu c;
+    aepok_cpu_probe(&c);
+    return aepok_cpu_has_avx2() && c.avx512f && c.avx512dq && c.avx512cd && c.avx512bw && c.avx512vl && c.os_zmm;
+}
 
 void aepok_blas_probe(aepok_blas *out) {
     Dl_info info;

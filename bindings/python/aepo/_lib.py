@@ -249,7 +249,7 @@ def choose_openblas_core(environ=os.environ, flags=None, loaded=None):
 
     OpenBLAS chooses its core when it is loaded, from a CPU table that older releases (the
     0.3.21 of Debian 12, for one) do not extend to current AVX-512 servers: they fall back to
-    the SSE3 ``Prescott`` kernels, and cblas_sgemm runs 4-5x slower than with ``SkylakeX``
+    the SSE3 ``Prescott`` kernels, and cblas_sgemm runs 3.5-5x slower than with ``SkylakeX``
     (docs/FUSED.md). On a CPU whose Linux flags show AVX-512 (F, CD, BW, DQ, VL, which the
     kernel lists only when the OS saves the registers) this sets OPENBLAS_CORETYPE=SkylakeX,
     unless the variable is already set, AEPO_KEEP_OPENBLAS_CORETYPE is set, or OpenBLAS is
